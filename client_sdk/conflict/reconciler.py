@@ -1,0 +1,147 @@
+"""Reconciliation of one incoming payload against local rows (PROTOCOL.md section 8).
+
+Pure: it reads records and returns decisions. Storage applies them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..errors import InvalidParameterError
+from ..protocol.wire import META_FIELDS, ModelPayload, SyncRecord
+from .resolvers import FieldTimestampWins
+from .types import ConflictResolver, ConflictType, FieldConflict, RecordConflict, RecordResolution, ResolutionSource
+
+
+@dataclass(frozen=True)
+class ConflictEntry:
+    """One line of the conflict log: what clashed and which side won."""
+
+    conflict: RecordConflict
+    resolution_source: ResolutionSource
+
+
+@dataclass
+class ReconciliationResult:
+    """What to store, what to delete, and what to send back, for one payload."""
+
+    model_label: str
+    to_upsert: dict[str, SyncRecord] = field(default_factory=dict)
+    to_delete: dict[str, int] = field(default_factory=dict)
+    response_records: dict[str, SyncRecord] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+    compatible: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    conflict_log: list[ConflictEntry] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+def field_conflicts(local: SyncRecord, remote: SyncRecord, checkpoint: int) -> list[FieldConflict]:
+    """Fields both sides wrote after ``checkpoint`` with different values."""
+    clashes = []
+    for name in sorted((set(local.data) | set(remote.data)) - META_FIELDS):
+        local_stamp = local.timestamps.get(name, 0)
+        remote_stamp = remote.timestamps.get(name, 0)
+        if local_stamp <= checkpoint or remote_stamp <= checkpoint:
+            continue
+        local_value, remote_value = local.data.get(name), remote.data.get(name)
+        if local_value != remote_value or type(local_value) is not type(remote_value):
+            clashes.append(FieldConflict(name, local_value, remote_value, local_stamp, remote_stamp))
+    return clashes
+
+
+class PayloadReconciler:
+    """Decides, record by record, what an incoming payload does to local rows."""
+
+    def __init__(self, resolver: ConflictResolver | None = None) -> None:
+        if resolver is not None and not callable(getattr(resolver, "resolve", None)):
+            raise InvalidParameterError("resolver must have a resolve(conflict) method")
+        self.resolver: ConflictResolver = resolver if resolver is not None else FieldTimestampWins()
+
+    def reconcile(
+        self,
+        payload: ModelPayload,
+        local: Mapping[str, SyncRecord],
+        checkpoint: int,
+        *,
+        unsynced: Callable[[str, SyncRecord], bool] | None = None,
+    ) -> ReconciliationResult:
+        """Reconcile ``payload`` against ``local`` rows.
+
+        A local row has unsynced changes when its last_modified is past
+        ``checkpoint``; a client that tracks pending changes itself passes
+        ``unsynced(key, record)`` instead.
+        """
+        changed = unsynced or (lambda _key, record: record.last_modified > checkpoint)
+        result = ReconciliationResult(model_label=payload.model_label)
+        for key, remote in payload.records.items():
+            self._reconcile_record(result, key, remote, local.get(key), checkpoint, changed)
+        for key, stamp in payload.deletes.items():
+            self._reconcile_delete(result, key, stamp, local.get(key))
+        return result
+
+    def _reconcile_record(
+        self,
+        result: ReconciliationResult,
+        key: str,
+        remote: SyncRecord,
+        mine: SyncRecord | None,
+        checkpoint: int,
+        changed: Callable[[str, SyncRecord], bool],
+    ) -> None:
+        if mine is None:
+            result.to_upsert[key] = remote
+            result.created.append(key)
+            return
+        if not changed(key, mine):
+            result.to_upsert[key] = remote
+            result.applied.append(key)
+            return
+        clashes = field_conflicts(mine, remote, checkpoint)
+        kind = ConflictType.BOTH_MODIFIED if clashes else ConflictType.COMPATIBLE
+        conflict = RecordConflict(key, result.model_label, kind, clashes, mine, remote)
+        resolution = self._resolve(result, conflict)
+        if resolution is None:
+            return
+        if resolution.delete or resolution.record is None:
+            result.to_delete[key] = max(mine.last_modified, remote.last_modified)
+        else:
+            result.to_upsert[key] = resolution.record
+            result.response_records[key] = resolution.record
+        if kind is ConflictType.BOTH_MODIFIED:
+            result.conflicts.append(key)
+            result.conflict_log.append(ConflictEntry(conflict, resolution.source))
+        else:
+            result.compatible.append(key)
+
+    def _reconcile_delete(self, result: ReconciliationResult, key: str, stamp: int, mine: SyncRecord | None) -> None:
+        if mine is None:
+            return
+        if mine.last_modified <= stamp:
+            result.to_delete[key] = stamp
+            return
+        conflict = RecordConflict(key, result.model_label, ConflictType.DELETE_VS_MODIFY, [], mine, None)
+        resolution = self._resolve(result, conflict)
+        if resolution is None:
+            return
+        if resolution.delete or resolution.record is None:
+            result.to_delete[key] = stamp
+            return
+        result.response_records[key] = resolution.record
+        if resolution.record is not mine:
+            result.to_upsert[key] = resolution.record
+        result.conflicts.append(key)
+        result.conflict_log.append(ConflictEntry(conflict, resolution.source))
+
+    def _resolve(self, result: ReconciliationResult, conflict: RecordConflict) -> RecordResolution | None:
+        try:
+            resolution = self.resolver.resolve(conflict)
+        except Exception as exc:  # a user resolver may raise anything: one error for this key
+            result.errors.append({"key": conflict.key, "message": f"resolver failed: {type(exc).__name__}: {exc}"})
+            return None
+        if not isinstance(resolution, RecordResolution) or (not resolution.delete and not isinstance(resolution.record, SyncRecord)):
+            result.errors.append({"key": conflict.key, "message": f"resolver returned {resolution!r}, not a RecordResolution"})
+            return None
+        return resolution

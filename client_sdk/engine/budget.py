@@ -1,0 +1,44 @@
+"""The record/byte budget one manifest may fill (PROTOCOL.md 7.3)."""
+
+from __future__ import annotations
+
+import json
+
+from ..protocol.wire import SyncRecord
+
+
+def record_size(record: SyncRecord) -> int:
+    """A record's size is the length of its wire JSON."""
+    return len(json.dumps(record.to_dict(), separators=(",", ":")))
+
+
+class Budget:
+    """Shared across models; the first record always fits."""
+
+    def __init__(self, records_max: int | None, bytes_max: int | None) -> None:
+        self.records_max = records_max
+        self.bytes_max = bytes_max
+        self.records = 0
+        self.bytes = 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Nothing more fits (checked before reading further rows)."""
+        return bool(self.records) and (
+            (self.records_max is not None and self.records >= self.records_max)
+            or (self.bytes_max is not None and self.bytes >= self.bytes_max)
+        )
+
+    def take(self, size: int) -> bool:
+        """Reserve room for one more item of ``size`` bytes; False if it does not fit."""
+        if self.records and (
+            (self.records_max is not None and self.records >= self.records_max)
+            or (self.bytes_max is not None and self.bytes + size > self.bytes_max)
+        ):
+            return False
+        self.records += 1
+        self.bytes += size
+        return True
+
+    def remaining_records(self) -> int | None:
+        return None if self.records_max is None else max(self.records_max - self.records, 0)

@@ -1,0 +1,552 @@
+"""The sync engine: the server's ``process`` (PROTOCOL.md 7) and the client's round loop (11).
+
+Written against the storage, lock and transport protocols only.
+
+Two deliberate departures from the existing implementation (PROTOCOL.md 14):
+
+* The client pushes what its storage marks *pending* (a local change not yet
+  acknowledged) instead of "everything newer than the checkpoint". A change
+  the server acknowledged is never re-sent unless it changes again, so a
+  delete cannot livelock, and a write made during a round stays pending
+  whatever the new checkpoint is.
+* The server answers a complete round (nothing left to send) with its own
+  clock as the checkpoint, which is safe because ``process`` runs in one
+  serialized write transaction; this spares the echo round and lets even the
+  existing client finish after a delete. While paging, the checkpoint stays
+  put and per-model cursors carry the position, so every row and tombstone
+  is delivered exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from ..conflict.reconciler import ConflictEntry, PayloadReconciler
+from ..conflict.types import ConflictType, RecordConflict
+from ..errors import (
+    ClockDriftError,
+    InvalidParameterError,
+    PayloadLimitError,
+    SyncAbortedError,
+    TransportRequiredError,
+)
+from ..protocol.graph import DependencyGraph
+from ..protocol.hlc import HybridLogicalClock
+from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord
+from .budget import Budget, record_size
+from .protocols import Cursor, DatabaseSyncStorage, SyncLock, Transport
+from .results import DatabaseResult, SyncPhase, SyncStage
+
+MiB = 1024 * 1024
+READ_CHUNK = 1000
+"""Rows fetched per storage call while filling a byte-only budget."""
+
+PhaseCallback = Callable[[SyncPhase], None]
+ProgressCallback = Callable[[SyncStage, int, int], None]
+
+
+class DatabaseEngine:
+    """One node's sync engine: ``sync()`` as a client, ``process()`` as a server."""
+
+    def __init__(
+        self,
+        storage: DatabaseSyncStorage,
+        graph: DependencyGraph,
+        clock: HybridLogicalClock,
+        node_id: str,
+        *,
+        batch_bytes: int | None = 16 * MiB,
+        batch_size: int | None = None,
+        clock_drift_max: int | None = 300,
+        identity_field: str = "id",
+        lock: SyncLock | None = None,
+        on_complete: Callable[[DatabaseResult], None] | None = None,
+        on_phase: PhaseCallback | None = None,
+        payload_bytes_max: int | None = None,
+        payload_records_max: int | None = None,
+        progress: ProgressCallback | None = None,
+        reconciler: PayloadReconciler | None = None,
+        transaction: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        transport: Transport | None = None,
+        max_rounds: int = 10_000,
+    ) -> None:
+        _require(all(callable(getattr(storage, name, None)) for name in _STORAGE_METHODS),
+                 "storage must implement DatabaseSyncStorage")
+        _require(isinstance(graph, DependencyGraph), "graph must be a DependencyGraph")
+        _require(isinstance(clock, HybridLogicalClock), "clock must be a HybridLogicalClock")
+        _require(isinstance(node_id, str) and bool(node_id), "node_id must be a non-empty string")
+        _require(_positive_or_none(batch_bytes), "batch_bytes must be a positive integer or None")
+        _require(_positive_or_none(batch_size), "batch_size must be a positive integer or None")
+        _require(clock_drift_max is None or (_is_int(clock_drift_max) and clock_drift_max >= 0),
+                 "clock_drift_max must be a non-negative integer (seconds) or None")
+        _require(isinstance(identity_field, str) and bool(identity_field), "identity_field must be a non-empty string")
+        _require(lock is None or isinstance(lock, SyncLock), "lock must implement SyncLock (acquire, hold, release, update_phase)")
+        for name, callback in (("on_complete", on_complete), ("on_phase", on_phase), ("progress", progress),
+                               ("transaction", transaction)):
+            _require(callback is None or callable(callback), f"{name} must be callable")
+        _require(_positive_or_none(payload_bytes_max), "payload_bytes_max must be a positive integer or None")
+        _require(_positive_or_none(payload_records_max), "payload_records_max must be a positive integer or None")
+        _require(reconciler is None or isinstance(reconciler, PayloadReconciler), "reconciler must be a PayloadReconciler")
+        _require(transport is None or callable(getattr(transport, "exchange", None)), "transport must have exchange(manifest)")
+        _require(_is_int(max_rounds) and max_rounds > 0, "max_rounds must be a positive integer")
+        self.storage = storage
+        self.graph = graph
+        self.clock = clock
+        self.node_id = node_id
+        self.batch_bytes = batch_bytes
+        self.batch_size = batch_size
+        self.clock_drift_max = clock_drift_max
+        self.identity_field = identity_field
+        self.lock = lock
+        self.on_complete = on_complete
+        self.on_phase = on_phase
+        self.payload_bytes_max = payload_bytes_max
+        self.payload_records_max = payload_records_max
+        self.progress = progress
+        self.reconciler = reconciler or PayloadReconciler()
+        self.transaction = transaction
+        self.transport = transport
+        self.max_rounds = max_rounds
+        self._order = graph.sync_order()
+
+    # ------------------------------------------------------------------ shared
+
+    def check_drift(self, manifest: SyncManifest) -> None:
+        """Refuse a manifest whose sender's wall clock is too far from ours (PROTOCOL.md 6)."""
+        if self.clock_drift_max is None or manifest.node_time == 0:
+            return
+        ours = self.clock.wall_ms() // 1000
+        drift = abs(ours - manifest.node_time)
+        if drift > self.clock_drift_max:
+            raise ClockDriftError(
+                f"clock drift of {drift} s with node {manifest.node_id!r} exceeds {self.clock_drift_max} s "
+                f"(our clock: {ours}, theirs: {manifest.node_time}, unix seconds)"
+            )
+
+    def _accept(self, manifest: SyncManifest) -> None:
+        """Verify, check drift and move our clock past everything the manifest carries."""
+        manifest.verify_checksum()
+        self.check_drift(manifest)
+        self.clock.receive(manifest.max_stamp())
+
+    def _manifest(self, checkpoint: int, payloads: list[ModelPayload], after_keys: dict[str, dict], has_more: bool) -> SyncManifest:
+        return SyncManifest(
+            node_id=self.node_id,
+            checkpoint=checkpoint,
+            node_time=self.clock.wall_ms() // 1000,
+            payloads=payloads,
+            after_keys=after_keys,
+            has_more=has_more,
+        ).seal()
+
+    def _phase(self, phase: SyncPhase) -> None:
+        if self.lock is not None:
+            self.lock.update_phase(phase.value)
+        if self.on_phase is not None:
+            self.on_phase(phase)
+
+    def _report(self, stage: SyncStage, current: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, current, total)
+
+    def _invalid_records(self, payload: ModelPayload) -> dict[str, str]:
+        """Records this node cannot store as sent: key -> reason. Field names are only compared, never used in SQL."""
+        known = self._fields(payload.model_label)
+        problems: dict[str, str] = {}
+        for key, record in payload.records.items():
+            identity = record.data.get(self.identity_field, key)
+            if identity != key:
+                problems[key] = f"{self.identity_field} {identity!r} does not match the record key"
+                continue
+            if record.is_ghost:
+                problems[key] = "record has no timestamps (ghost record)"
+                continue
+            if known is not None:
+                unknown = (set(record.data) | set(record.timestamps)) - known - META_FIELDS
+                if unknown:
+                    names = ", ".join(sorted(repr(name)[:40] for name in unknown)[:5])
+                    problems[key] = f"unknown field(s) for {payload.model_label}: {names}"
+        return problems
+
+    def _fields(self, label: str) -> frozenset[str] | None:
+        fields = getattr(self.storage, "fields", None)
+        return fields(label) if callable(fields) else None
+
+    # ------------------------------------------------------------------ server
+
+    def process(self, incoming: SyncManifest) -> tuple[SyncManifest, DatabaseResult]:
+        """Answer one client round (PROTOCOL.md 7). Raises a ``SyncAbortedError`` subclass to refuse it."""
+        self._accept(incoming)
+        result = DatabaseResult()
+        for payload in incoming.payloads:
+            if payload.model_label not in self.graph:
+                for key in [*payload.records, *payload.deletes]:
+                    result.errors.append({"key": key, "model_label": payload.model_label,
+                                          "message": f"unknown model label {payload.model_label!r}"})
+        self._report(SyncStage.VALIDATE, 1, 1)
+        with self.transaction():
+            now = self.clock.now()
+            budget = Budget(self.batch_size, self.batch_bytes)
+            served = [self._serve_records(label, incoming, budget, now, result) for label in self._order]
+            has_more = any(model.cut for model in served)
+            payloads: list[ModelPayload] = []
+            after_keys: dict[str, dict] = {}
+            for model in served:
+                model.deletes = self._tombstones_for(model, incoming, has_more)
+                if model.records or model.deletes:
+                    payloads.append(ModelPayload(model.label, model.records, model.deletes))
+                if has_more and model.position is not None:
+                    after_keys[model.label] = model.position.to_wire()
+            activity = incoming.change_count > 0 or any(payloads)
+            checkpoint = self._response_checkpoint(incoming, payloads, has_more, activity, now)
+        result.checkpoint = checkpoint
+        result.rounds = 1
+        response = self._manifest(checkpoint, payloads, after_keys, has_more)
+        response.errors = list(result.errors)
+        if self.on_complete is not None:
+            self._report(SyncStage.CALLBACK, 0, 1)
+            self.on_complete(result)
+            self._report(SyncStage.CALLBACK, 1, 1)
+        return response, result
+
+    def _response_checkpoint(
+        self, incoming: SyncManifest, payloads: list[ModelPayload], has_more: bool, activity: bool, now: int
+    ) -> int:
+        """While paging the checkpoint stays put (the cursors move); a complete answer carries our clock.
+
+        ``now`` was taken inside the write transaction, so every row stored with
+        a smaller stamp is either in this answer, was sent by this client, or
+        is at or below its checkpoint.
+        """
+        if has_more:
+            return incoming.checkpoint
+        return max(incoming.checkpoint, now)
+
+    def _serve_records(
+        self, label: str, incoming: SyncManifest, budget: Budget, now: int, result: DatabaseResult
+    ) -> _ServedModel:
+        raw_cursor = incoming.after_keys.get(label)
+        cursor = Cursor.from_wire(raw_cursor) if raw_cursor else None
+        model = _ServedModel(label, cursor)
+        payload = incoming.payload(label)
+        if payload is not None:
+            model.sent_keys = set(payload.records) | set(payload.deletes)
+            self._apply_incoming(payload, incoming.checkpoint, now, model, budget, result)
+        if budget.exhausted:
+            model.cut = self._has_changes(label, incoming.checkpoint, cursor)
+            return model
+        position = cursor
+        while True:
+            chunk = budget.remaining_records()
+            rows = self.storage.get_changed_since(label, incoming.checkpoint, after=position,
+                                                  limit=READ_CHUNK if chunk is None else min(chunk + 1, READ_CHUNK))
+            for key, record in rows:
+                if key not in model.sent_keys:
+                    if not budget.take(record_size(record)):
+                        model.cut = True
+                        return model
+                    model.records[key] = record
+                position = Cursor(record.last_modified, key)
+                model.position = position
+            if len(rows) < (READ_CHUNK if chunk is None else min(chunk + 1, READ_CHUNK)):
+                return model
+            if budget.exhausted:
+                model.cut = bool(self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=1))
+                return model
+
+    def _has_changes(self, label: str, checkpoint: int, cursor: Cursor | None) -> bool:
+        return bool(self.storage.get_changed_since(label, checkpoint, after=cursor, limit=1))
+
+    def _apply_incoming(
+        self, payload: ModelPayload, checkpoint: int, now: int, model: _ServedModel, budget: Budget, result: DatabaseResult
+    ) -> None:
+        label = payload.model_label
+        problems = self._invalid_records(payload)
+        for key, message in problems.items():
+            result.errors.append({"key": key, "model_label": label, "message": message})
+        clean = ModelPayload(label, {k: r for k, r in payload.records.items() if k not in problems}, payload.deletes)
+        local = self.storage.get_records(label, [*clean.records, *clean.deletes])
+        outcome = self.reconciler.reconcile(clean, local, checkpoint)
+        self._report(SyncStage.CLASSIFY, len(clean), len(clean))
+        self.storage.upsert_many(label, outcome.to_upsert, received_at=now, guard=False)
+        self.storage.delete_many(label, {key: now for key in outcome.to_delete}, guard=False)
+        self._report(SyncStage.MUTATE, len(outcome.to_upsert) + len(outcome.to_delete), len(clean))
+        result.merge_reconciliation(outcome)
+        result.add("deleted", label, list(outcome.to_delete))
+        for key, record in outcome.response_records.items():
+            budget.take(record_size(record))
+            model.records[key] = record
+
+    def _tombstones_for(self, model: _ServedModel, incoming: SyncManifest, has_more: bool) -> dict[str, int]:
+        """Tombstones in this answer's window, so paging sends each exactly once.
+
+        Page windows are (previous cursor, new cursor]; a model without a new
+        cursor sends its tombstones on the final page.
+        """
+        if has_more and model.position is None:
+            return {}
+        low = model.cursor.timestamp if model.cursor is not None else incoming.checkpoint
+        high = model.position.timestamp if has_more and model.position is not None else None
+        return {
+            key: stamp
+            for key, stamp in self.storage.get_deletes_since(model.label, low).items()
+            if (high is None or stamp <= high) and key not in model.sent_keys and key not in model.records
+        }
+
+    # ------------------------------------------------------------------ client
+
+    def sync(self, dry_run: bool = False) -> DatabaseResult:
+        """Run rounds until both sides are quiet (PROTOCOL.md 11). ``dry_run`` pulls once and changes nothing."""
+        if self.transport is None:
+            raise TransportRequiredError("this engine has no transport: pass transport= to sync as a client")
+        guard = self.lock.hold() if self.lock is not None else nullcontext()
+        result = DatabaseResult(dry_run=dry_run)
+        try:
+            with guard:
+                if dry_run:
+                    self._dry_run(result)
+                else:
+                    self._rounds(result)
+        except BaseException:
+            self._phase(SyncPhase.FAILED)
+            raise
+        self._phase(SyncPhase.COMPLETE)
+        if self.on_complete is not None:
+            self._report(SyncStage.CALLBACK, 0, 1)
+            self.on_complete(result)
+            self._report(SyncStage.CALLBACK, 1, 1)
+        return result
+
+    def _rounds(self, result: DatabaseResult) -> None:
+        rejected: dict[str, set[str]] = {}
+        while True:
+            if result.rounds >= self.max_rounds:
+                raise SyncAbortedError(
+                    f"sync did not settle after {self.max_rounds} rounds; the server keeps sending changes "
+                    "(raise max_rounds if this is a very large initial sync)"
+                )
+            result.rounds += 1
+            self._phase(SyncPhase.COLLECTING)
+            checkpoint = self.storage.get_checkpoint()
+            request = self._collect(checkpoint, self.storage.get_after_keys(), rejected)
+            self._phase(SyncPhase.EXCHANGING)
+            response = self.transport.exchange(request)
+            self._accept(response)
+            self._phase(SyncPhase.RECONCILING)
+            with self.transaction():
+                self._apply_response(request, response, checkpoint, result, rejected)
+            result.checkpoint = max(response.checkpoint, checkpoint)
+            quiet = request.change_count == 0 and response.change_count == 0
+            if quiet and not request.has_more and not response.has_more:
+                return
+
+    def _collect(self, checkpoint: int, after_keys: dict[str, dict], rejected: dict[str, set[str]]) -> SyncManifest:
+        """Pending local changes, in dependency order, within the budget."""
+        budget = Budget(self.batch_size, self.batch_bytes)
+        payloads = []
+        has_more = False
+        for label in self._order:
+            skip = rejected.get(label, set())
+            deletes: dict[str, int] = {}
+            for key, stamp in sorted(self.storage.get_pending_deletes(label).items(), key=lambda item: (item[1], item[0])):
+                if key in skip:
+                    continue
+                if not budget.take(len(key) + 24):
+                    has_more = True
+                    break
+                deletes[key] = stamp
+            records: dict[str, SyncRecord] = {}
+            position: Cursor | None = None
+            while not has_more:
+                rows = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
+                for key, record in rows:
+                    position = Cursor(record.last_modified, key)
+                    if key in skip:
+                        continue
+                    if not budget.take(record_size(record)):
+                        has_more = True
+                        break
+                    records[key] = SyncRecord(record.user_data(), record.timestamps)
+                if len(rows) < READ_CHUNK:
+                    break
+            if records or deletes:
+                payloads.append(ModelPayload(label, records, deletes))
+        request = self._manifest(checkpoint, payloads, after_keys, has_more)
+        self._check_limits(request)
+        return request
+
+    def _check_limits(self, request: SyncManifest) -> None:
+        if self.payload_records_max is not None and request.change_count > self.payload_records_max:
+            raise PayloadLimitError(
+                f"manifest holds {request.change_count} records and tombstones, over payload_records_max="
+                f"{self.payload_records_max}; set batch_size to page the push"
+            )
+        if self.payload_bytes_max is not None:
+            size = sum(record_size(r) for p in request.payloads for r in p.records.values())
+            if size > self.payload_bytes_max:
+                raise PayloadLimitError(
+                    f"manifest records take {size} bytes, over payload_bytes_max={self.payload_bytes_max}; "
+                    "lower batch_bytes to page the push"
+                )
+
+    def _apply_response(
+        self,
+        request: SyncManifest,
+        response: SyncManifest,
+        checkpoint: int,
+        result: DatabaseResult,
+        rejected: dict[str, set[str]],
+    ) -> None:
+        """Acknowledge what the server took, apply what it sent, store the new checkpoint: all in one transaction."""
+        refused = {str(error.get("key")) for error in response.errors}
+        for payload in request.payloads:
+            label = payload.model_label
+            bad = refused & (set(payload.records) | set(payload.deletes))
+            rejected.setdefault(label, set()).update(bad)
+            self.storage.acknowledge(
+                label,
+                {key: record.last_modified for key, record in payload.records.items() if key not in bad},
+                {key: stamp for key, stamp in payload.deletes.items() if key not in bad},
+            )
+            result.add("pushed", label, [key for key in [*payload.records, *payload.deletes] if key not in bad])
+        result.errors.extend(response.errors)
+        self._phase(SyncPhase.COMMITTING)
+        total = response.change_count
+        done = 0
+        for label in self._ordered_labels(response, result):
+            payload = response.payload(label)
+            assert payload is not None
+            self._apply_payload(payload, checkpoint, result)
+            done += len(payload)
+            self._report(SyncStage.MUTATE, done, total)
+        self.storage.save_checkpoint(max(response.checkpoint, checkpoint), response.after_keys)
+
+    def _ordered_labels(self, response: SyncManifest, result: DatabaseResult) -> list[str]:
+        present = {payload.model_label for payload in response.payloads}
+        for label in sorted(present - self.graph.labels):
+            payload = response.payload(label)
+            assert payload is not None
+            for key in [*payload.records, *payload.deletes]:
+                result.errors.append({"key": key, "model_label": label, "message": f"unknown model label {label!r}"})
+        return [label for label in self._order if label in present]
+
+    def _apply_payload(self, payload: ModelPayload, checkpoint: int, result: DatabaseResult) -> None:
+        """Apply one server payload; rows with pending local changes go through the resolver."""
+        label = payload.model_label
+        problems = self._invalid_records(payload)
+        for key, message in problems.items():
+            result.errors.append({"key": key, "model_label": label, "message": message})
+        records = {key: record for key, record in payload.records.items() if key not in problems}
+        keys = [*records, *payload.deletes]
+        pending = self.storage.get_pending_keys(label, keys)
+        local = self.storage.get_records(label, [key for key in keys if key in pending])
+        clean_records = {k: r for k, r in records.items() if k not in pending}
+        clean_deletes = {k: s for k, s in payload.deletes.items() if k not in local}
+        skipped_records = self.storage.upsert_many(label, clean_records, guard=True)
+        result.add("applied", label, [k for k in clean_records if k not in skipped_records])
+        result.add("skipped", label, skipped_records)
+        skipped_deletes = self.storage.delete_many(label, clean_deletes, guard=True)
+        result.add("skipped", label, skipped_deletes)
+        result.add("deleted", label, [k for k in clean_deletes if k not in skipped_deletes])
+        self._report(SyncStage.CLASSIFY, len(keys), len(keys))
+        self._merge_pending(label, records, payload.deletes, pending, local, checkpoint, result)
+
+    def _merge_pending(
+        self,
+        label: str,
+        records: dict[str, SyncRecord],
+        deletes: dict[str, int],
+        pending: set[str],
+        local: dict[str, SyncRecord],
+        checkpoint: int,
+        result: DatabaseResult,
+    ) -> None:
+        """The server changed rows we changed too and have not pushed yet: resolve, keep the result pending."""
+        contested = ModelPayload(
+            label,
+            {k: r for k, r in records.items() if k in local},
+            {k: s for k, s in deletes.items() if k in local},
+        )
+        outcome = self.reconciler.reconcile(contested, local, checkpoint, unsynced=lambda _key, _record: True)
+        self.storage.upsert_many(label, outcome.to_upsert, guard=False)
+        self.storage.delete_many(label, outcome.to_delete, guard=False)
+        self.storage.mark_pending(label, outcome.response_records)
+        result.merge_reconciliation(outcome)
+        result.add("deleted", label, list(outcome.to_delete))
+        for key, remote in records.items():
+            if key in pending and key not in local:
+                self._modify_vs_local_delete(label, key, remote, result)
+
+    def _modify_vs_local_delete(self, label: str, key: str, remote: SyncRecord, result: DatabaseResult) -> None:
+        """The server modified a row we deleted and have not pushed yet."""
+        conflict = RecordConflict(key, label, ConflictType.MODIFY_VS_DELETE, [], None, remote)
+        try:
+            resolution = self.reconciler.resolver.resolve(conflict)
+        except Exception as exc:  # a user resolver may raise anything: one error for this key
+            result.errors.append({"key": key, "model_label": label, "message": f"resolver failed: {type(exc).__name__}: {exc}"})
+            return
+        if resolution.delete or resolution.record is None:
+            result.add("skipped", label, [key])
+        else:
+            self.storage.upsert_many(label, {key: resolution.record}, guard=False)
+            result.add("applied", label, [key])
+        result.add("conflicts", label, [key])
+        result.conflict_log.append(ConflictEntry(conflict, resolution.source))
+
+    def _dry_run(self, result: DatabaseResult) -> None:
+        """Report what a sync would push and apply, without pushing or writing anything."""
+        result.rounds = 1
+        self._phase(SyncPhase.COLLECTING)
+        checkpoint = self.storage.get_checkpoint()
+        would_push = self._collect(checkpoint, self.storage.get_after_keys(), {})
+        for payload in would_push.payloads:
+            result.add("pushed", payload.model_label, [*payload.records, *payload.deletes])
+        self._phase(SyncPhase.EXCHANGING)
+        response = self.transport.exchange(self._manifest(checkpoint, [], self.storage.get_after_keys(), False))  # type: ignore[union-attr]
+        response.verify_checksum()
+        self.check_drift(response)
+        self._phase(SyncPhase.RECONCILING)
+        for label in self._order:
+            payload = response.payload(label)
+            if payload is None:
+                continue
+            local = self.storage.get_records(label, [*payload.records, *payload.deletes])
+            pending = self.storage.get_pending_keys(label, local)
+            outcome = self.reconciler.reconcile(payload, local, checkpoint, unsynced=lambda key, _r: key in pending)
+            result.merge_reconciliation(outcome)
+            result.add("deleted", label, list(outcome.to_delete))
+        result.checkpoint = checkpoint
+
+
+class _ServedModel:
+    """What ``process`` assembled for one model of the answer."""
+
+    def __init__(self, label: str, cursor: Cursor | None) -> None:
+        self.label = label
+        self.cursor = cursor
+        self.position: Cursor | None = cursor
+        self.records: dict[str, SyncRecord] = {}
+        self.deletes: dict[str, int] = {}
+        self.sent_keys: set[str] = set()
+        self.cut = False
+
+
+_STORAGE_METHODS = (
+    "get_changed_since", "get_deletes_since", "get_records", "upsert_many", "delete_many",
+    "get_checkpoint", "save_checkpoint", "get_after_keys",
+)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidParameterError(message)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_or_none(value: object) -> bool:
+    return value is None or (_is_int(value) and value > 0)  # type: ignore[operator]

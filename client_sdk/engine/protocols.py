@@ -1,0 +1,125 @@
+"""The three seams of the engine: storage, lock and transport.
+
+The engine is written against these protocols only; it knows nothing of
+SQLite or HTTP. A node is either a *client* (it pushes its own pending
+changes and pulls the server's) or a *server* (it answers ``process``); one
+storage class may serve both roles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from ..protocol.wire import SyncManifest, SyncRecord
+
+
+class Cursor(NamedTuple):
+    """A position in (last_modified, key) order: rows strictly after it come next."""
+
+    timestamp: int
+    key: str
+
+    @classmethod
+    def from_wire(cls, raw: dict) -> Cursor:
+        return cls(raw["timestamp"], raw["key"])
+
+    def to_wire(self) -> dict:
+        return {"key": self.key, "timestamp": self.timestamp}
+
+
+@runtime_checkable
+class DatabaseSyncStorage(Protocol):
+    """Where a node keeps its rows, stamps, tombstones and sync state.
+
+    Every method is keyed by model label. Writes made through this protocol
+    are sync's own: they store the stamps they are given and never count as
+    local changes. ``upsert_many`` and ``delete_many`` return the keys they
+    skipped because of the staleness guard (PROTOCOL.md 7.6).
+    """
+
+    # -- reading changes (server role: what changed since a checkpoint) --
+    def get_changed_since(
+        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
+    ) -> list[tuple[str, SyncRecord]]:
+        """Rows with last_modified > ``since`` (or after ``after``), in (last_modified, key) order."""
+        ...
+
+    def get_deletes_since(self, label: str, since: int) -> dict[str, int]:
+        """Tombstones newer than ``since``: key -> delete stamp."""
+        ...
+
+    def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
+        """The stored rows among ``keys`` (missing keys are absent)."""
+        ...
+
+    # -- writing what sync decided --
+    def upsert_many(
+        self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True
+    ) -> list[str]:
+        """Store whole records with their stamps. With ``guard``, a stored row whose
+        last_modified is newer than the incoming record's is kept and its key returned."""
+        ...
+
+    def delete_many(self, label: str, deletes: dict[str, int], *, guard: bool = True) -> list[str]:
+        """Delete rows and keep tombstones stamped as given. With ``guard``, a row
+        modified after the tombstone is kept and its key returned."""
+        ...
+
+    # -- client role: local changes not yet acknowledged by the server --
+    def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None) -> list[tuple[str, SyncRecord]]:
+        """Locally changed rows not yet acknowledged, in (last_modified, key) order."""
+        ...
+
+    def get_pending_deletes(self, label: str) -> dict[str, int]:
+        """Local deletes not yet acknowledged: key -> delete stamp."""
+        ...
+
+    def get_pending_keys(self, label: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` have a pending local change (row or tombstone)."""
+        ...
+
+    def acknowledge(self, label: str, records: dict[str, int], deletes: dict[str, int]) -> None:
+        """The server accepted these (key -> last_modified sent, key -> tombstone sent):
+        clear their pending mark unless they changed again since."""
+        ...
+
+    def mark_pending(self, label: str, keys: Iterable[str]) -> None:
+        """Keep these rows pending: a merge kept local changes the server has not seen."""
+        ...
+
+    # -- sync state --
+    def get_checkpoint(self) -> int: ...
+
+    def save_checkpoint(self, checkpoint: int, after_keys: dict[str, dict] | None = None) -> None:
+        """Store the checkpoint and the server's pagination cursors, atomically."""
+        ...
+
+    def get_after_keys(self) -> dict[str, dict]: ...
+
+
+@runtime_checkable
+class SyncLock(Protocol):
+    """Stops two syncs of one node from running at once."""
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`LockContentionError` at once."""
+        ...
+
+    def hold(self) -> AbstractContextManager[None]:
+        """``with lock.hold():`` acquires and always releases."""
+        ...
+
+    def release(self) -> None: ...
+
+    def update_phase(self, phase: str) -> None:
+        """Record the phase the holder is in (visible to whoever finds the lock taken)."""
+        ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Carries one round: the client's manifest out, the server's manifest back."""
+
+    def exchange(self, manifest: SyncManifest) -> SyncManifest: ...

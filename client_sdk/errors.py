@@ -1,0 +1,84 @@
+"""One exception tree for everything the SDK raises (PROTOCOL.md section 13)."""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """Root of every error raised by the SDK."""
+
+
+class SyncAbortedError(SyncError):
+    """A sync round was aborted: nothing from it was applied.
+
+    ``status`` and ``server_error`` are set when the abort came from an HTTP
+    refusal (a 4xx answer); they are ``None`` otherwise.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, server_error: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_error = server_error
+
+
+class ClockDriftError(SyncAbortedError):
+    """The peer's wall clock is further from ours than ``clock_drift_max``."""
+
+
+class InvalidResponseError(SyncAbortedError):
+    """The server answered with something that is not a valid manifest."""
+
+
+class LockContentionError(SyncAbortedError):
+    """Another sync of the same database is already running."""
+
+
+class ManifestChecksumError(SyncAbortedError):
+    """A manifest's checksum is missing or does not match its content."""
+
+
+class PayloadLimitError(SyncAbortedError):
+    """A manifest would exceed ``payload_records_max`` or ``payload_bytes_max``."""
+
+
+class RetryExhaustedError(SyncAbortedError):
+    """The transport gave up after its retries."""
+
+
+class ClockOverflowError(SyncError):
+    """The HLC counter ran out and the wall clock did not move in time."""
+
+
+class ConflictStateError(SyncError):
+    """A resolver returned something that cannot be applied."""
+
+
+class CircularDependencyError(SyncError):
+    """The model dependency graph has a cycle."""
+
+
+class DecompressionLimitError(SyncError):
+    """A compressed body inflates past the allowed size (a gzip bomb)."""
+
+
+class InvalidParameterError(SyncError, ValueError):
+    """An argument given to the SDK is out of range or of the wrong type."""
+
+
+class ManifestFieldError(SyncError):
+    """A manifest (or one of its payloads) is malformed; the field is named."""
+
+
+class RecordFieldError(SyncError):
+    """A record inside a payload is malformed; the key and field are named."""
+
+
+class TransportRequiredError(SyncError):
+    """``sync()`` was called on an engine that has no transport."""
+
+
+class UnknownDependencyError(SyncError):
+    """A model depends on a label that is not in the graph."""
+
+
+class UnknownModelError(SyncError):
+    """A model label (or table) that this node does not know."""

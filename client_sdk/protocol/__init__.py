@@ -1,0 +1,17 @@
+"""Wire types and rules: no I/O here."""
+
+from .graph import DependencyGraph
+from .hlc import ClockState, HybridLogicalClock, MemoryClockState
+from .wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord, checksum_of
+
+__all__ = [
+    "META_FIELDS",
+    "ClockState",
+    "DependencyGraph",
+    "HybridLogicalClock",
+    "MemoryClockState",
+    "ModelPayload",
+    "SyncManifest",
+    "SyncRecord",
+    "checksum_of",
+]

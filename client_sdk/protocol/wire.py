@@ -1,0 +1,282 @@
+"""The wire types: records, model payloads and manifests (PROTOCOL.md sections 2-4).
+
+``from_dict`` validates everything it reads and raises :class:`RecordFieldError`
+or :class:`ManifestFieldError` naming the offending field; a manifest that fails
+is rejected whole. ``to_dict`` produces exactly what goes on the wire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ManifestChecksumError, ManifestFieldError, RecordFieldError
+from .hlc import HLC_MAX
+
+META_FIELDS = frozenset({"sync_field_timestamps", "sync_field_last_modified"})
+"""Server bookkeeping that may appear inside ``data``; never user data."""
+
+PAYLOADS_MAX = 100
+CHECKSUM_KEYS = ("checkpoint", "node_id", "node_time", "payloads")
+
+JsonDict = dict[str, Any]
+
+
+def is_stamp(value: object) -> bool:
+    """A non-negative 64-bit integer (a bool is not an integer here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= HLC_MAX
+
+
+def _manifest_error(path: str, expected: str, value: object) -> ManifestFieldError:
+    return ManifestFieldError(f"{path}: expected {expected}, got {_show(value)}")
+
+
+def _record_error(label: str, key: object, path: str, expected: str, value: object) -> RecordFieldError:
+    return RecordFieldError(f"{label} record {_show(key)}: {path}: expected {expected}, got {_show(value)}")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass
+class SyncRecord:
+    """One row: the whole ``data`` and the full per-field stamp map.
+
+    ``received_at`` is node-local (when a server stored the row) and never sent.
+    """
+
+    data: JsonDict
+    timestamps: dict[str, int]
+    received_at: int = 0
+
+    @property
+    def last_modified(self) -> int:
+        return max(max(self.timestamps.values(), default=0), self.received_at)
+
+    @property
+    def is_ghost(self) -> bool:
+        return not self.timestamps
+
+    def user_data(self) -> JsonDict:
+        """``data`` without the server meta fields."""
+        return {k: v for k, v in self.data.items() if k not in META_FIELDS}
+
+    def to_dict(self, *, with_received_at: bool = False) -> JsonDict:
+        out: JsonDict = {"data": self.data, "timestamps": self.timestamps}
+        if with_received_at:
+            out["received_at"] = self.received_at
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: object, *, key: object = None, label: str = "") -> SyncRecord:
+        if not isinstance(key, str) or not key:
+            raise _record_error(label, key, "key", "a non-empty string", key)
+        if not isinstance(raw, dict):
+            raise _record_error(label, key, "record", "an object", raw)
+        data = raw.get("data")
+        if not isinstance(data, dict):
+            raise _record_error(label, key, "data", "an object", data)
+        stamps = raw.get("timestamps")
+        if not isinstance(stamps, dict):
+            raise _record_error(label, key, "timestamps", "an object", stamps)
+        for name, stamp in stamps.items():
+            if not isinstance(name, str):
+                raise _record_error(label, key, "timestamps", "string field names", name)
+            if not is_stamp(stamp):
+                raise _record_error(label, key, f"timestamps.{name}", "a non-negative 64-bit integer", stamp)
+        received_at = raw.get("received_at", 0)
+        if not is_stamp(received_at):
+            raise _record_error(label, key, "received_at", "a non-negative 64-bit integer", received_at)
+        return cls(data=data, timestamps=stamps, received_at=received_at)
+
+
+@dataclass
+class ModelPayload:
+    """The records and tombstones of one model in one manifest."""
+
+    model_label: str
+    records: dict[str, SyncRecord] = field(default_factory=dict)
+    deletes: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.deletes)
+
+    def max_stamp(self) -> int:
+        """The largest stamp this payload carries (record last_modified or tombstone)."""
+        return max(
+            max((r.last_modified for r in self.records.values()), default=0),
+            max(self.deletes.values(), default=0),
+        )
+
+    def to_dict(self) -> JsonDict:
+        return {
+            "model_label": self.model_label,
+            "records": {key: record.to_dict() for key, record in self.records.items()},
+            "deletes": dict(self.deletes),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object, *, index: int = 0) -> ModelPayload:
+        where = f"payloads[{index}]"
+        if not isinstance(raw, dict):
+            raise _manifest_error(where, "an object", raw)
+        label = raw.get("model_label")
+        if not isinstance(label, str) or not label:
+            raise _manifest_error(f"{where}.model_label", "a non-empty string", label)
+        raw_records = raw.get("records", {})
+        if not isinstance(raw_records, dict):
+            raise _manifest_error(f"{where}.records", "an object", raw_records)
+        raw_deletes = raw.get("deletes", {})
+        if not isinstance(raw_deletes, dict):
+            raise _manifest_error(f"{where}.deletes", "an object", raw_deletes)
+        for key, stamp in raw_deletes.items():
+            if not key:
+                raise _manifest_error(f"{where}.deletes", "non-empty keys", key)
+            if not is_stamp(stamp):
+                raise _manifest_error(f"{where}.deletes.{key}", "a non-negative 64-bit integer", stamp)
+        both = raw_records.keys() & raw_deletes.keys()
+        if both:
+            raise _manifest_error(f"{where}", "no key both in records and deletes", sorted(both)[0])
+        records = {key: SyncRecord.from_dict(rec, key=key, label=label) for key, rec in raw_records.items()}
+        return cls(model_label=label, records=records, deletes=dict(raw_deletes))
+
+
+def checksum_of(body: JsonDict) -> str:
+    """sha256 of the canonical JSON of the four covered keys (PROTOCOL.md section 4)."""
+    covered = {k: body.get(k) for k in CHECKSUM_KEYS}
+    text = json.dumps(covered, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+@dataclass
+class SyncManifest:
+    """One side of one round: what a node sends, or what a server answers."""
+
+    node_id: str
+    checkpoint: int = 0
+    node_time: int = 0
+    payloads: list[ModelPayload] = field(default_factory=list)
+    after_keys: dict[str, JsonDict] = field(default_factory=dict)
+    has_more: bool = False
+    checksum: str | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+    """Per-key errors a server reports beside its manifest (HTTP ``errors``); not covered by the checksum."""
+    _wire_checksum: str | None = field(default=None, repr=False, compare=False)
+
+    def payload(self, label: str) -> ModelPayload | None:
+        return next((p for p in self.payloads if p.model_label == label), None)
+
+    @property
+    def change_count(self) -> int:
+        """How many records and tombstones the manifest carries."""
+        return sum(len(p) for p in self.payloads)
+
+    def max_stamp(self) -> int:
+        """The largest stamp in the manifest: its checkpoint or any record or tombstone."""
+        return max([self.checkpoint, *(p.max_stamp() for p in self.payloads)])
+
+    def compute_checksum(self) -> str:
+        return checksum_of(self._checksum_body())
+
+    def seal(self) -> SyncManifest:
+        """Set ``checksum`` from the current content and return self."""
+        self.checksum = self.compute_checksum()
+        self._wire_checksum = self.checksum
+        return self
+
+    def verify_checksum(self) -> None:
+        """Raise :class:`ManifestChecksumError` unless the checksum matches the content as received."""
+        expected = self._wire_checksum or self.compute_checksum()
+        if self.checksum is None:
+            raise ManifestChecksumError("manifest has no checksum")
+        if self.checksum != expected:
+            raise ManifestChecksumError(f"manifest checksum mismatch: got {self.checksum}, content hashes to {expected}")
+
+    def _checksum_body(self) -> JsonDict:
+        return {
+            "checkpoint": self.checkpoint,
+            "node_id": self.node_id,
+            "node_time": self.node_time,
+            "payloads": [p.to_dict() for p in self.payloads],
+        }
+
+    def to_dict(self) -> JsonDict:
+        body = self._checksum_body()
+        body["after_keys"] = {label: dict(cursor) for label, cursor in self.after_keys.items()}
+        body["has_more"] = self.has_more
+        body["checksum"] = self.checksum
+        return body
+
+    @classmethod
+    def from_dict(cls, raw: object) -> SyncManifest:
+        if not isinstance(raw, dict):
+            raise _manifest_error("manifest", "an object", raw)
+        node_id = raw.get("node_id")
+        if not isinstance(node_id, str) or not node_id:
+            raise _manifest_error("node_id", "a non-empty string", node_id)
+        checkpoint = raw.get("checkpoint")
+        if not is_stamp(checkpoint):
+            raise _manifest_error("checkpoint", "a non-negative 64-bit integer", checkpoint)
+        node_time = raw.get("node_time", 0)
+        if not is_stamp(node_time):
+            raise _manifest_error("node_time", "a non-negative integer (unix seconds)", node_time)
+        raw_payloads = raw.get("payloads", [])
+        if not isinstance(raw_payloads, list):
+            raise _manifest_error("payloads", "a list", raw_payloads)
+        if len(raw_payloads) > PAYLOADS_MAX:
+            raise _manifest_error("payloads", f"at most {PAYLOADS_MAX} payloads", len(raw_payloads))
+        payloads = [ModelPayload.from_dict(p, index=i) for i, p in enumerate(raw_payloads)]
+        labels = [p.model_label for p in payloads]
+        if len(set(labels)) != len(labels):
+            duplicate = next(label for label in labels if labels.count(label) > 1)
+            raise _manifest_error("payloads", "unique model labels", duplicate)
+        after_keys = _parse_after_keys(raw.get("after_keys", {}))
+        has_more = raw.get("has_more", False)
+        if not isinstance(has_more, bool):
+            raise _manifest_error("has_more", "a boolean", has_more)
+        checksum = raw.get("checksum")
+        if checksum is not None and not isinstance(checksum, str):
+            raise _manifest_error("checksum", "a hex string", checksum)
+        errors = _parse_errors(raw.get("errors", []))
+        return cls(
+            node_id=node_id,
+            checkpoint=checkpoint,
+            node_time=node_time,
+            payloads=payloads,
+            after_keys=after_keys,
+            has_more=has_more,
+            checksum=checksum,
+            errors=errors,
+            _wire_checksum=checksum_of(raw),
+        )
+
+
+def _parse_after_keys(raw: object) -> dict[str, JsonDict]:
+    if not isinstance(raw, dict):
+        raise _manifest_error("after_keys", "an object", raw)
+    cursors: dict[str, JsonDict] = {}
+    for label, cursor in raw.items():
+        if not isinstance(cursor, dict):
+            raise _manifest_error(f"after_keys.{label}", "an object", cursor)
+        key, stamp = cursor.get("key"), cursor.get("timestamp")
+        if not isinstance(key, str):
+            raise _manifest_error(f"after_keys.{label}.key", "a string", key)
+        if not is_stamp(stamp):
+            raise _manifest_error(f"after_keys.{label}.timestamp", "a non-negative 64-bit integer", stamp)
+        cursors[label] = {"key": key, "timestamp": stamp}
+    return cursors
+
+
+def _parse_errors(raw: object) -> list[dict[str, str]]:
+    if not isinstance(raw, list):
+        raise _manifest_error("errors", "a list", raw)
+    errors = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+            raise _manifest_error(f"errors[{index}]", "an object with a string key", entry)
+        errors.append({name: str(value) for name, value in entry.items()})
+    return errors
