@@ -21,6 +21,10 @@ class _Model:
     pending: set[str] = field(default_factory=set)
     pending_deletes: set[str] = field(default_factory=set)
 
+    def copy(self) -> _Model:
+        """Records are replaced, never mutated in place, so copying the containers is enough."""
+        return _Model(dict(self.rows), dict(self.tombstones), set(self.pending), set(self.pending_deletes))
+
 
 def _after(record_key: tuple[int, str], after: Cursor | None, since: int) -> bool:
     if after is None:
@@ -89,7 +93,7 @@ class MemoryStorage:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
-            saved = copy.deepcopy((self._models, self._checkpoint, self._after_keys))
+            saved = ({label: model.copy() for label, model in self._models.items()}, self._checkpoint, self._after_keys)
             try:
                 yield
             except BaseException:

@@ -1,0 +1,251 @@
+"""The client round loop against a server engine: convergence, paging, in-flight writes, limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from client_sdk import (
+    ClockDriftError,
+    DatabaseEngine,
+    FieldTimestampWins,
+    InvalidParameterError,
+    PayloadLimitError,
+    PayloadReconciler,
+    SyncPhase,
+    TransportRequiredError,
+)
+from tests.engine.harness import LIST, TASK, Recorder, Wall, make_client, make_server, new_key
+
+
+def rows(node: DatabaseEngine, label: str = TASK) -> dict[str, dict]:
+    return node.storage.rows(label)  # type: ignore[attr-defined]
+
+
+def test_three_nodes_converge_field_by_field() -> None:
+    wall = Wall()
+    server = make_server(wall)
+    a, b, c = (make_client(server, name, wall) for name in "abc")
+    groceries, milk, bread = new_key(), new_key(), new_key()
+    a.storage.write(LIST, groceries, {"name": "Groceries"})
+    a.storage.write(TASK, milk, {"list_id": groceries, "title": "milk", "done": False})
+    a.storage.write(TASK, bread, {"list_id": groceries, "title": "bread", "done": False})
+    a.sync()
+    b.sync()
+    c.sync()
+    wall.advance(10)
+    b.storage.write(TASK, milk, {"title": "oat milk"})  # b renames
+    c.storage.write(TASK, milk, {"done": True})  # c marks done, concurrently
+    a.storage.delete(TASK, bread)  # a deletes another task
+    for node in (b, c, a, b, c):
+        node.sync()
+    expected = {milk: {"id": milk, "list_id": groceries, "title": "oat milk", "done": True}}
+    for node in (a, b, c):
+        assert rows(node) == expected
+        assert rows(node, LIST) == {groceries: {"id": groceries, "name": "Groceries"}}
+    assert rows(server) == expected
+
+
+def test_concurrent_edits_of_one_field_keep_the_later_write() -> None:
+    wall = Wall()
+    server = make_server(wall)
+    a, b = make_client(server, "a", wall), make_client(server, "b", wall)
+    key = new_key()
+    a.storage.write(LIST, key, {"name": "one"})
+    a.sync()
+    b.sync()
+    a.storage.write(LIST, key, {"name": "from a"})
+    wall.advance(5)
+    b.storage.write(LIST, key, {"name": "from b"})
+    a.sync()
+    b.sync()
+    a.sync()
+    assert rows(a, LIST)[key]["name"] == rows(b, LIST)[key]["name"] == rows(server, LIST)[key]["name"] == "from b"
+
+
+@pytest.mark.parametrize(("count", "batch"), [(1000, b) for b in (1, 3, 7, 13, 50, 100, 200)] + [(10_000, 1000)])
+def test_paging_delivers_every_record_exactly_once_both_ways(count: int, batch: int) -> None:
+    server = make_server(batch_size=batch)
+    writer = make_client(server, "writer", batch_size=batch, max_rounds=count + 10)
+    keys = [new_key() for _ in range(count)]
+    for key in keys:
+        writer.storage.write(LIST, key, {"name": key[:8]})
+    writer.sync()
+    pushed = writer.transport.counts("push", LIST)  # type: ignore[attr-defined]
+    assert set(pushed) == set(keys) and set(pushed.values()) == {1}
+    assert writer.transport.counts("pull", LIST) == {}  # type: ignore[attr-defined]  # no echo of its own push
+
+    reader = make_client(server, "reader", batch_size=batch, max_rounds=count + 10)
+    reader.sync()
+    pulled = reader.transport.counts("pull", LIST)  # type: ignore[attr-defined]
+    assert set(pulled) == set(keys) and set(pulled.values()) == {1}
+    assert rows(reader, LIST) == rows(writer, LIST)
+
+    for node in (writer, reader):
+        node.transport.reset()  # type: ignore[attr-defined]
+        result = node.sync()
+        assert result.rounds == 1
+        assert node.transport.requests[0].change_count == 0  # type: ignore[attr-defined]
+        assert node.transport.responses[0].change_count == 0  # type: ignore[attr-defined]
+
+
+def test_paging_tombstones_are_delivered_exactly_once() -> None:
+    server = make_server(batch_size=7)
+    writer = make_client(server, "writer", batch_size=7)
+    keys = [new_key() for _ in range(60)]
+    for key in keys:
+        writer.storage.write(LIST, key, {"name": "x"})
+    writer.sync()
+    reader = make_client(server, "reader", batch_size=7)
+    reader.sync()
+    for key in keys[::2]:
+        writer.storage.delete(LIST, key)
+    for key in keys[1::6]:
+        writer.storage.write(LIST, key, {"name": "y"})
+    writer.sync()
+    reader.transport.reset()  # type: ignore[attr-defined]
+    reader.sync()
+    pulled = reader.transport.counts("pull", LIST)  # type: ignore[attr-defined]
+    assert set(pulled) == set(keys[::2]) | set(keys[1::6]) and set(pulled.values()) == {1}
+    assert rows(reader, LIST) == rows(writer, LIST) == rows(server, LIST)
+
+
+class WriteDuringExchange(Recorder):
+    """Makes a local write while the request is on the wire, once."""
+
+    def __init__(self, inner, node_storage, label, key, values) -> None:
+        super().__init__(inner)
+        self.pending_write = (node_storage, label, key, values)
+
+    def exchange(self, manifest):
+        response = super().exchange(manifest)
+        if self.pending_write:
+            storage, label, key, values = self.pending_write
+            self.pending_write = None
+            storage.write(label, key, values)
+        return response
+
+
+def test_a_write_made_during_a_round_is_never_skipped() -> None:
+    wall = Wall()
+    server = make_server(wall)
+    other = make_client(server, "other", wall)
+    node = make_client(server, "node", wall)
+    existing, late = new_key(), new_key()
+    node.storage.write(LIST, existing, {"name": "before"})
+    node.sync()
+    other.sync()
+    other.storage.write(LIST, existing, {"name": "from other"})  # gives the server something newer to send
+    other.sync()
+    wall.advance(50)
+    node.transport = WriteDuringExchange(node.transport.inner, node.storage, LIST, late, {"name": "written mid-round"})  # type: ignore[attr-defined]
+    node.storage.write(LIST, existing, {"name": "edited"})
+    node.sync()
+    other.sync()
+    assert rows(other, LIST)[late] == {"id": late, "name": "written mid-round"}
+    assert rows(server, LIST) == rows(node, LIST) == rows(other, LIST)
+
+
+def test_dry_run_changes_nothing_anywhere() -> None:
+    server = make_server()
+    a, b = make_client(server, "a"), make_client(server, "b")
+    a.storage.write(LIST, new_key(), {"name": "pushed by a"})
+    a.sync()
+    mine = new_key()
+    b.storage.write(LIST, mine, {"name": "only on b"})
+    before = (b.storage.get_checkpoint(), rows(b, LIST), rows(server, LIST))
+    result = b.sync(dry_run=True)
+    assert result.dry_run and result.pushed == {LIST: [mine]} and result.count("created") == 1
+    assert (b.storage.get_checkpoint(), rows(b, LIST), rows(server, LIST)) == before
+    assert b.storage.get_pending_keys(LIST, [mine]) == {mine}
+
+
+def test_clock_drift_aborts_without_moving_the_checkpoint() -> None:
+    server_wall, client_wall = Wall(), Wall()
+    server = make_server(server_wall)
+    node = make_client(server, "drifting", client_wall)
+    node.storage.write(LIST, new_key(), {"name": "x"})
+    node.sync()
+    checkpoint = node.storage.get_checkpoint()
+    node.storage.write(LIST, new_key(), {"name": "y"})
+    client_wall.advance(301_000)
+    with pytest.raises(ClockDriftError, match=r"our clock: \d+, theirs: \d+"):
+        node.sync()
+    assert node.storage.get_checkpoint() == checkpoint
+    assert len(node.storage.get_pending(LIST)) == 1
+
+
+def test_payload_limits_abort_before_anything_is_sent() -> None:
+    server = make_server()
+    node = make_client(server, "big", payload_records_max=5)
+    for _ in range(6):
+        node.storage.write(LIST, new_key(), {"name": "x"})
+    with pytest.raises(PayloadLimitError, match="batch_size"):
+        node.sync()
+    assert node.transport.requests == [] and node.storage.get_checkpoint() == 0  # type: ignore[attr-defined]
+    byte_limited = make_client(server, "bytes", payload_bytes_max=100)
+    byte_limited.storage.write(LIST, new_key(), {"name": "x" * 200})
+    with pytest.raises(PayloadLimitError):
+        byte_limited.sync()
+    paged = make_client(server, "paged", payload_records_max=5, batch_size=5)
+    for _ in range(6):
+        paged.storage.write(LIST, new_key(), {"name": "x"})
+    assert paged.sync().count("pushed") == 6
+
+
+class Exploding(FieldTimestampWins):
+    def __init__(self, bad_key: str) -> None:
+        super().__init__()
+        self.bad_key = bad_key
+
+    def resolve(self, conflict):
+        if conflict.key == self.bad_key:
+            raise RuntimeError("boom")
+        return super().resolve(conflict)
+
+
+def test_a_resolver_that_raises_yields_one_error_and_the_rest_applies() -> None:
+    wall = Wall()
+    bad, good = new_key(), new_key()
+    server = make_server(wall, reconciler=PayloadReconciler(Exploding(bad)))
+    a, b = make_client(server, "a", wall), make_client(server, "b", wall)
+    for key in (bad, good):
+        a.storage.write(LIST, key, {"name": "v1"})
+    a.sync()
+    b.sync()
+    for key in (bad, good):
+        a.storage.write(LIST, key, {"name": "a"})
+    a.sync()
+    wall.advance(5)
+    for key in (bad, good):
+        b.storage.write(LIST, key, {"name": "b", "extra": key})
+    # b's checkpoint predates a's edit, so the server sees both sides modified: a conflict per key
+    result = b.sync()
+    assert [error["key"] for error in result.errors] == [bad]
+    assert "boom" in result.errors[0]["message"]
+    assert rows(server, LIST)[good]["name"] == "b"
+
+
+def test_phases_are_reported_in_order() -> None:
+    phases: list[SyncPhase] = []
+    server = make_server()
+    node = make_client(server, "p", on_phase=phases.append)
+    node.storage.write(LIST, new_key(), {"name": "x"})
+    node.sync()
+    assert phases[0] is SyncPhase.COLLECTING and phases[-1] is SyncPhase.COMPLETE
+    assert SyncPhase.COMMITTING in phases and SyncPhase.FAILED not in phases
+
+
+def test_sync_without_transport_is_a_clear_error() -> None:
+    server = make_server()
+    with pytest.raises(TransportRequiredError):
+        server.sync()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"batch_size": 0}, {"batch_bytes": -1}, {"clock_drift_max": -5}, {"batch_size": True}, {"max_rounds": 0},
+     {"on_phase": 3}, {"transport": object()}, {"payload_records_max": 1.5}, {"identity_field": ""}],
+)
+def test_constructor_arguments_are_validated(options: dict) -> None:
+    with pytest.raises(InvalidParameterError):
+        make_server(**options)
