@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from ..conflict.reconciler import ConflictEntry, PayloadReconciler
-from ..conflict.types import ConflictType, RecordConflict
+from ..conflict.types import ConflictType, FieldConflict, RecordConflict, ResolutionSource
 from ..errors import (
     ClockDriftError,
     InvalidParameterError,
@@ -234,30 +234,22 @@ class DatabaseEngine:
         if payload is not None:
             model.sent_keys = set(payload.records) | set(payload.deletes)
             self._apply_incoming(payload, incoming.checkpoint, now, model, budget, result)
-        if budget.exhausted:
-            model.cut = self._has_changes(label, incoming.checkpoint, cursor)
-            return model
         position = cursor
-        while True:
-            chunk = budget.remaining_records()
-            rows = self.storage.get_changed_since(label, incoming.checkpoint, after=position,
-                                                  limit=READ_CHUNK if chunk is None else min(chunk + 1, READ_CHUNK))
+        while not budget.exhausted:
+            remaining = budget.remaining_records()
+            limit = READ_CHUNK if remaining is None else min(remaining + 1, READ_CHUNK)
+            rows = self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=limit)
             for key, record in rows:
                 if key not in model.sent_keys:
                     if not budget.take(record_size(record)):
                         model.cut = True
                         return model
                     model.records[key] = record
-                position = Cursor(record.last_modified, key)
-                model.position = position
-            if len(rows) < (READ_CHUNK if chunk is None else min(chunk + 1, READ_CHUNK)):
+                position = model.position = Cursor(record.last_modified, key)
+            if len(rows) < limit:
                 return model
-            if budget.exhausted:
-                model.cut = bool(self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=1))
-                return model
-
-    def _has_changes(self, label: str, checkpoint: int, cursor: Cursor | None) -> bool:
-        return bool(self.storage.get_changed_since(label, checkpoint, after=cursor, limit=1))
+        model.cut = bool(self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=1))
+        return model
 
     def _apply_incoming(
         self, payload: ModelPayload, checkpoint: int, now: int, model: _ServedModel, budget: Budget, result: DatabaseResult
@@ -270,14 +262,29 @@ class DatabaseEngine:
         local = self.storage.get_records(label, [*clean.records, *clean.deletes])
         outcome = self.reconciler.reconcile(clean, local, checkpoint)
         self._report(SyncStage.CLASSIFY, len(clean), len(clean))
-        self.storage.upsert_many(label, outcome.to_upsert, received_at=now, guard=False)
+        taken = set(outcome.created) | set(outcome.applied)
+        # Plain takes are guarded (7.6): a newer stored row or tombstone stays, and goes back to the client.
+        stale = self.storage.upsert_many(
+            label, {k: r for k, r in outcome.to_upsert.items() if k in taken}, received_at=now, guard=True
+        )
+        # Resolutions were decided against the stored rows inside this same transaction: store them as decided.
+        self.storage.upsert_many(
+            label, {k: r for k, r in outcome.to_upsert.items() if k not in taken}, received_at=now, guard=False
+        )
         self.storage.delete_many(label, {key: now for key in outcome.to_delete}, guard=False)
         self._report(SyncStage.MUTATE, len(outcome.to_upsert) + len(outcome.to_delete), len(clean))
         result.merge_reconciliation(outcome)
         result.add("deleted", label, list(outcome.to_delete))
-        for key, record in outcome.response_records.items():
+        result.add("skipped", label, stale)
+        for kind in ("created", "applied"):
+            getattr(result, kind)[label] = [k for k in getattr(result, kind).get(label, []) if k not in stale]
+        answers = dict(outcome.response_records)
+        answers.update(self.storage.get_records(label, stale))
+        for key, record in answers.items():
             budget.take(record_size(record))
             model.records[key] = record
+        tombstones = self.storage.get_deletes_since(label, 0) if stale else {}
+        model.stale_deletes = {key: tombstones[key] for key in stale if key in tombstones and key not in answers}
 
     def _tombstones_for(self, model: _ServedModel, incoming: SyncManifest, has_more: bool) -> dict[str, int]:
         """Tombstones in this answer's window, so paging sends each exactly once.
@@ -286,14 +293,15 @@ class DatabaseEngine:
         cursor sends its tombstones on the final page.
         """
         if has_more and model.position is None:
-            return {}
+            return dict(model.stale_deletes)
         low = model.cursor.timestamp if model.cursor is not None else incoming.checkpoint
         high = model.position.timestamp if has_more and model.position is not None else None
-        return {
+        window = {
             key: stamp
             for key, stamp in self.storage.get_deletes_since(model.label, low).items()
             if (high is None or stamp <= high) and key not in model.sent_keys and key not in model.records
         }
+        return {**window, **model.stale_deletes}
 
     # ------------------------------------------------------------------ client
 
@@ -412,6 +420,7 @@ class DatabaseEngine:
             )
             result.add("pushed", label, [key for key in [*payload.records, *payload.deletes] if key not in bad])
         result.errors.extend(response.errors)
+        self._log_server_resolutions(request, response, result)
         self._phase(SyncPhase.COMMITTING)
         total = response.change_count
         done = 0
@@ -422,6 +431,27 @@ class DatabaseEngine:
             done += len(payload)
             self._report(SyncStage.MUTATE, done, total)
         self.storage.save_checkpoint(max(response.checkpoint, checkpoint), response.after_keys)
+
+    def _log_server_resolutions(self, request: SyncManifest, response: SyncManifest, result: DatabaseResult) -> None:
+        """A record we pushed came back different: the server's resolver overrode some of our values."""
+        for sent_payload in request.payloads:
+            returned_payload = response.payload(sent_payload.model_label)
+            if returned_payload is None:
+                continue
+            for key, returned in returned_payload.records.items():
+                sent = sent_payload.records.get(key)
+                if sent is None:
+                    continue
+                clashes = [
+                    FieldConflict(name, sent.data.get(name), returned.data.get(name),
+                                  sent.timestamps.get(name, 0), returned.timestamps.get(name, 0))
+                    for name in sorted((set(sent.data) | set(returned.data)) - META_FIELDS)
+                    if sent.data.get(name) != returned.data.get(name)
+                ]
+                if clashes:
+                    conflict = RecordConflict(key, sent_payload.model_label, ConflictType.BOTH_MODIFIED, clashes, sent, returned)
+                    result.conflict_log.append(ConflictEntry(conflict, ResolutionSource.MERGED))
+                    result.add("conflicts", sent_payload.model_label, [key])
 
     def _ordered_labels(self, response: SyncManifest, result: DatabaseResult) -> list[str]:
         present = {payload.model_label for payload in response.payloads}
@@ -444,12 +474,12 @@ class DatabaseEngine:
         local = self.storage.get_records(label, [key for key in keys if key in pending])
         clean_records = {k: r for k, r in records.items() if k not in pending}
         clean_deletes = {k: s for k, s in payload.deletes.items() if k not in local}
-        skipped_records = self.storage.upsert_many(label, clean_records, guard=True)
-        result.add("applied", label, [k for k in clean_records if k not in skipped_records])
-        result.add("skipped", label, skipped_records)
-        skipped_deletes = self.storage.delete_many(label, clean_deletes, guard=True)
-        result.add("skipped", label, skipped_deletes)
-        result.add("deleted", label, [k for k in clean_deletes if k not in skipped_deletes])
+        # Rows without pending local changes take the server's answer as it is: the server already
+        # reconciled it, and a guard here would keep a row the server's resolver replaced by an older one.
+        self.storage.upsert_many(label, clean_records, guard=False)
+        self.storage.delete_many(label, clean_deletes, guard=False)
+        result.add("applied", label, list(clean_records))
+        result.add("deleted", label, list(clean_deletes))
         self._report(SyncStage.CLASSIFY, len(keys), len(keys))
         self._merge_pending(label, records, payload.deletes, pending, local, checkpoint, result)
 
@@ -529,6 +559,8 @@ class _ServedModel:
         self.position: Cursor | None = cursor
         self.records: dict[str, SyncRecord] = {}
         self.deletes: dict[str, int] = {}
+        self.stale_deletes: dict[str, int] = {}
+        """Tombstones that beat a record the client sent: they go back to it."""
         self.sent_keys: set[str] = set()
         self.cut = False
 

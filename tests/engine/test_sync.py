@@ -249,3 +249,47 @@ def test_sync_without_transport_is_a_clear_error() -> None:
 def test_constructor_arguments_are_validated(options: dict) -> None:
     with pytest.raises(InvalidParameterError):
         make_server(**options)
+
+
+def test_a_push_the_server_overrode_is_in_the_clients_conflict_log() -> None:
+    wall = Wall()
+    server = make_server(wall)
+    a, b = make_client(server, "a", wall), make_client(server, "b", wall)
+    key = new_key()
+    a.storage.write(LIST, key, {"name": "v1"})
+    a.sync()
+    b.sync()
+    b.storage.write(LIST, key, {"name": "b's older edit"})
+    wall.advance(10)
+    a.storage.write(LIST, key, {"name": "a's newer edit"})
+    a.sync()
+    result = b.sync()
+    assert result.conflicts == {LIST: [key]}
+    [entry] = result.conflict_log
+    [clash] = entry.conflict.field_conflicts
+    assert (clash.field_name, clash.local_value, clash.remote_value) == ("name", "b's older edit", "a's newer edit")
+    assert rows(b, LIST)[key]["name"] == "a's newer edit"
+
+
+@pytest.mark.parametrize("edit_after_delete", [False, True])
+def test_delete_against_a_concurrent_edit_is_last_writer_wins(edit_after_delete: bool) -> None:
+    wall = Wall()
+    server = make_server(wall)
+    a, b = make_client(server, "a", wall), make_client(server, "b", wall)
+    key = new_key()
+    a.storage.write(LIST, key, {"name": "v1"})
+    a.sync()
+    b.sync()
+    wall.advance(10)
+    if not edit_after_delete:
+        b.storage.write(LIST, key, {"name": "edited before the delete"})
+        wall.advance(10)
+    a.storage.delete(LIST, key)
+    a.sync()
+    wall.advance(10)
+    if edit_after_delete:
+        b.storage.write(LIST, key, {"name": "edited after the delete"})
+    b.sync()
+    a.sync()
+    expected = {key: {"id": key, "name": "edited after the delete"}} if edit_after_delete else {}
+    assert rows(a, LIST) == rows(b, LIST) == rows(server, LIST) == expected
