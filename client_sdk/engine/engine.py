@@ -272,6 +272,7 @@ class DatabaseEngine:
             label, {k: r for k, r in outcome.to_upsert.items() if k not in taken}, received_at=now, guard=False
         )
         self.storage.delete_many(label, {key: now for key in outcome.to_delete}, guard=False)
+        self._renew_tombstones(label, clean.deletes, local, now)
         self._report(SyncStage.MUTATE, len(outcome.to_upsert) + len(outcome.to_delete), len(clean))
         result.merge_reconciliation(outcome)
         result.add("deleted", label, list(outcome.to_delete))
@@ -285,6 +286,16 @@ class DatabaseEngine:
             model.records[key] = record
         tombstones = self.storage.get_deletes_since(label, 0) if stale else {}
         model.stale_deletes = {key: tombstones[key] for key in stale if key in tombstones and key not in answers}
+
+    def _renew_tombstones(self, label: str, deletes: dict[str, int], local: dict[str, SyncRecord], now: int) -> None:
+        """A client deleted a row we had already deleted, later than our tombstone (the row was
+        re-created there in between): our tombstone takes the newer delete, so an older write
+        arriving afterwards cannot bring the row back."""
+        absent = [key for key in deletes if key not in local]
+        if not absent:
+            return
+        ours = self.storage.get_tombstones(label, absent)
+        self.storage.delete_many(label, {key: now for key in absent if key in ours and ours[key] < deletes[key]}, guard=False)
 
     def _tombstones_for(self, model: _ServedModel, incoming: SyncManifest, has_more: bool) -> dict[str, int]:
         """Tombstones in this answer's window, so paging sends each exactly once.
@@ -505,12 +516,22 @@ class DatabaseEngine:
         self.storage.mark_pending(label, outcome.response_records)
         result.merge_reconciliation(outcome)
         result.add("deleted", label, list(outcome.to_delete))
-        for key, remote in records.items():
-            if key in pending and key not in local:
-                self._modify_vs_local_delete(label, key, remote, result)
+        deleted_here = [key for key in records if key in pending and key not in local]
+        tombstones = self.storage.get_tombstones(label, deleted_here) if deleted_here else {}
+        for key in deleted_here:
+            self._modify_vs_local_delete(label, key, records[key], tombstones.get(key, 0), result)
 
-    def _modify_vs_local_delete(self, label: str, key: str, remote: SyncRecord, result: DatabaseResult) -> None:
-        """The server modified a row we deleted and have not pushed yet."""
+    def _modify_vs_local_delete(
+        self, label: str, key: str, remote: SyncRecord, tombstone: int, result: DatabaseResult
+    ) -> None:
+        """The server modified a row we deleted and have not pushed yet.
+
+        As with an incoming tombstone (PROTOCOL.md 8), a delete at least as new as
+        the remote row simply wins; only an older delete is a conflict.
+        """
+        if tombstone >= remote.last_modified:
+            result.add("skipped", label, [key])
+            return
         conflict = RecordConflict(key, label, ConflictType.MODIFY_VS_DELETE, [], None, remote)
         try:
             resolution = self.reconciler.resolver.resolve(conflict)

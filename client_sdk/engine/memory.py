@@ -111,6 +111,10 @@ class MemoryStorage:
         rows = self._model(label).rows
         return {key: copy.deepcopy(rows[key]) for key in keys if key in rows}
 
+    def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
+        tombstones = self._model(label).tombstones
+        return {key: tombstones[key] for key in keys if key in tombstones}
+
     def upsert_many(self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True) -> list[str]:
         model = self._model(label)
         skipped = []

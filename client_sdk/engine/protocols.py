@@ -54,6 +54,10 @@ class DatabaseSyncStorage(Protocol):
         """The stored rows among ``keys`` (missing keys are absent)."""
         ...
 
+    def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
+        """The tombstones among ``keys``: key -> delete stamp."""
+        ...
+
     # -- writing what sync decided --
     def upsert_many(
         self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True
