@@ -284,8 +284,8 @@ class DatabaseEngine:
         for key, record in answers.items():
             budget.take(record_size(record))
             model.records[key] = record
-        tombstones = self.storage.get_deletes_since(label, 0) if stale else {}
-        model.stale_deletes = {key: tombstones[key] for key in stale if key in tombstones and key not in answers}
+        model.stale_deletes = {key: stamp for key, stamp in self.storage.get_tombstones(label, stale).items()
+                               if key not in answers}
 
     def _renew_tombstones(self, label: str, deletes: dict[str, int], local: dict[str, SyncRecord], now: int) -> None:
         """A client deleted a row we had already deleted, later than our tombstone (the row was

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidResponseError, ManifestFieldError, RecordFieldError, SyncAbortedError
+from ..errors import SyncAbortedError
 from ..protocol.wire import SyncManifest
+from .binding import MANIFEST_ERRORS, SYNC_ABORTED, invalid_manifest, is_refusal, read_response, refused, response_body
 
 if TYPE_CHECKING:
     from ..engine.engine import DatabaseEngine
@@ -16,7 +17,10 @@ class InProcessTransport:
     """``exchange`` serialises the manifest to JSON, lets ``server.process`` answer, and parses the answer back.
 
     Going through JSON both ways means tests see exactly what would cross the
-    wire: no shared objects, the checksum checked on real bytes.
+    wire: no shared objects, the checksum checked on real bytes. Refusals
+    carry the status and text ``server_stub`` would answer; the exception
+    keeps its precise type (a drift refusal is a :class:`ClockDriftError` with
+    ``status`` 409), which HTTP can only report as :class:`SyncAbortedError`.
     """
 
     def __init__(self, server: DatabaseEngine) -> None:
@@ -26,15 +30,16 @@ class InProcessTransport:
         request = json.loads(json.dumps(manifest.to_dict()))
         try:
             incoming = SyncManifest.from_dict(request)
-        except (ManifestFieldError, RecordFieldError) as exc:
-            raise SyncAbortedError(f"server refused the manifest: {exc}", status=400, server_error=str(exc)) from exc
-        response, result = self.server.process(incoming)
-        body = response.to_dict()
-        body.update(ok=result.ok, errors=result.errors, skipped=result.count("skipped"))
+        except MANIFEST_ERRORS as exc:
+            raise refused(400, invalid_manifest(exc)) from exc
         try:
-            return SyncManifest.from_dict(json.loads(json.dumps(body)))
-        except (ManifestFieldError, RecordFieldError) as exc:
-            raise InvalidResponseError(f"invalid response manifest: {exc}") from exc
+            response, result = self.server.process(incoming)
+        except Exception as exc:
+            if not is_refusal(exc):
+                raise
+            kind = type(exc) if isinstance(exc, SyncAbortedError) else SyncAbortedError
+            raise kind(f"server refused the sync (HTTP 409): {exc}", status=409, server_error=SYNC_ABORTED) from exc
+        return read_response(json.loads(json.dumps(response_body(response, result))))
 
     def close(self) -> None:
         """Nothing to release; present so every transport can be closed alike."""

@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", required=True, help="this device's database file")
     parser.add_argument("--server", help="sync server URL, e.g. http://127.0.0.1:8000/sync/")
     parser.add_argument("--token", help="bearer token for the server")
+    parser.add_argument("--node-id", help="this device's node id (first run only; kept in the file)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("new-list", help="create a list").add_argument("name")
     add = commands.add_parser("add", help="add a task")
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with TodoApp(args.device, server_url=args.server, auth_token=args.token) as app:
+        with TodoApp(args.device, server_url=args.server, auth_token=args.token, node_id=args.node_id) as app:
             return run(app, args)
     except SyncError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,7 +40,13 @@ class Task:
 class TodoApp:
     """One device's to-do database. Every method works offline; ``sync()`` needs the server."""
 
-    def __init__(self, device: str | Path, server_url: str | None = None, auth_token: str | None = None) -> None:
+    def __init__(
+        self,
+        device: str | Path,
+        server_url: str | None = None,
+        auth_token: str | None = None,
+        node_id: str | None = None,
+    ) -> None:
         path = Path(device)
         path.parent.mkdir(parents=True, exist_ok=True)
         setup = sqlite3.connect(path)
@@ -48,7 +54,8 @@ class TodoApp:
             setup.executescript(SCHEMA)
         finally:
             setup.close()
-        self.client = SyncClient(path, models=MODELS, server_url=server_url, app_name="todo", auth_token=auth_token)
+        self.client = SyncClient(path, models=MODELS, server_url=server_url, app_name="todo",
+                                 auth_token=auth_token, node_id=node_id)
         self.db = self.client.connection
 
     def close(self) -> None:
