@@ -34,6 +34,8 @@ class InProcessTransport:
             raise refused(400, invalid_manifest(exc)) from exc
         try:
             response, result = self.server.process(incoming)
+        except MANIFEST_ERRORS as exc:  # a value the server's storage cannot hold
+            raise refused(400, invalid_manifest(exc)) from exc
         except Exception as exc:
             if not is_refusal(exc):
                 raise

@@ -1,0 +1,344 @@
+"""Sync throughput against a real ``server_stub`` on loopback, each phase as a ratio to a baseline of the same run.
+
+    .venv/bin/python bench/sync.py [--rows 100000] [--edits 1000]
+
+Phases (the client is DatabaseEngine + SqliteSyncStorage(role="client") +
+HttpTransport, in a child process of its own so its peak RSS is its own):
+
+* initial sync of ``--rows`` tasks to a fresh client; baseline: inflating and
+  json-decoding the same response bodies and bulk-inserting the same rows into
+  plain tables;
+* incremental sync after ``--edits`` local edits; baseline: one bare POST of
+  the same request body, json-decoding it and bulk-upserting its rows into a
+  plain table;
+* no-op sync (nothing to do on either side); baseline: a bare POST round trip
+  to the same server.
+
+Targets (PROTOCOL.md 14 / issue 4): initial <= 3x, no-op <= 2x, peak RSS < 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import multiprocessing
+import resource
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from client_sdk.engine.engine import DatabaseEngine  # noqa: E402
+from client_sdk.protocol.wire import SyncManifest, SyncRecord  # noqa: E402
+from client_sdk.sqlite.storage import SqliteSyncStorage  # noqa: E402
+from client_sdk.transport.http import HttpTransport  # noqa: E402
+from server_stub.config import ServerConfig  # noqa: E402
+from server_stub.service import create_schema  # noqa: E402
+
+SCHEMA = """
+CREATE TABLE TodoList (id TEXT PRIMARY KEY, name TEXT);
+CREATE TABLE Task (
+    id TEXT PRIMARY KEY, list_id TEXT REFERENCES TodoList (id), title TEXT, done BOOLEAN, priority INTEGER, notes TEXT
+);
+"""
+MODELS = {"TodoList": "todo.TodoList", "Task": "todo.Task"}
+COLUMNS = {"todo.TodoList": ("id", "name"), "todo.Task": ("id", "list_id", "title", "done", "priority", "notes")}
+TABLES = {label: table for table, label in MODELS.items()}
+LISTS = 100
+MB = 1024 * 1024
+
+
+class Recorder:
+    """Keeps the request manifests (as dicts) of the rounds it carries, for the baselines."""
+
+    def __init__(self, inner: HttpTransport) -> None:
+        self.inner = inner
+        self.requests: list[dict[str, Any]] = []
+
+    def exchange(self, manifest: SyncManifest) -> SyncManifest:
+        self.requests.append(manifest.to_dict())
+        return self.inner.exchange(manifest)
+
+
+# ---------------------------------------------------------------- the server
+
+
+def seed_server(config: ServerConfig, rows: int) -> None:
+    """Fill the server database through its storage, as if clients had pushed ``rows`` tasks."""
+    create_schema(config)
+    storage = SqliteSyncStorage(config.database, dict(config.models), role="server", node_id=config.node_id)
+    random = Random(4)
+    new_key = lambda: str(uuid.UUID(int=random.getrandbits(128), version=4))  # noqa: E731 - random, as real keys are
+    try:
+        lists = [new_key() for _ in range(LISTS)]
+        with storage.transaction():
+            stamp = storage.clock.now()
+            storage.upsert_many("todo.TodoList", {key: _record({"id": key, "name": f"List {i}"}, stamp)
+                                                  for i, key in enumerate(lists)}, received_at=stamp)
+        for start in range(0, rows, 10_000):
+            with storage.transaction():
+                stamp = storage.clock.now()
+                tasks = {}
+                for i in range(start, min(start + 10_000, rows)):
+                    key = new_key()
+                    tasks[key] = _record({"id": key, "list_id": lists[i % LISTS], "title": f"Task number {i}",
+                                          "done": i % 3 == 0, "priority": i % 5, "notes": "bench " * (i % 4)}, stamp)
+                storage.upsert_many("todo.Task", tasks, received_at=stamp)
+    finally:
+        storage.close()
+
+
+def _record(data: dict[str, Any], stamp: int) -> SyncRecord:
+    return SyncRecord(data, {name: stamp for name in data})
+
+
+@contextmanager
+def running_server(config_path: Path) -> Iterator[str]:
+    """``python -m server_stub`` in a subprocess on a free loopback port; yields the base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "server_stub", "--config", str(config_path), "--port", str(port),
+               "--log-level", "warning"]
+    server = subprocess.Popen(command, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(base + "/health").raise_for_status()
+                break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("server_stub did not start") from None
+                time.sleep(0.05)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+# ---------------------------------------------------------------- the client (child process)
+
+
+def open_client(url: str, path: str) -> tuple[SqliteSyncStorage, HttpTransport, Recorder, DatabaseEngine]:
+    storage = SqliteSyncStorage(path, MODELS, role="client")
+    http = HttpTransport(url + "/sync/")
+    recorder = Recorder(http)
+    engine = DatabaseEngine(storage, storage.dependency_graph(), storage.clock, storage.node_id,
+                            batch_size=1000, transaction=storage.transaction, transport=recorder)
+    return storage, http, recorder, engine
+
+
+def initial_phase(url: str, path: str) -> dict[str, Any]:
+    """Runs in a fresh process: the first sync of an empty client, and that process's peak RSS."""
+    create_schema(ServerConfig(database=Path(path), models=MODELS, schema=SCHEMA))
+    storage, http, recorder, engine = open_client(url, path)
+    started = time.perf_counter()
+    result = engine.sync()
+    elapsed = time.perf_counter() - started
+    report = {
+        "initial_s": elapsed,
+        "initial_rounds": result.rounds,
+        "initial_bytes": http.bytes_received,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rows": storage.connection.execute("SELECT count(*) FROM Task").fetchone()[0],
+        "initial_requests": recorder.requests,
+    }
+    http.close()
+    storage.close()
+    return report
+
+
+def later_phases(url: str, path: str, edits: int, noops: int) -> dict[str, Any]:
+    """Runs in a fresh process on the synced client: an incremental sync after ``edits`` edits, then no-op syncs."""
+    storage, http, recorder, engine = open_client(url, path)
+    with storage.connection:
+        storage.connection.execute(
+            "UPDATE Task SET title = title || ' (edited)', done = NOT done WHERE id IN (SELECT id FROM Task LIMIT ?)",
+            (edits,))
+    started = time.perf_counter()
+    result = engine.sync()
+    report = {
+        "incremental_s": time.perf_counter() - started,
+        "incremental_rounds": result.rounds,
+        "incremental_pushed": result.count("pushed"),
+        "incremental_requests": [request for request in recorder.requests if request["payloads"]],
+    }
+    durations = []
+    for _ in range(noops):
+        started = time.perf_counter()
+        engine.sync()
+        durations.append(time.perf_counter() - started)
+    report["noop_s"] = statistics.median(durations)
+    http.close()
+    storage.close()
+    return report
+
+
+def _child(connection: Any, phase: Callable[..., dict[str, Any]], *args: Any) -> None:
+    connection.send(phase(*args))
+    connection.close()
+
+
+def in_child(phase: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run a client phase in a fresh interpreter, so the memory it reports is its own."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(sender, phase, *args))
+    child.start()
+    sender.close()
+    try:
+        return receiver.recv()
+    except EOFError:
+        raise SystemExit("the client process failed (see above)") from None
+    finally:
+        child.join()
+
+
+# ---------------------------------------------------------------- baselines (this process)
+
+
+def plain_database(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = NORMAL")
+    connection.executescript(SCHEMA.replace("REFERENCES TodoList (id)", ""))
+    return connection
+
+
+def store_plain(connection: sqlite3.Connection, manifest: dict[str, Any]) -> int:
+    """Bulk upsert every record of a decoded manifest into plain tables, in one transaction."""
+    stored = 0
+    connection.execute("BEGIN")
+    for payload in manifest["payloads"]:
+        columns = COLUMNS[payload["model_label"]]
+        rows = [tuple(record["data"].get(name) for name in columns) for record in payload["records"].values()]
+        connection.executemany(
+            f"INSERT OR REPLACE INTO {TABLES[payload['model_label']]} VALUES ({', '.join('?' * len(columns))})", rows)
+        stored += len(rows)
+    connection.execute("COMMIT")
+    return stored
+
+
+def fetch_bodies(base: str, requests: list[dict[str, Any]]) -> list[bytes]:
+    """The server's answers to the recorded requests, as they crossed the wire (gzip)."""
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "Accept-Encoding": "gzip"}
+    bodies = []
+    with httpx.Client(headers=headers, timeout=120) as client:
+        for request in requests:
+            with client.stream("POST", base + "/sync/", content=gzip.compress(json.dumps(request).encode())) as answer:
+                bodies.append(b"".join(answer.iter_raw()))
+    return bodies
+
+
+def initial_baseline(bodies: list[bytes], path: Path) -> tuple[float, int]:
+    connection = plain_database(path)
+    started = time.perf_counter()
+    stored = sum(store_plain(connection, json.loads(gzip.decompress(body))) for body in bodies)
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed, stored
+
+
+def bare_post(base: str, rounds: int) -> float:
+    """Median round trip of a POST the server answers without any sync work (405 on /health)."""
+    with httpx.Client() as client:
+        client.post(base + "/health")
+        durations = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            client.post(base + "/health", content=b"{}", headers={"Content-Type": "application/json"})
+            durations.append(time.perf_counter() - started)
+    return statistics.median(durations)
+
+
+def incremental_baseline(base: str, requests: list[dict[str, Any]], path: Path) -> float:
+    connection = plain_database(path)
+    bodies = [gzip.compress(json.dumps(r, separators=(",", ":")).encode()) for r in requests]
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    with httpx.Client() as client:
+        client.post(base + "/health")
+        started = time.perf_counter()
+        for body in bodies:
+            client.post(base + "/health", content=body, headers=headers)
+            store_plain(connection, json.loads(gzip.decompress(body)))
+        elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed
+
+
+# ---------------------------------------------------------------- report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="tasks on the server (default 100000)")
+    parser.add_argument("--edits", type=int, default=1_000, help="rows edited before the incremental sync")
+    parser.add_argument("--noops", type=int, default=50, help="no-op syncs to take the median of")
+    parser.add_argument("--batch-size", type=int, default=None, help="server page size (default: server_stub's)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="sync-bench-") as tmp:
+        folder = Path(tmp)
+        limits = f"\n[limits]\nbatch_size = {args.batch_size}\n" if args.batch_size else ""
+        config_path = folder / "server.toml"
+        config_path.write_text(f'database = "server.db"\nnode_id = "server"\nschema = """{SCHEMA}"""\n[models]\n'
+                               + "".join(f'{table} = "{label}"\n' for table, label in MODELS.items()) + limits)
+        print(f"seeding the server with {args.rows} tasks ...", flush=True)
+        seed_server(ServerConfig(database=folder / "server.db", models=MODELS, schema=SCHEMA, node_id="server"), args.rows)
+        with running_server(config_path) as base:
+            client = str(folder / "client.db")
+            report = in_child(initial_phase, base, client)
+            bodies = fetch_bodies(base, report["initial_requests"])
+            initial_base, stored = initial_baseline(bodies, folder / "plain-initial.db")
+            del bodies
+            report.update(in_child(later_phases, base, client, args.edits, args.noops))
+            incremental_base = incremental_baseline(base, report["incremental_requests"], folder / "plain-edits.db")
+            noop_base = bare_post(base, args.noops)
+
+    rows = report["rows"]
+    print_report([
+        ("initial sync", f"{rows} rows, {report['initial_rounds']} rounds, {rows / report['initial_s']:,.0f} rows/s, "
+                         f"{report['initial_bytes'] / max(rows, 1):.1f} wire bytes/row",
+         report["initial_s"], initial_base, 3.0),
+        ("incremental sync", f"{report['incremental_pushed']} edits pushed, {report['incremental_rounds']} rounds",
+         report["incremental_s"], incremental_base, None),
+        ("no-op sync", f"median of {args.noops}", report["noop_s"], noop_base, 2.0),
+    ])
+    rss_ok = report["peak_rss_mb"] < 200
+    print(f"\npeak client RSS: {report['peak_rss_mb']:.0f} MB (target < 200 MB) {'ok' if rss_ok else 'OVER TARGET'}")
+    if stored != rows + LISTS:
+        print(f"warning: the baseline stored {stored} rows, the sync {rows + LISTS}")
+    return 0
+
+
+def print_report(phases: list[tuple[str, str, float, float, float | None]]) -> None:
+    print(f"\n{'phase':<18}{'time':>10}{'baseline':>11}{'ratio':>8}  {'target':<8} detail")
+    for name, detail, elapsed, baseline, target in phases:
+        ratio = elapsed / baseline if baseline else float("inf")
+        verdict = "-" if target is None else (f"<={target:g}x ok" if ratio <= target else f"<={target:g}x MISS")
+        print(f"{name:<18}{_duration(elapsed):>10}{_duration(baseline):>11}{ratio:>7.2f}x  {verdict:<12} {detail}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

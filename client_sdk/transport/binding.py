@@ -1,0 +1,87 @@
+"""The HTTP binding of PROTOCOL.md section 5, minus the HTTP: what a server answers and how a client reads it.
+
+``server_stub`` and :class:`InProcessTransport` build answers and refusals
+here, and both client transports read answers here, so an in-process sync
+sees the same statuses, texts and checks as one over the network.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..engine.results import DatabaseResult
+from ..errors import (
+    ClockOverflowError,
+    InvalidResponseError,
+    ManifestFieldError,
+    RecordFieldError,
+    SyncAbortedError,
+)
+from ..protocol.wire import SyncManifest
+
+INVALID_JSON = "Invalid JSON in request body"
+NOT_AN_OBJECT = "Request body must be a JSON object"
+INVALID_GZIP = "Invalid gzip in request body"
+INVALID_CONTENT_LENGTH = "Invalid Content-Length header"
+INCOMPLETE_BODY = "Request body incomplete"
+BAD_CONTENT_TYPE = "Content-Type must be application/json"
+BAD_CONTENT_ENCODING = "Content-Encoding must be gzip or identity"
+TOO_LARGE = "Request body too large"
+AUTH_REQUIRED = "Missing or invalid bearer token"
+NODE_FORBIDDEN = "This token may not sync as this node_id"
+NOT_ALLOWED = "Method not allowed"
+SYNC_ABORTED = "Sync aborted"
+
+MANIFEST_ERRORS = (ManifestFieldError, RecordFieldError)
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: NaN and Infinity are refused, whatever Python's parser tolerates.
+    Raises ``ValueError`` (or ``RecursionError`` for absurd nesting)."""
+    return json.loads(body, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def invalid_manifest(exc: object) -> str:
+    """The 400 text for a request manifest that fails validation."""
+    return f"Invalid manifest: {exc}"
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """``process`` refused the round (answered 409): checksum, drift, lock contention, clock overflow."""
+    return isinstance(exc, (SyncAbortedError, ClockOverflowError))
+
+
+def response_body(response: SyncManifest, result: DatabaseResult) -> dict[str, Any]:
+    """The 200 body: the server's manifest plus ``ok``, ``errors`` and ``skipped``."""
+    body = response.to_dict()
+    body["ok"] = result.ok
+    body["errors"] = result.errors
+    body["skipped"] = result.count("skipped")
+    return body
+
+
+def refused(status: int, text: str) -> SyncAbortedError:
+    """What a client raises for a 4xx answer: ``status`` and the server's text ride on the exception."""
+    return SyncAbortedError(f"server refused the sync (HTTP {status}): {text}", status=status, server_error=text)
+
+
+def read_response(raw: object) -> SyncManifest:
+    """Validate a decoded 200 body and verify its checksum; nothing from it may be applied otherwise."""
+    if not isinstance(raw, dict):
+        raise InvalidResponseError(f"response is not a JSON object but {type(raw).__name__}")
+    missing = [name for name in ("node_id", "checkpoint") if name not in raw]
+    if missing:
+        raise InvalidResponseError(f"response has no {' or '.join(missing)}")
+    try:
+        manifest = SyncManifest.from_dict(raw)
+    except MANIFEST_ERRORS as exc:
+        raise InvalidResponseError(f"invalid response manifest: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidResponseError("invalid response manifest: data nested too deeply") from exc
+    manifest.verify_checksum()
+    return manifest

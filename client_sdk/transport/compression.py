@@ -1,0 +1,62 @@
+"""Gzip both ways, with a hard bound on what a body may inflate to.
+
+Shared by the client transport (responses) and ``server_stub`` (requests):
+a small gzip body can expand a thousandfold, so inflating is done in steps
+that never hold more than ``limit + 1`` output bytes.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from ..errors import DecompressionLimitError, InvalidParameterError
+
+GZIP_LEVEL = 5
+"""Within a few percent of level 9 on sync JSON, at a fraction of the CPU."""
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def gzip_bytes(data: bytes, level: int = GZIP_LEVEL) -> bytes:
+    """A single gzip member (what ``Content-Encoding: gzip`` carries)."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+class BoundedInflater:
+    """Inflate a gzip stream fed in chunks; raise past ``limit`` output bytes.
+
+    ``feed`` as the compressed bytes arrive, then ``finish`` for the whole
+    output. Concatenated gzip members are accepted, as ``gzip.decompress``
+    does. A corrupt or truncated stream raises ``zlib.error``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidParameterError(f"limit must be a non-negative integer, got {limit!r}")
+        self.limit = limit
+        self._out = bytearray()
+        self._inflater = zlib.decompressobj(_GZIP_WBITS)
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            if self._inflater.eof:
+                # The next gzip member starts in the bytes the previous one left over.
+                self._inflater = zlib.decompressobj(_GZIP_WBITS)
+            room = self.limit - len(self._out) + 1
+            self._out += self._inflater.decompress(data, room)
+            if len(self._out) > self.limit:
+                raise DecompressionLimitError(f"gzip body inflates past the limit of {self.limit} bytes")
+            data = self._inflater.unconsumed_tail or self._inflater.unused_data
+
+    def finish(self) -> bytes:
+        if not self._inflater.eof:
+            raise zlib.error("gzip stream is truncated")
+        return bytes(self._out)
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """Decompress a whole gzip body of at most ``limit`` inflated bytes."""
+    inflater = BoundedInflater(limit)
+    inflater.feed(data)
+    return inflater.finish()

@@ -1,0 +1,214 @@
+"""``HttpTransport``: one sync round = one gzip-compressed POST (PROTOCOL.md section 5), on httpx."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from collections.abc import Mapping
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..errors import DecompressionLimitError, InvalidParameterError, InvalidResponseError, RetryExhaustedError
+from ..protocol.wire import SyncManifest
+from .binding import parse_json, read_response, refused
+from .compression import BoundedInflater, gzip_bytes
+
+MiB = 1024 * 1024
+RESERVED_HEADERS = frozenset({"content-type", "content-encoding", "accept-encoding", "content-length"})
+"""Set by the transport itself; a caller-supplied value would break the binding."""
+
+
+class _Retryable(Exception):
+    """Internal: this attempt failed in a way worth retrying (5xx or a network error)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HttpTransport:
+    """Carries rounds to a sync URL over one keep-alive ``httpx.Client``.
+
+    A 4xx answer raises :class:`SyncAbortedError` at once (``status`` and the
+    server's ``error`` text on it); connection errors, timeouts and 5xx are
+    retried ``retries`` times, ``retry_delay * 2**n`` seconds apart, then
+    :class:`RetryExhaustedError`. Responses are bounded to
+    ``response_bytes_max`` bytes both as received and once inflated, then
+    validated and checksum-verified before ``exchange`` returns them.
+    ``bytes_sent`` and ``bytes_received`` count body bytes as they crossed the
+    wire (compressed), for data-usage reports.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        retries: int = 3,
+        retry_delay: float = 1.0,
+        timeout: float = 30.0,
+        response_bytes_max: int = 50 * MiB,
+        auth_token: str | None = None,
+    ) -> None:
+        self.url = _checked_url(url)
+        extra = _checked_headers(headers)
+        _require(_is_int(retries) and retries >= 0, f"retries must be a non-negative integer, got {retries!r}")
+        _require(_is_number(retry_delay) and retry_delay >= 0, f"retry_delay must be a non-negative number, got {retry_delay!r}")
+        _require(_is_number(timeout) and timeout > 0, f"timeout must be a positive number, got {timeout!r}")
+        _require(auth_token is None or "authorization" not in {name.lower() for name in extra},
+                 "pass the token either as auth_token or as an Authorization header, not both")
+        _require(_is_int(response_bytes_max) and response_bytes_max > 0,
+                 f"response_bytes_max must be a positive integer, got {response_bytes_max!r}")
+        _require(auth_token is None or (isinstance(auth_token, str) and _is_token(auth_token)),
+                 "auth_token must be a non-empty ASCII string without spaces")
+        self.retries = retries
+        self.retry_delay = float(retry_delay)
+        self.timeout = float(timeout)
+        self.response_bytes_max = response_bytes_max
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        if auth_token is not None:
+            extra["Authorization"] = f"Bearer {auth_token}"
+        extra.update({"Content-Type": "application/json", "Content-Encoding": "gzip", "Accept-Encoding": "gzip"})
+        self._client = httpx.Client(headers=extra, timeout=self.timeout, follow_redirects=False)
+
+    # -- Transport --
+    def exchange(self, manifest: SyncManifest) -> SyncManifest:
+        body = gzip_bytes(json.dumps(manifest.to_dict(), separators=(",", ":")).encode("ascii"))
+        attempt = 0
+        while True:
+            try:
+                return self._round(body)
+            except _Retryable as exc:
+                if attempt >= self.retries:
+                    raise RetryExhaustedError(
+                        f"sync round failed after {attempt + 1} attempt(s); last: {exc}", status=exc.status
+                    ) from (exc.__cause__ or exc)
+                time.sleep(self.retry_delay * 2**attempt)
+                attempt += 1
+
+    def reachable(self) -> bool:
+        """Whether the server answers at all: any HTTP status to a GET on the sync URL counts."""
+        try:
+            self._client.get(self.url, timeout=min(5.0, self.timeout))
+        except httpx.HTTPError:
+            return False
+        return True
+
+    # -- lifetime --
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HttpTransport:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- one attempt --
+    def _round(self, body: bytes) -> SyncManifest:
+        self.bytes_sent += len(body)
+        try:
+            with self._client.stream("POST", self.url, content=body) as response:
+                status = response.status_code
+                if status >= 500:
+                    raise _Retryable(f"HTTP {status} from the server", status)
+                payload = self._read_body(response)
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
+        if 400 <= status < 500:
+            raise refused(status, _error_text(payload))
+        if status != 200:
+            raise InvalidResponseError(f"unexpected HTTP {status} from the sync URL", status=status)
+        try:
+            raw = parse_json(payload)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidResponseError(f"response is not JSON: {exc}") from exc
+        return read_response(raw)
+
+    def _read_body(self, response: httpx.Response) -> bytes:
+        """The body, bounded as received and once inflated (a gzip bomb is refused, not inflated)."""
+        limit = self.response_bytes_max
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise InvalidResponseError(f"response of {declared} bytes exceeds response_bytes_max={limit}")
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("gzip", "identity"):
+            raise InvalidResponseError(f"response has an unsupported Content-Encoding {encoding!r}")
+        inflater = BoundedInflater(limit) if encoding == "gzip" else None
+        plain = bytearray()
+        size = 0
+        try:
+            for chunk in response.iter_raw():
+                size += len(chunk)
+                self.bytes_received += len(chunk)
+                if size > limit:
+                    raise InvalidResponseError(f"response exceeds response_bytes_max={limit} bytes")
+                if inflater is None:
+                    plain += chunk
+                else:
+                    inflater.feed(chunk)
+            return bytes(plain) if inflater is None else inflater.finish()
+        except DecompressionLimitError as exc:
+            raise InvalidResponseError(f"response inflates past response_bytes_max={limit} bytes") from exc
+        except zlib.error as exc:
+            raise InvalidResponseError(f"response is not valid gzip: {exc}") from exc
+
+
+def _error_text(body: bytes) -> str:
+    """The server's ``error`` text, or the start of whatever it sent instead."""
+    try:
+        decoded = parse_json(body)
+    except (ValueError, RecursionError):
+        decoded = None
+    if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
+        return decoded["error"]
+    text = body[:200].decode("utf-8", "replace").strip()
+    return text or "(empty body)"
+
+
+def _checked_url(url: object) -> str:
+    _require(isinstance(url, str) and bool(url), f"url must be a non-empty string, got {url!r}")
+    assert isinstance(url, str)
+    parts = urlsplit(url)
+    _require(parts.scheme in ("http", "https"), f"url must be http:// or https://, got {url!r}")
+    _require(bool(parts.hostname), f"url has no host: {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise InvalidParameterError(f"url has an invalid port: {url!r}") from exc
+    return url
+
+
+def _checked_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    if headers is None:
+        return {}
+    _require(isinstance(headers, Mapping), "headers must be a mapping of name -> value")
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        _require(isinstance(name, str) and isinstance(value, str), f"header {name!r} must map a string to a string")
+        _require(name.lower() not in RESERVED_HEADERS, f"header {name!r} is set by the transport")
+        _require(_is_token(name) and value.isascii() and value.isprintable(),
+                 f"header {name!r} must be an ASCII name without spaces and a printable ASCII value")
+        checked[name] = value
+    return checked
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidParameterError(message)
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isprintable() and " " not in text
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,137 @@
+"""The Starlette app: ``POST /sync/`` (PROTOCOL.md section 5) and ``GET /health``.
+
+A request is checked in the order that costs least first: auth, headers,
+size and gzip (``reading.py``), then JSON, the manifest, and the node id the
+token may sync as. Only a manifest that passes all of them reaches the
+engine, so a malformed request is refused with a 4xx and never touches the
+database. Parsing, ``process`` and encoding run together on the database
+thread: one hop off the event loop per round (JSON work holds the GIL
+anyway, so it gains nothing from more threads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from client_sdk.protocol.wire import SyncManifest
+from client_sdk.transport.binding import (
+    INVALID_JSON,
+    MANIFEST_ERRORS,
+    NODE_FORBIDDEN,
+    NOT_ALLOWED,
+    NOT_AN_OBJECT,
+    SYNC_ABORTED,
+    invalid_manifest,
+    is_refusal,
+    parse_json,
+    response_body,
+)
+from client_sdk.transport.compression import gzip_bytes
+
+from .config import ServerConfig
+from .reading import Refusal, accepts_gzip, authorize, read_json_body
+from .service import SyncService
+
+log = logging.getLogger("server_stub")
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    """The server for ``config``; the database is opened (and its schema created) right away."""
+    service = SyncService(config)
+
+    async def sync(request: Request) -> Response:
+        try:
+            allowed = authorize(request, config)
+            body = await read_json_body(request, config.request_bytes_max)
+            gzipped = accepts_gzip(request)
+            return await service.run(lambda: answer(service, body, allowed, gzipped))
+        except Refusal as refusal:
+            return error_response(refusal.status, refusal.text)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "node_id": service.node_id})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            service.close()
+
+    return Starlette(
+        routes=[Route("/sync/", sync, methods=["POST"]), Route("/health", health, methods=["GET"])],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan,
+    )
+
+
+def error_response(status: int, text: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": text}, status_code=status, headers=headers)
+
+
+def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gzipped: bool) -> Response:
+    """One round, on the database thread: parse, check the node id, ``process``, encode."""
+    manifest = parse_manifest(body)
+    if allowed is not None and manifest.node_id not in allowed:
+        raise Refusal(403, NODE_FORBIDDEN)
+    try:
+        response, result = service.process(manifest)
+    except MANIFEST_ERRORS as exc:  # a value the server's column cannot hold (e.g. an integer past 64 bits)
+        raise Refusal(400, invalid_manifest(exc)) from exc
+    except Exception as exc:
+        if not (is_refusal(exc) or _is_lock_error(exc)):
+            raise
+        log.info("sync from %r aborted: %s", manifest.node_id, exc)
+        raise Refusal(409, SYNC_ABORTED) from exc
+    return _encode(response_body(response, result), gzipped)
+
+
+def parse_manifest(body: bytes) -> SyncManifest:
+    try:
+        raw = parse_json(body)
+    except (ValueError, RecursionError) as exc:
+        raise Refusal(400, INVALID_JSON) from exc
+    if not isinstance(raw, dict):
+        raise Refusal(400, NOT_AN_OBJECT)
+    try:
+        return SyncManifest.from_dict(raw)
+    except MANIFEST_ERRORS as exc:
+        raise Refusal(400, invalid_manifest(exc)) from exc
+    except RecursionError as exc:  # nesting deep enough to pass json.loads but not the checksum's dumps
+        raise Refusal(400, invalid_manifest("data nested too deeply")) from exc
+
+
+def _encode(body: dict[str, Any], gzipped: bool) -> Response:
+    content = json.dumps(body, separators=(",", ":")).encode("ascii")
+    headers = {"Vary": "Accept-Encoding"}
+    if gzipped:
+        content = gzip_bytes(content)
+        headers["Content-Encoding"] = "gzip"
+    return Response(content, media_type="application/json", headers=headers)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    """SQLite gave up waiting for another process's lock (its busy timeout ran out)."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    text = NOT_ALLOWED if exc.status_code == 405 else exc.detail
+    return error_response(exc.status_code, text, dict(exc.headers or {}))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "Internal server error")

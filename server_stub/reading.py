@@ -1,0 +1,91 @@
+"""Reading a sync request: credentials, headers and a body bounded before and after inflating.
+
+Each check raises :class:`Refusal` with the status and text of PROTOCOL.md
+section 5, before anything reaches the engine.
+"""
+
+from __future__ import annotations
+
+import hmac
+import zlib
+
+from starlette.requests import ClientDisconnect, Request
+
+from client_sdk.errors import DecompressionLimitError
+from client_sdk.transport.binding import (
+    AUTH_REQUIRED,
+    BAD_CONTENT_ENCODING,
+    BAD_CONTENT_TYPE,
+    INCOMPLETE_BODY,
+    INVALID_CONTENT_LENGTH,
+    INVALID_GZIP,
+    TOO_LARGE,
+)
+from client_sdk.transport.compression import BoundedInflater
+
+from .config import ServerConfig
+
+
+class Refusal(Exception):
+    """A request the server answers with a 4xx and ``{"ok": false, "error": text}``."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+def authorize(request: Request, config: ServerConfig) -> frozenset[str] | None:
+    """The node ids the caller may sync as (``None``: no auth configured); 401 without a valid token."""
+    if not config.auth_required:
+        return None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token:
+        for known, nodes in config.tokens.items():  # compare_digest: no timing hint of how much matched
+            if hmac.compare_digest(known.encode(), token.encode("utf-8", "replace")):
+                return nodes
+    raise Refusal(401, AUTH_REQUIRED)
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The body as JSON bytes, inflated if gzipped; 413 once it passes ``limit`` bytes as sent or inflated."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise Refusal(415, BAD_CONTENT_TYPE)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("gzip", "identity"):
+        raise Refusal(415, BAD_CONTENT_ENCODING)
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise Refusal(400, INVALID_CONTENT_LENGTH)
+        if int(declared) > limit:
+            raise Refusal(413, TOO_LARGE)
+    inflater = BoundedInflater(limit) if encoding == "gzip" else None
+    plain = bytearray()
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Refusal(413, TOO_LARGE)
+            if inflater is None:
+                plain += chunk
+            else:
+                inflater.feed(chunk)
+        return bytes(plain) if inflater is None else inflater.finish()
+    except DecompressionLimitError as exc:
+        raise Refusal(413, TOO_LARGE) from exc
+    except zlib.error as exc:
+        raise Refusal(400, INVALID_GZIP) from exc
+    except ClientDisconnect as exc:  # nobody will read the answer, but it must not be logged as a 500
+        raise Refusal(400, INCOMPLETE_BODY) from exc
+
+
+def accepts_gzip(request: Request) -> bool:
+    for item in request.headers.get("accept-encoding", "").split(","):
+        name, _, params = item.partition(";")
+        if name.strip().lower() == "gzip":
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
