@@ -7,9 +7,12 @@ import json
 from ..protocol.wire import SyncRecord
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def record_size(record: SyncRecord) -> int:
     """A record's size is the length of its wire JSON."""
-    return len(json.dumps(record.to_dict(), separators=(",", ":")))
+    return len(_encode(record.to_dict()))
 
 
 class Budget:

@@ -33,7 +33,7 @@ from ..errors import (
     TransportRequiredError,
 )
 from ..protocol.graph import DependencyGraph
-from ..protocol.hlc import HybridLogicalClock
+from ..protocol.hlc import HLC_MAX, HybridLogicalClock, wall_of
 from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord
 from .budget import Budget, record_size
 from .protocols import Cursor, DatabaseSyncStorage, SyncLock, Transport
@@ -118,15 +118,28 @@ class DatabaseEngine:
         if self.clock_drift_max is None or manifest.node_time == 0:
             return
         ours = self.clock.wall_ms() // 1000
-        drift = abs(ours - manifest.node_time)
-        if drift > self.clock_drift_max:
+        if abs(ours - manifest.node_time) > self.clock_drift_max:
             raise ClockDriftError(
-                f"clock drift of {drift} s with node {manifest.node_id!r} exceeds {self.clock_drift_max} s "
-                f"(our clock: {ours}, theirs: {manifest.node_time}, unix seconds)"
+                f"clock drift of {abs(ours - manifest.node_time)} s with node {manifest.node_id!r} exceeds "
+                f"{self.clock_drift_max} s (our clock: {ours}, theirs: {manifest.node_time}, unix seconds)"
+            )
+
+    def check_stamps(self, manifest: SyncManifest) -> None:
+        """As a server, refuse stamps from further ahead of our clock than the drift allows: one such
+        stamp would drag the clock of every node into the future for good."""
+        if self.clock_drift_max is None:
+            return
+        ours = self.clock.wall_ms() // 1000
+        newest = wall_of(manifest.max_stamp()) // 1000
+        if newest - ours > self.clock_drift_max:
+            raise ClockDriftError(
+                f"node {manifest.node_id!r} sent a stamp {newest - ours} s ahead of our clock, over "
+                f"{self.clock_drift_max} s (our clock: {ours}, the stamp's: {newest}, unix seconds)"
             )
 
     def _accept(self, manifest: SyncManifest) -> None:
-        """Verify, check drift and move our clock past everything the manifest carries."""
+        """Verify the checksum and the clocks; then move our clock past everything the manifest carries
+        (called inside the round's transaction, so a round that fails later leaves the clock too)."""
         manifest.verify_checksum()
         self.check_drift(manifest)
         self.clock.receive(manifest.max_stamp())
@@ -163,6 +176,10 @@ class DatabaseEngine:
             if record.is_ghost:
                 problems[key] = "record has no timestamps (ghost record)"
                 continue
+            oversized = [name for name, value in record.data.items() if _out_of_range(value)]
+            if oversized:
+                problems[key] = f"integer out of the 64-bit range in field(s) {', '.join(sorted(oversized)[:5])}"
+                continue
             if known is not None:
                 unknown = (set(record.data) | set(record.timestamps)) - known - META_FIELDS
                 if unknown:
@@ -178,15 +195,16 @@ class DatabaseEngine:
 
     def process(self, incoming: SyncManifest) -> tuple[SyncManifest, DatabaseResult]:
         """Answer one client round (PROTOCOL.md 7). Raises a ``SyncAbortedError`` subclass to refuse it."""
-        self._accept(incoming)
         result = DatabaseResult()
         for payload in incoming.payloads:
             if payload.model_label not in self.graph:
                 for key in [*payload.records, *payload.deletes]:
                     result.errors.append({"key": key, "model_label": payload.model_label,
                                           "message": f"unknown model label {payload.model_label!r}"})
-        self._report(SyncStage.VALIDATE, 1, 1)
         with self.transaction():
+            self.check_stamps(incoming)
+            self._accept(incoming)
+            self._report(SyncStage.VALIDATE, 1, 1)
             now = self.clock.now()
             budget = Budget(self.batch_size, self.batch_bytes)
             served = [self._serve_records(label, incoming, budget, now, result) for label in self._order]
@@ -352,9 +370,9 @@ class DatabaseEngine:
             request = self._collect(checkpoint, self.storage.get_after_keys(), rejected)
             self._phase(SyncPhase.EXCHANGING)
             response = self.transport.exchange(request)
-            self._accept(response)
             self._phase(SyncPhase.RECONCILING)
             with self.transaction():
+                self._accept(response)
                 self._apply_response(request, response, checkpoint, result, rejected)
             result.checkpoint = max(response.checkpoint, checkpoint)
             quiet = request.change_count == 0 and response.change_count == 0
@@ -590,6 +608,11 @@ _STORAGE_METHODS = (
     "get_changed_since", "get_deletes_since", "get_records", "upsert_many", "delete_many",
     "get_checkpoint", "save_checkpoint", "get_after_keys",
 )
+
+
+def _out_of_range(value: object) -> bool:
+    """An integer SQLite cannot store (it has signed 64-bit integers)."""
+    return _is_int(value) and not -HLC_MAX - 1 <= value <= HLC_MAX  # type: ignore[operator]
 
 
 def _require(condition: bool, message: str) -> None:

@@ -192,16 +192,25 @@ def test_refused_requests_never_change_the_database(todo_server: ServerFactory, 
     bad_checksum = {**manifest(payloads=[ModelPayload(LIST, dict([task_list()]))]), "checksum": "0" * 64}
     drifting = SyncManifest("device-a", node_time=int(time.time()) - 3600, payloads=[ModelPayload(LIST, {key: late})])
     invalid = {**manifest(payloads=[ModelPayload(LIST, dict([task_list()]))]), "has_more": "yes"}
-    unstorable_key, unstorable = task_list()
-    unstorable.data["name"] = 2**70  # valid JSON, but no SQLite column holds it
-    too_big = manifest(payloads=[ModelPayload(LIST, dict([task_list(), (unstorable_key, unstorable)]))])
     not_json = json.dumps(manifest(payloads=[ModelPayload(LIST, dict([task_list(name=float("nan"))]))])).encode()
-    for body in (bad_checksum, drifting.seal().to_dict(), invalid, too_big, not_json, b"not json", b"[]"):
+    for body in (bad_checksum, drifting.seal().to_dict(), invalid, not_json, b"not json", b"[]"):
         assert post(url, body).status_code in (400, 409)
-    assert post(url, too_big).json()["error"].startswith("Invalid manifest: ")
     assert post(url, not_json).json()["error"] == "Invalid JSON in request body"
     assert post(url, manifest(), {"Content-Type": "text/plain"}).status_code == 415
     assert dump(database) == before
+
+
+def test_an_unstorable_value_is_a_per_key_error_and_the_rest_applies(url: str) -> None:
+    good_key, good = task_list()
+    bad_key, bad = task_list()
+    bad.data["name"] = 2**70  # valid JSON, but no SQLite column holds it
+    answer = post(url, manifest(payloads=[ModelPayload(LIST, {good_key: good, bad_key: bad})])).json()
+    assert answer["ok"] is False
+    assert [error["key"] for error in answer["errors"]] == [bad_key]
+    assert "64-bit" in answer["errors"][0]["message"]
+    fresh = post(url, manifest()).json()
+    stored = {key for payload in fresh["payloads"] for key in payload["records"]}
+    assert good_key in stored and bad_key not in stored
 
 
 def test_old_tombstones_are_purged_when_a_retention_is_configured(tmp_path: Path) -> None:
