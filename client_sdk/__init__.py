@@ -1,5 +1,7 @@
 """Offline-first sync for apps that keep their data in SQLite."""
 
+from .autosync import AutoSync
+from .client import PendingChange, SyncClient
 from .conflict import (
     ConflictResolver,
     ConflictType,
@@ -46,12 +48,17 @@ from .errors import (
     UnknownModelError,
 )
 from .protocol import DependencyGraph, HybridLogicalClock, ModelPayload, SyncManifest, SyncRecord
+from .sqlite import SqliteSyncLock, SqliteSyncStorage
+from .sqlite.journal import ConflictRecord, LastSync
+from .transport import HttpTransport, InProcessTransport
 
 __all__ = [
+    "AutoSync",
     "CircularDependencyError",
     "ClockDriftError",
     "ClockOverflowError",
     "ConflictEntry",
+    "ConflictRecord",
     "ConflictResolver",
     "ConflictStateError",
     "ConflictType",
@@ -64,9 +71,12 @@ __all__ = [
     "FieldOwnershipWins",
     "FieldTimestampWins",
     "FieldUpdateTracker",
+    "HttpTransport",
     "HybridLogicalClock",
+    "InProcessTransport",
     "InvalidParameterError",
     "InvalidResponseError",
+    "LastSync",
     "LocalWins",
     "LockContentionError",
     "ManifestChecksumError",
@@ -75,14 +85,18 @@ __all__ = [
     "ModelPayload",
     "PayloadLimitError",
     "PayloadReconciler",
+    "PendingChange",
+    "ReconciliationResult",
     "RecordConflict",
     "RecordFieldError",
     "RecordResolution",
-    "ReconciliationResult",
     "RemoteWins",
     "ResolutionSource",
     "RetryExhaustedError",
+    "SqliteSyncLock",
+    "SqliteSyncStorage",
     "SyncAbortedError",
+    "SyncClient",
     "SyncError",
     "SyncLock",
     "SyncManifest",

@@ -1,0 +1,121 @@
+"""The sync journal kept beside the data: the last sync's outcome and the conflict log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..conflict.reconciler import ConflictEntry
+from ..engine.results import DatabaseResult
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS "_sync_runs" (
+    "id" INTEGER PRIMARY KEY,
+    "finished_at" TEXT NOT NULL,
+    "ok" INTEGER NOT NULL,
+    "summary" TEXT NOT NULL,
+    "error" TEXT
+);
+CREATE TABLE IF NOT EXISTS "_sync_conflicts" (
+    "id" INTEGER PRIMARY KEY,
+    "at" TEXT NOT NULL,
+    "model_label" TEXT NOT NULL,
+    "key" TEXT NOT NULL,
+    "conflict_type" TEXT NOT NULL,
+    "fields" TEXT NOT NULL,
+    "winner" TEXT NOT NULL
+);
+"""
+
+RUNS_KEPT = 100
+
+
+@dataclass(frozen=True)
+class LastSync:
+    """When the last sync finished and how it went."""
+
+    at: datetime
+    ok: bool
+    summary: dict[str, int]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ConflictRecord:
+    """One entry of the persisted conflict log.
+
+    ``fields`` maps each clashing field to ``{"local": ..., "remote": ...}``;
+    ``winner`` is the resolution source: ``local``, ``remote`` or ``merged``.
+    """
+
+    at: datetime
+    model_label: str
+    key: str
+    conflict_type: str
+    fields: dict[str, dict[str, Any]]
+    winner: str
+
+
+class SyncJournal:
+    """Reads and writes the journal tables through one connection."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        connection.executescript(_SCHEMA)
+
+    def record_success(self, result: DatabaseResult) -> None:
+        self._record_run(ok=result.ok, summary=result.summary(), error=None)
+        rows = [self._conflict_row(entry) for entry in result.conflict_log]
+        if rows:
+            with self.connection:
+                self.connection.executemany(
+                    'INSERT INTO "_sync_conflicts" ("at", "model_label", "key", "conflict_type", "fields", "winner") '
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+    def record_failure(self, error: BaseException) -> None:
+        self._record_run(ok=False, summary={}, error=f"{type(error).__name__}: {error}")
+
+    def last_sync(self) -> LastSync | None:
+        row = self.connection.execute(
+            'SELECT "finished_at", "ok", "summary", "error" FROM "_sync_runs" ORDER BY "id" DESC LIMIT 1'
+        ).fetchone()
+        if row is None:
+            return None
+        return LastSync(datetime.fromisoformat(row[0]), bool(row[1]), json.loads(row[2]), row[3])
+
+    def conflicts(self, limit: int | None = None) -> list[ConflictRecord]:
+        rows = self.connection.execute(
+            'SELECT "at", "model_label", "key", "conflict_type", "fields", "winner" FROM "_sync_conflicts" '
+            'ORDER BY "id" DESC LIMIT ?',
+            (-1 if limit is None else limit,),
+        ).fetchall()
+        return [ConflictRecord(datetime.fromisoformat(r[0]), r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+    def _record_run(self, *, ok: bool, summary: dict[str, int], error: str | None) -> None:
+        with self.connection:
+            self.connection.execute(
+                'INSERT INTO "_sync_runs" ("finished_at", "ok", "summary", "error") VALUES (?, ?, ?, ?)',
+                (_now(), int(ok), json.dumps(summary), error),
+            )
+            self.connection.execute(
+                'DELETE FROM "_sync_runs" WHERE "id" <= (SELECT MAX("id") FROM "_sync_runs") - ?', (RUNS_KEPT,)
+            )
+
+    @staticmethod
+    def _conflict_row(entry: ConflictEntry) -> tuple[str, str, str, str, str, str]:
+        conflict = entry.conflict
+        fields = {
+            clash.field_name: {"local": clash.local_value, "remote": clash.remote_value}
+            for clash in conflict.field_conflicts
+        }
+        return (_now(), conflict.model_label, conflict.key, conflict.conflict_type.value,
+                json.dumps(fields, default=str), entry.resolution_source.value)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
