@@ -1,0 +1,109 @@
+"""Real worlds for the reliability tests: devices are SyncClients on SQLite files, the server is
+server_stub under uvicorn on 127.0.0.1, and every sync is real HTTP."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from client_sdk import HttpTransport, SqliteSyncStorage, SyncClient
+from server_stub import ServerConfig, create_app
+from tests.http.conftest import serve
+
+TABLE = "items"
+LABEL = "swarm.Item"
+SCHEMA = f"CREATE TABLE {TABLE} (id TEXT PRIMARY KEY, title, notes, priority);"
+MODELS = {TABLE: LABEL}
+
+
+def server_config(folder: Path, **options: Any) -> ServerConfig:
+    return ServerConfig(database=folder / "server.db", models=MODELS, schema=SCHEMA, node_id="server", **options)
+
+
+@contextmanager
+def running_server(folder: Path, **options: Any) -> Iterator[str]:
+    """server_stub on a free loopback port; yields the sync URL."""
+    with serve(create_app(server_config(folder, **options))) as base:
+        yield f"{base}/sync/"
+
+
+def create_device_file(path: Path) -> None:
+    connection = sqlite3.connect(path)
+    try:
+        connection.executescript(f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, title, notes, priority);")
+    finally:
+        connection.close()
+
+
+def read_rows(connection: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    cursor = connection.execute(f"SELECT * FROM {TABLE}")
+    names = [column[0] for column in cursor.description]
+    return {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
+
+
+class SqliteDevice:
+    """A device as the swarm sees it: SQL writes on its own file, syncs through HTTP."""
+
+    def __init__(self, folder: Path, name: str, url: str, transport_wrapper=None) -> None:
+        self.name = name
+        self.path = folder / f"{name}.db"
+        create_device_file(self.path)
+        transport = HttpTransport(url, retries=0, timeout=10.0)
+        self.transport = transport_wrapper(transport) if transport_wrapper else transport
+        self.client = SyncClient(self.path, models=MODELS, node_id=name, transport=self.transport)
+        self.db = self.client.connection
+
+    def write(self, key: str, values: dict[str, Any]) -> None:
+        names = ", ".join(values)
+        updates = ", ".join(f"{name} = excluded.{name}" for name in values)
+        with self.db:
+            self.db.execute(
+                f"INSERT INTO {TABLE} (id, {names}) VALUES (?, {', '.join('?' for _ in values)}) "
+                f"ON CONFLICT (id) DO UPDATE SET {updates}",
+                (key, *values.values()),
+            )
+
+    def delete(self, key: str) -> None:
+        with self.db:
+            self.db.execute(f"DELETE FROM {TABLE} WHERE id = ?", (key,))
+
+    def sync(self) -> None:
+        self.client.sync()
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        return read_rows(self.db)
+
+    def stamps(self, key: str) -> dict[str, int]:
+        record = self.client.storage.get_records(LABEL, [key]).get(key)
+        return dict(record.timestamps) if record else {}
+
+    def shift_clock(self, offset_ms: int) -> None:
+        """SQLite's triggers read the machine's clock: a per-device jump cannot be faked here
+        (the engine-level swarm covers clock jumps)."""
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ServerView:
+    """Reads the server's database through a second connection (WAL lets it while the server runs)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "server.db"
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        connection = sqlite3.connect(self.path)
+        try:
+            return read_rows(connection)
+        finally:
+            connection.close()
+
+    def tombstones(self) -> dict[str, int]:
+        storage = SqliteSyncStorage(self.path, MODELS, role="server", node_id="server")
+        try:
+            return storage.get_deletes_since(LABEL, 0)
+        finally:
+            storage.close()
