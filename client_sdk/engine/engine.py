@@ -142,7 +142,9 @@ class DatabaseEngine:
         (called inside the round's transaction, so a round that fails later leaves the clock too)."""
         manifest.verify_checksum()
         self.check_drift(manifest)
-        self.clock.receive(manifest.max_stamp())
+        newest = manifest.max_stamp()
+        if newest > self.clock.last:  # already past it: moving the clock anyway would write for nothing
+            self.clock.receive(newest)
 
     def _manifest(self, checkpoint: int, payloads: list[ModelPayload], after_keys: dict[str, dict], has_more: bool) -> SyncManifest:
         return SyncManifest(
@@ -205,7 +207,9 @@ class DatabaseEngine:
             self.check_stamps(incoming)
             self._accept(incoming)
             self._report(SyncStage.VALIDATE, 1, 1)
-            now = self.clock.now()
+            # A round that brings nothing stores nothing: it needs no new stamp, and taking one would
+            # write to the database on every idle poll.
+            now = self.clock.now() if incoming.change_count else self.clock.last
             budget = Budget(self.batch_size, self.batch_bytes)
             served = [self._serve_records(label, incoming, budget, now, result) for label in self._order]
             has_more = any(model.cut for model in served)
@@ -459,7 +463,9 @@ class DatabaseEngine:
             self._apply_payload(payload, checkpoint, result)
             done += len(payload)
             self._report(SyncStage.MUTATE, done, total)
-        self.storage.save_checkpoint(max(response.checkpoint, checkpoint), response.after_keys)
+        new_checkpoint = max(response.checkpoint, checkpoint)
+        if (new_checkpoint, response.after_keys) != (checkpoint, self.storage.get_after_keys()):
+            self.storage.save_checkpoint(new_checkpoint, response.after_keys)
 
     def _log_server_resolutions(self, request: SyncManifest, response: SyncManifest, result: DatabaseResult) -> None:
         """A record we pushed came back different: the server's resolver overrode some of our values."""
