@@ -1,0 +1,52 @@
+"""Network faults on real HTTP: 30% of 1,000 rounds fail, and the swarm still converges."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+from client_sdk import SyncError
+from tests.reliability.faults import FAULTS, FaultyTransport
+from tests.reliability.swarm import Swarm
+from tests.reliability.world import ServerView, SqliteDevice, running_server
+
+
+class FlakyDevice(SqliteDevice):
+    """Syncs through a network that drops, delays past the timeout, 5xx's, truncates or corrupts."""
+
+    def __init__(self, folder: Path, name: str, url: str, rng: random.Random) -> None:
+        super().__init__(folder, name, url, transport_wrapper=lambda inner: FaultyTransport(inner, rng))
+        self.failed = 0
+
+    def sync(self) -> None:
+        try:
+            super().sync()
+        except SyncError:
+            self.failed += 1  # an app would retry later; so does the swarm
+
+
+def test_the_swarm_converges_through_a_30_percent_fault_rate(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    with running_server(tmp_path) as url:
+        devices = [FlakyDevice(tmp_path, f"device-{i}", url, rng) for i in range(4)]
+        swarm = Swarm(2025, devices, ServerView(tmp_path))  # type: ignore[arg-type]
+        while sum(device.transport.rounds for device in devices) < 1000:
+            swarm.step()
+        for device in devices:
+            device.transport.rate = 0.0  # the network heals
+        swarm.settle()
+        swarm.check()
+        injected = sum((device.transport.injected for device in devices), start=Counter())
+        assert set(injected) == set(FAULTS) and sum(injected.values()) >= 200
+        for device in devices:
+            lock = device.client.storage.lock()
+            lock.acquire()  # no sync left its lock behind
+            lock.release()
+            keys = [row[0] for row in device.db.execute("SELECT id FROM items")]
+            assert len(keys) == len(set(keys))
+            device.close()
+    connection = sqlite3.connect(tmp_path / "server.db")
+    assert connection.execute("SELECT count(*) = count(DISTINCT id) FROM items").fetchone()[0] == 1
+    connection.close()
