@@ -32,6 +32,7 @@ from client_sdk.transport.binding import (
     NOT_ALLOWED,
     NOT_AN_OBJECT,
     SYNC_ABORTED,
+    abort_reason,
     invalid_manifest,
     is_refusal,
     parse_json,
@@ -57,7 +58,7 @@ def create_app(config: ServerConfig) -> Starlette:
             gzipped = accepts_gzip(request)
             return await service.run(lambda: answer(service, body, allowed, gzipped))
         except Refusal as refusal:
-            return error_response(refusal.status, refusal.text)
+            return error_response(refusal.status, refusal.text, extra=refusal.extra)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "node_id": service.node_id})
@@ -76,8 +77,10 @@ def create_app(config: ServerConfig) -> Starlette:
     )
 
 
-def error_response(status: int, text: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"ok": False, "error": text}, status_code=status, headers=headers)
+def error_response(
+    status: int, text: str, headers: dict[str, str] | None = None, extra: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": text, **(extra or {})}, status_code=status, headers=headers)
 
 
 def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gzipped: bool) -> Response:
@@ -93,7 +96,9 @@ def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gz
         if not (is_refusal(exc) or _is_lock_error(exc)):
             raise
         log.info("sync from %r aborted: %s", manifest.node_id, exc)
-        raise Refusal(409, SYNC_ABORTED) from exc
+        reason = abort_reason(exc) or ("lock_contention" if _is_lock_error(exc) else None)
+        extra = {"detail": str(exc)} if reason is None else {"reason": reason, "detail": str(exc)}
+        raise Refusal(409, SYNC_ABORTED, extra) from exc
     return _encode(response_body(response, result), gzipped)
 
 

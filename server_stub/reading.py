@@ -29,10 +29,12 @@ from .config import ServerConfig
 class Refusal(Exception):
     """A request the server answers with a 4xx and ``{"ok": false, "error": text}``."""
 
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, extra: dict[str, str] | None = None) -> None:
         super().__init__(text)
         self.status = status
         self.text = text
+        self.extra = extra or {}
+        """Keys added to the body beside ``error`` (a 409's ``reason`` and ``detail``)."""
 
 
 def authorize(request: Request, config: ServerConfig) -> frozenset[str] | None:

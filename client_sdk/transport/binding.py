@@ -12,8 +12,11 @@ from typing import Any
 
 from ..engine.results import DatabaseResult
 from ..errors import (
+    ClockDriftError,
     ClockOverflowError,
     InvalidResponseError,
+    LockContentionError,
+    ManifestChecksumError,
     ManifestFieldError,
     RecordFieldError,
     SyncAbortedError,
@@ -65,9 +68,24 @@ def response_body(response: SyncManifest, result: DatabaseResult) -> dict[str, A
     return body
 
 
-def refused(status: int, text: str) -> SyncAbortedError:
+ABORT_REASONS: dict[str, type[SyncAbortedError]] = {
+    "clock_drift": ClockDriftError,
+    "checksum": ManifestChecksumError,
+    "lock_contention": LockContentionError,
+}
+"""A 409 body may add ``reason`` (one of these) and ``detail`` to ``error``: the existing server's
+clients ignore the extra keys, ours raise the precise exception with the server's explanation."""
+
+
+def abort_reason(exc: BaseException) -> str | None:
+    return next((reason for reason, kind in ABORT_REASONS.items() if isinstance(exc, kind)), None)
+
+
+def refused(status: int, text: str, reason: object = None, detail: object = None) -> SyncAbortedError:
     """What a client raises for a 4xx answer: ``status`` and the server's text ride on the exception."""
-    return SyncAbortedError(f"server refused the sync (HTTP {status}): {text}", status=status, server_error=text)
+    kind = ABORT_REASONS.get(reason, SyncAbortedError) if isinstance(reason, str) else SyncAbortedError
+    explained = f"{text}: {detail}" if isinstance(detail, str) and detail else text
+    return kind(f"server refused the sync (HTTP {status}): {explained}", status=status, server_error=text)
 
 
 def read_response(raw: object) -> SyncManifest:

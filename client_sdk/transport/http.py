@@ -120,7 +120,7 @@ class HttpTransport:
         except httpx.TransportError as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
         if 400 <= status < 500:
-            raise refused(status, _error_text(payload))
+            raise refused(status, *_error_parts(payload))
         if status != 200:
             raise InvalidResponseError(f"unexpected HTTP {status} from the sync URL", status=status)
         try:
@@ -158,16 +158,16 @@ class HttpTransport:
             raise InvalidResponseError(f"response is not valid gzip: {exc}") from exc
 
 
-def _error_text(body: bytes) -> str:
-    """The server's ``error`` text, or the start of whatever it sent instead."""
+def _error_parts(body: bytes) -> tuple[str, object, object]:
+    """The server's ``error`` text (or the start of whatever it sent instead), ``reason`` and ``detail``."""
     try:
         decoded = parse_json(body)
     except (ValueError, RecursionError):
         decoded = None
     if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
-        return decoded["error"]
+        return decoded["error"], decoded.get("reason"), decoded.get("detail")
     text = body[:200].decode("utf-8", "replace").strip()
-    return text or "(empty body)"
+    return text or "(empty body)", None, None
 
 
 def _checked_url(url: object) -> str:

@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ..errors import SyncAbortedError
 from ..protocol.wire import SyncManifest
-from .binding import MANIFEST_ERRORS, SYNC_ABORTED, invalid_manifest, is_refusal, read_response, refused, response_body
+from .binding import (
+    MANIFEST_ERRORS,
+    SYNC_ABORTED,
+    abort_reason,
+    invalid_manifest,
+    is_refusal,
+    read_response,
+    refused,
+    response_body,
+)
 
 if TYPE_CHECKING:
     from ..engine.engine import DatabaseEngine
@@ -39,8 +47,7 @@ class InProcessTransport:
         except Exception as exc:
             if not is_refusal(exc):
                 raise
-            kind = type(exc) if isinstance(exc, SyncAbortedError) else SyncAbortedError
-            raise kind(f"server refused the sync (HTTP 409): {exc}", status=409, server_error=SYNC_ABORTED) from exc
+            raise refused(409, SYNC_ABORTED, abort_reason(exc), str(exc)) from exc
         return read_response(json.loads(json.dumps(response_body(response, result))))
 
     def close(self) -> None:

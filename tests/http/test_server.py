@@ -172,12 +172,17 @@ def test_a_body_over_the_limit_is_413_by_header_by_stream_and_once_inflated(url:
     assert refusal(post(url, bomb, compress=False, headers=JSON_GZIP)) == (413, too_large)
 
 
-def test_a_wrong_checksum_and_clock_drift_are_409(url: str) -> None:
-    aborted = (409, {"ok": False, "error": "Sync aborted"})
-    assert refusal(post(url, {**manifest(), "checksum": "0" * 64})) == aborted
-    assert refusal(post(url, {**manifest(), "checksum": None})) == aborted
+def test_a_wrong_checksum_and_clock_drift_are_409_with_reason_and_detail(url: str) -> None:
+    def aborted(body: dict) -> tuple[int, bool, str, str, str]:
+        status, answer = refusal(post(url, body))
+        return status, answer["ok"], answer["error"], answer["reason"], answer["detail"]
+
+    assert aborted({**manifest(), "checksum": "0" * 64})[:4] == (409, False, "Sync aborted", "checksum")
+    assert aborted({**manifest(), "checksum": None})[:4] == (409, False, "Sync aborted", "checksum")
     behind = SyncManifest("device-a", node_time=int(time.time()) - 3600).seal().to_dict()
-    assert refusal(post(url, behind)) == aborted
+    status, ok, error, reason, detail = aborted(behind)
+    assert (status, ok, error, reason) == (409, False, "Sync aborted", "clock_drift")
+    assert "our clock" in detail and "theirs" in detail
 
 
 def test_refused_requests_never_change_the_database(todo_server: ServerFactory, tmp_path: Path) -> None:

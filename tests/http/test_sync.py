@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from client_sdk import DatabaseEngine, DatabaseResult, HybridLogicalClock, SyncAbortedError
+from client_sdk import ClockDriftError, DatabaseEngine, DatabaseResult, HybridLogicalClock, SyncAbortedError
 from client_sdk.protocol.hlc import system_ms
 from client_sdk.sqlite.storage import SqliteSyncStorage
 from client_sdk.transport import HttpTransport
@@ -189,3 +189,21 @@ def test_fifty_clients_at_once_lose_no_write(todo_server: ServerFactory, device:
     everything = {key for keys in written.values() for key in keys}
     for node in nodes:
         assert set(node.rows("TodoList")) == everything and node.storage.pending_count() == 0
+
+
+def test_clock_drift_over_http_is_a_clock_drift_error_naming_both_clocks(todo_server: ServerFactory, tmp_path: Path) -> None:
+    """Nothing is applied and the checkpoint stays where it was."""
+    url = todo_server()
+    path = tmp_path / "drifting.db"
+    with closing(sqlite3.connect(path)) as setup:
+        setup.executescript(TODO_SCHEMA)
+    storage = SqliteSyncStorage(path, TODO_MODELS)
+    hour_behind = HybridLogicalClock(storage.clock.state, wall_ms=lambda: system_ms() - 3_600_000)
+    engine = DatabaseEngine(storage, storage.dependency_graph(), hour_behind, storage.node_id,
+                            transaction=storage.transaction, transport=HttpTransport(url + "/sync/", retries=0))
+    storage.connection.execute("INSERT INTO TodoList (id, name) VALUES ('k', 'offline edit')")
+    with pytest.raises(ClockDriftError, match="our clock: .*theirs") as refused:
+        engine.sync()
+    assert refused.value.status == 409
+    assert storage.get_checkpoint() == 0 and len(storage.get_pending(LIST)) == 1
+    storage.close()
