@@ -1,0 +1,194 @@
+"""The SQL objects sync keeps beside the user's tables, and the change-capture triggers.
+
+Capture is split in two so that the app's write path stays cheap:
+
+1. AFTER INSERT / UPDATE / DELETE triggers append one row per written record
+   to a change log (``_sync_log``): the table, the key, a bit mask of the
+   fields that changed (``NULL`` for a delete) and the wall clock of the write
+   (``julianday('now')``). Nothing else: no clock row to update, no shadow row
+   to find, no index to maintain. An UPDATE that changes nothing logs nothing.
+2. Before sync state is read or written, the log is *folded* (``changelog.py``)
+   into the per-table shadow table (one row per record, one stamp column per
+   field, ``last_modified`` and the pending mark) and the tombstone table; the
+   HLC stamps are assigned there, in log order, with the HLC ``now()`` rule.
+
+Writes made by sync itself are not logged: their keys sit in
+``_sync_applying`` while they are applied, and the triggers' WHEN skips them.
+Rows that other rows' foreign-key actions change meanwhile are still logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .schema import PREFIX, quote
+
+WORD_BITS = 63
+"""Fields per mask word: bit ``i % 63`` of word ``i // 63`` marks field ``i``. Word 0 is the log's ``mask``;
+a table with more than 63 fields keeps the further words in ``more``, a JSON array."""
+
+JULIAN_NOW = "julianday('now')"
+
+_GLOBAL_SQL = f"""
+CREATE TABLE IF NOT EXISTS "{PREFIX}meta" ("name" TEXT PRIMARY KEY, "value") WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS "{PREFIX}clock" ("id" INTEGER PRIMARY KEY CHECK ("id" = 0), "last" INTEGER NOT NULL);
+INSERT OR IGNORE INTO "{PREFIX}clock" ("id", "last") VALUES (0, 0);
+CREATE TABLE IF NOT EXISTS "{PREFIX}tables" (
+    "name" TEXT PRIMARY KEY, "id" INTEGER NOT NULL UNIQUE, "label" TEXT NOT NULL,
+    "key" TEXT NOT NULL, "fields" TEXT NOT NULL, "sweep" INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS "{PREFIX}log" (
+    "seq" INTEGER PRIMARY KEY, "tbl" INTEGER NOT NULL, "key" TEXT NOT NULL,
+    "mask" INTEGER, "more" TEXT, "at" REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "{PREFIX}applying" ("tbl" INTEGER NOT NULL, "key" TEXT NOT NULL, PRIMARY KEY ("tbl", "key")) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS "{PREFIX}lock" (
+    "id" INTEGER PRIMARY KEY CHECK ("id" = 0), "token" TEXT NOT NULL, "pid" INTEGER NOT NULL,
+    "started" TEXT, "host" TEXT NOT NULL, "acquired_at" REAL NOT NULL, "updated_at" REAL NOT NULL, "phase" TEXT NOT NULL
+);
+"""
+GLOBAL_DDL = tuple(statement.strip() for statement in _GLOBAL_SQL.split(";") if statement.strip())
+"""The file-wide objects, one statement each (``executescript`` would commit the caller's transaction)."""
+
+META = quote(f"{PREFIX}meta")
+CLOCK = quote(f"{PREFIX}clock")
+TABLES = quote(f"{PREFIX}tables")
+LOG = quote(f"{PREFIX}log")
+APPLYING = quote(f"{PREFIX}applying")
+LOCK = quote(f"{PREFIX}lock")
+
+# Meta columns of a shadow table; user columns may not use the prefix, so they never clash with stamp columns.
+S_KEY = quote(f"{PREFIX}key")
+S_LM = quote(f"{PREFIX}lm")
+S_RECEIVED = quote(f"{PREFIX}received_at")
+S_PENDING = quote(f"{PREFIX}pending")
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A tracked table as registered in ``_sync_tables``: what the triggers and the fold agree on."""
+
+    id: int
+    table: str
+    label: str
+    key: str
+    fields: tuple[str, ...]
+    """Field order fixes the mask bits; the key is one of the fields."""
+    sweep: bool
+    """Secondary UNIQUE constraints exist: a REPLACE may delete other rows without firing DELETE triggers."""
+
+    def name(self, kind: str) -> str:
+        """Unquoted name of this table's object of ``kind``.
+
+        Kinds hold no underscore, so objects of different kinds or tables never share a name.
+        """
+        return f"{PREFIX}{kind}_{self.table}"
+
+    @property
+    def base(self) -> str:
+        return quote(self.table)
+
+    @property
+    def key_column(self) -> str:
+        return quote(self.key)
+
+    @property
+    def shadow(self) -> str:
+        return quote(self.name("shadow"))
+
+    @property
+    def tomb(self) -> str:
+        return quote(self.name("tomb"))
+
+    def trigger_names(self) -> dict[str, str]:
+        """Unquoted trigger names by kind."""
+        return {kind: self.name(kind) for kind in ("insert", "update", "rekey", "delete")}
+
+    def object_names(self) -> list[tuple[str, str]]:
+        """(type, unquoted name) of every per-table object, for dropping them all."""
+        names = [("trigger", name) for name in self.trigger_names().values()]
+        return names + [("table", self.name(kind)) for kind in ("shadow", "tomb")]
+
+    @property
+    def words(self) -> int:
+        return (len(self.fields) + WORD_BITS - 1) // WORD_BITS
+
+    def bit(self, index: int) -> tuple[int, int]:
+        """(word, bit) of field ``index``."""
+        return divmod(index, WORD_BITS)
+
+
+def storage_ddl(t: Tracked, role: str) -> list[str]:
+    """The shadow and tombstone tables and the indexes the role's queries use."""
+    stamps = "".join(f", {quote(name)} INTEGER DEFAULT 0" for name in t.fields)
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {t.shadow} ({S_KEY} TEXT PRIMARY KEY, {S_LM} INTEGER NOT NULL, "
+        f"{S_RECEIVED} INTEGER NOT NULL DEFAULT 0, {S_PENDING} INTEGER NOT NULL DEFAULT 0{stamps}) WITHOUT ROWID",
+        f'CREATE TABLE IF NOT EXISTS {t.tomb} ("key" TEXT PRIMARY KEY, "stamp" INTEGER NOT NULL, '
+        f'"pending" INTEGER NOT NULL) WITHOUT ROWID',
+    ]
+    if role == "server":
+        # get_changed_since / get_deletes_since: a page costs O(page)
+        statements += [
+            f"CREATE INDEX IF NOT EXISTS {quote(t.name('lm'))} ON {t.shadow} ({S_LM}, {S_KEY})",
+            f'CREATE INDEX IF NOT EXISTS {quote(t.name("tstamp"))} ON {t.tomb} ("stamp")',
+        ]
+    else:
+        # get_pending / get_pending_deletes: partial indexes hold only what is still to push
+        statements += [
+            f"CREATE INDEX IF NOT EXISTS {quote(t.name('pending'))} ON {t.shadow} ({S_LM}, {S_KEY}) WHERE {S_PENDING} = 1",
+            f'CREATE INDEX IF NOT EXISTS {quote(t.name("tpending"))} ON {t.tomb} ("stamp") WHERE "pending" = 1',
+        ]
+    return statements
+
+
+def trigger_ddl(t: Tracked) -> dict[str, str]:
+    """CREATE TRIGGER statements by unquoted trigger name, exactly as SQLite will store them.
+
+    Each written record appends one log row: ``mask`` (and ``more``) mark the
+    changed fields, all of them for an insert; ``mask`` is NULL for a delete.
+    """
+    names = t.trigger_names()
+    key = t.key_column
+    columns = '("tbl", "key", "mask", "more", "at")'
+
+    def not_applying(ref: str) -> str:
+        return f'NOT EXISTS (SELECT 1 FROM {APPLYING} WHERE "tbl" = {t.id} AND "key" = {ref}.{key})'
+
+    def row(ref: str, masks: list[str]) -> str:
+        more = f"json_array({', '.join(masks[1:])})" if len(masks) > 1 else "NULL"
+        return f"({t.id}, {ref}.{key}, {masks[0]}, {more}, {JULIAN_NOW})"
+
+    every = row("NEW", ["-1"] * t.words)
+    gone = f"({t.id}, OLD.{key}, NULL, NULL, {JULIAN_NOW})"
+    out = {
+        names["insert"]: (
+            f"CREATE TRIGGER {quote(names['insert'])} AFTER INSERT ON {t.base}\n"
+            f"WHEN {not_applying('NEW')}\nBEGIN\n  INSERT INTO {LOG} {columns} VALUES {every};\nEND"
+        ),
+        names["rekey"]: (
+            f"CREATE TRIGGER {quote(names['rekey'])} AFTER UPDATE OF {key} ON {t.base}\n"
+            f"WHEN OLD.{key} IS NOT NEW.{key} COLLATE BINARY\nBEGIN\n  INSERT INTO {LOG} {columns} VALUES {gone}, {every};\nEND"
+        ),
+        names["delete"]: (
+            f"CREATE TRIGGER {quote(names['delete'])} AFTER DELETE ON {t.base}\n"
+            f"WHEN {not_applying('OLD')}\nBEGIN\n  INSERT INTO {LOG} {columns} VALUES {gone};\nEND"
+        ),
+    }
+    values = [(index, quote(name)) for index, name in enumerate(t.fields) if name != t.key]
+    if values:
+        changed = " OR ".join(f"OLD.{col} IS NOT NEW.{col} COLLATE BINARY" for _, col in values)
+        masks = []
+        for word in range(t.words):
+            bits = [
+                f"((OLD.{col} IS NOT NEW.{col} COLLATE BINARY) << {t.bit(index)[1]})"
+                for index, col in values
+                if t.bit(index)[0] == word
+            ]
+            masks.append(" | ".join(bits) or "0")
+        out[names["update"]] = (
+            f"CREATE TRIGGER {quote(names['update'])} AFTER UPDATE ON {t.base}\n"
+            f"WHEN OLD.{key} IS NEW.{key} COLLATE BINARY AND ({changed}) AND {not_applying('NEW')}\nBEGIN\n"
+            f"  INSERT INTO {LOG} {columns} VALUES {row('NEW', masks)};\nEND"
+        )
+    return out

@@ -1,0 +1,574 @@
+"""``SqliteSyncStorage``: the :class:`DatabaseSyncStorage` of a SQLite file.
+
+The app's tables stay ordinary tables; triggers capture every write made to
+them, from any connection or process (``ddl.py``), and the change log is folded
+into shadow rows and tombstones before sync state is read (``changelog.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import sqlite_utils
+
+from ..engine.protocols import Cursor
+from ..errors import InvalidParameterError, RecordFieldError, UnknownModelError
+from ..protocol.graph import DependencyGraph
+from ..protocol.hlc import HybridLogicalClock, system_ms
+from ..protocol.wire import META_FIELDS, SyncRecord
+from . import changelog
+from .clock import SqliteClockState
+from .ddl import APPLYING, GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, Tracked, storage_ddl, trigger_ddl
+from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
+from .schema import PREFIX, TableSchema, introspect, quote
+from .transaction import Transactions
+from .values import ValueMappingError, to_json, to_sqlite
+
+ROLES = ("client", "server")
+DEFAULT_TOMBSTONE_RETENTION = 90 * 24 * 3600.0
+"""Seconds a server keeps tombstones by default (see :meth:`SqliteSyncStorage.purge_tombstones`)."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialized(method: Callable[Concatenate[SqliteSyncStorage, _P], _R]) -> Callable[Concatenate[SqliteSyncStorage, _P], _R]:
+    """One thread at a time on the shared connection."""
+
+    @wraps(method)
+    def wrapper(self: SqliteSyncStorage, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._tx.lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _keys_json(keys: Iterable[str]) -> str:
+    """Keys as one bound JSON array, read back with ``json_each``: no statement per key, no variable limit."""
+    return json.dumps(list(keys))
+
+
+IN_KEYS = "(SELECT value FROM json_each(?))"
+
+
+@dataclass(frozen=True)
+class _Model:
+    tracked: Tracked
+    schema: TableSchema
+
+    @property
+    def select(self) -> str:
+        """Columns of a record: key, received_at, one stamp per field, then the row's values."""
+        t = self.tracked
+        stamps = ", ".join(f"s.{quote(name)}" for name in t.fields)
+        values = ", ".join(f"b.{quote(name)}" for name in t.fields)
+        return (
+            f"SELECT s.{S_KEY}, s.{S_RECEIVED}, {stamps}, {values} "
+            f"FROM {t.shadow} AS s CROSS JOIN {t.base} AS b ON b.{t.key_column} = s.{S_KEY}"
+        )
+
+    def record(self, row: tuple[Any, ...]) -> tuple[str, SyncRecord]:
+        n = len(self.tracked.fields)
+        key, received_at = row[0], row[1]
+        stamps = row[2 : 2 + n]
+        values = row[2 + n :]
+        data = {column.name: to_json(column.kind, value) for column, value in zip(self.schema.columns, values, strict=True)}
+        timestamps = {name: stamp for name, stamp in zip(self.tracked.fields, stamps, strict=True) if stamp is not None}
+        return key, SyncRecord(data=data, timestamps=timestamps, received_at=received_at)
+
+
+class SqliteSyncStorage:
+    """Sync state for the tables of one SQLite database.
+
+    ``database``: a path, an ``sqlite3.Connection`` or a ``sqlite_utils.Database``.
+    ``models``: table name -> model label (``{"tasks": "todo.Task"}``); ``None``
+    reopens the tables already tracked in the file. Opening installs (or, after
+    a schema change, re-installs) the triggers and shadow objects, all named
+    with the ``_sync_`` prefix, in the same file. ``role`` is ``"client"``
+    (tracks what is pending) or ``"server"`` (serves changes since a checkpoint).
+    ``node_id`` names a new database's node (default: a random UUID); the id is
+    stored in the file, and reopening with a different one is refused.
+
+    The connection runs with WAL and ``foreign_keys`` on. Writes from other
+    connections and processes are captured by the triggers alone. One gap: if
+    a table is rebuilt in a way that drops the triggers (the twelve-step ALTER
+    TABLE), rows inserted or deleted before the next open are caught up then,
+    but updates made in that window are not seen.
+    """
+
+    def __init__(
+        self,
+        database: str | os.PathLike[str] | sqlite3.Connection | sqlite_utils.Database,
+        models: Mapping[str, str] | None = None,
+        *,
+        role: str = "client",
+        identity_field: str = "id",
+        node_id: str | None = None,
+    ) -> None:
+        if role not in ROLES:
+            raise InvalidParameterError(f"role must be one of {ROLES}, got {role!r}")
+        if not isinstance(identity_field, str) or not identity_field:
+            raise InvalidParameterError("identity_field must be a non-empty string")
+        if node_id is not None and (not isinstance(node_id, str) or not node_id):
+            raise InvalidParameterError("node_id must be a non-empty string")
+        self.role = role
+        self.identity_field = identity_field
+        self.connection, self.db, self._owns_connection = _open(database)
+        self._tx = Transactions(self.connection)
+        self._models: dict[str, _Model] = {}
+        self._labels_by_table: dict[str, str] = {}
+        try:
+            self._setup(models, node_id)
+        except BaseException:
+            self.close()
+            raise
+        self.clock = HybridLogicalClock(SqliteClockState(self.connection, self._tx, self._prepare))
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self, models: Mapping[str, str] | None, node_id: str | None) -> None:
+        if not self.connection.in_transaction:
+            self.connection.execute("PRAGMA journal_mode = WAL")
+            self.connection.execute("PRAGMA foreign_keys = ON")
+        with self._tx():
+            for statement in GLOBAL_DDL:
+                self.connection.execute(statement)
+            self.node_id = self._node_id(node_id)
+            registry = changelog.read_registry(self.connection)
+            changelog.fold(self.connection, self._fold_targets(registry))  # with the fields the triggers were made for
+            if models is None:
+                models = {name: t.label for name, t in registry.items()}
+                if not models:
+                    raise InvalidParameterError("this database tracks no tables yet: pass models={table: label}")
+            self._check_models(models)
+            for table, label in models.items():
+                self._install(introspect(self.connection, table, self.identity_field), label, registry.get(table))
+
+    def _node_id(self, given: str | None) -> str:
+        row = self.connection.execute(f"SELECT value FROM {META} WHERE name = 'node_id'").fetchone()
+        if row is not None:
+            if given is not None and given != row[0]:
+                raise InvalidParameterError(f"this database belongs to node {row[0]!r}, not {given!r}")
+            return row[0]
+        node_id = given or str(uuid.uuid4())
+        self.connection.execute(f"INSERT INTO {META} (name, value) VALUES ('node_id', ?)", (node_id,))
+        return node_id
+
+    @staticmethod
+    def _check_models(models: Mapping[str, str]) -> None:
+        if not isinstance(models, Mapping) or not models:
+            raise InvalidParameterError("models must map table name -> model label, with at least one table")
+        for table, label in models.items():
+            if not isinstance(table, str) or not table or not isinstance(label, str) or not label:
+                raise InvalidParameterError(f"bad model entry {table!r}: {label!r} (both must be non-empty strings)")
+        labels = list(models.values())
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise InvalidParameterError(f"model labels must be unique, repeated: {', '.join(duplicates)}")
+
+    def _install(self, schema: TableSchema, label: str, current: Tracked | None) -> None:
+        """Create or bring up to date the shadow objects and triggers of one table."""
+        if current is not None:
+            table_id = current.id
+        else:
+            table_id = self.connection.execute(f'SELECT coalesce(max("id"), 0) + 1 FROM {TABLES}').fetchone()[0]
+        t = Tracked(table_id, schema.name, label, schema.key, schema.fields, schema.secondary_unique)
+        for statement in storage_ddl(t, self.role):
+            self.connection.execute(statement)
+        self._migrate_stamps(t)
+        existing = dict(
+            self.connection.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name LIKE ? ESCAPE '\\'",
+                (t.table, PREFIX.replace("_", "\\_") + "%"),
+            ).fetchall()
+        )
+        capturing = current is not None and existing == trigger_ddl(current)
+        expected = trigger_ddl(t)
+        if existing != expected:
+            for name in existing:
+                self.connection.execute(f"DROP TRIGGER {quote(name)}")
+            for sql in expected.values():
+                self.connection.execute(sql)
+        self.connection.execute(
+            f'INSERT OR REPLACE INTO {TABLES} ("name", "id", "label", "key", "fields", "sweep") VALUES (?, ?, ?, ?, ?, ?)',
+            (t.table, t.id, t.label, t.key, json.dumps(list(t.fields)), int(t.sweep)),
+        )
+        if not capturing:
+            # first tracking, or triggers were dropped (a rebuilt table): catch up on what was not logged
+            stamp = changelog.fresh_stamp(self.connection)
+            changelog.backfill(self.connection, t, stamp)
+            changelog.sweep_orphans(self.connection, t, stamp)
+        self._models[label] = _Model(t, schema)
+        self._labels_by_table[t.table] = label
+
+    def _migrate_stamps(self, t: Tracked) -> None:
+        """Give the shadow table one stamp column per current field, keeping existing stamps.
+
+        A new column's existing rows get stamp 0 (older than any write); a dropped
+        column's stamps go, and last_modified is recomputed from what remains.
+        """
+        have = [name for (name,) in self.connection.execute("SELECT name FROM pragma_table_info(?)", (t.name("shadow"),))]
+        stamps = [name for name in have if not name.startswith(PREFIX)]
+        for name in t.fields:
+            if name not in stamps:
+                self.connection.execute(f"ALTER TABLE {t.shadow} ADD COLUMN {quote(name)} INTEGER DEFAULT 0")
+        dropped = [name for name in stamps if name not in t.fields]
+        for name in dropped:
+            self.connection.execute(f"ALTER TABLE {t.shadow} DROP COLUMN {quote(name)}")
+        if dropped:
+            newest = ", ".join(f"coalesce({quote(name)}, 0)" for name in t.fields)
+            self.connection.execute(f"UPDATE {t.shadow} SET {S_LM} = max({S_RECEIVED}, {newest})")
+
+    def _fold_targets(self, registry: Mapping[str, Tracked]) -> list[Tracked]:
+        tables = {name for (name,) in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return [t for name, t in registry.items() if name in tables]
+
+    def _prepare(self) -> None:
+        """Fold the change log, if anything was logged, so shadow rows and tombstones are current."""
+        with self._tx.lock:
+            if changelog.log_is_empty(self.connection):
+                return
+            with self._tx():
+                changelog.fold(self.connection, self._fold_targets(changelog.read_registry(self.connection)))
+
+    # ------------------------------------------------------------------ names
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self._models)
+
+    def table_for(self, label: str) -> str:
+        return self._model(label).tracked.table
+
+    def label_for(self, table: str) -> str:
+        try:
+            return self._labels_by_table[table]
+        except KeyError:
+            raise UnknownModelError(f"table {table!r} is not tracked") from None
+
+    def fields(self, label: str) -> frozenset[str]:
+        """The table's column names: records may carry no other fields."""
+        return frozenset(self._model(label).tracked.fields)
+
+    def _model(self, label: str) -> _Model:
+        try:
+            return self._models[label]
+        except KeyError:
+            raise UnknownModelError(f"unknown model label {label!r}") from None
+
+    def dependency_graph(self) -> DependencyGraph:
+        """Parents before children, from the FOREIGN KEYs among tracked tables (self-references ignored)."""
+        edges = {}
+        for label, model in self._models.items():
+            parents = model.schema.references - {model.tracked.table}
+            edges[label] = {self._labels_by_table[table] for table in parents if table in self._labels_by_table}
+        return DependencyGraph(edges)
+
+    # ------------------------------------------------------------------ transactions, lock, lifetime
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction (BEGIN IMMEDIATE); nested calls are savepoints."""
+        return self._tx()
+
+    def lock(self, *, stale_after: float = DEFAULT_STALE_AFTER) -> SqliteSyncLock:
+        return SqliteSyncLock(self.connection, self._tx, stale_after=stale_after)
+
+    def close(self) -> None:
+        """Close the connection if this storage opened it."""
+        if self._owns_connection:
+            self.connection.close()
+
+    # ------------------------------------------------------------------ reading changes
+
+    @_serialized
+    def get_changed_since(
+        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
+    ) -> list[tuple[str, SyncRecord]]:
+        model = self._model(label)
+        self._prepare()
+        where, params = _position(since, after)
+        return self._page(model, where, params, limit)
+
+    @_serialized
+    def get_deletes_since(self, label: str, since: int) -> dict[str, int]:
+        t = self._model(label).tracked
+        self._prepare()
+        return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "stamp" > ?', (since,)))
+
+    @_serialized
+    def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
+        model = self._model(label)
+        self._prepare()
+        rows = self.connection.execute(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (_keys_json(keys),))
+        return dict(model.record(row) for row in rows)
+
+    @_serialized
+    def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
+        t = self._model(label).tracked
+        self._prepare()
+        return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (_keys_json(keys),)))
+
+    def _page(self, model: _Model, where: str, params: list[Any], limit: int | None) -> list[tuple[str, SyncRecord]]:
+        sql = f"{model.select} WHERE {where} ORDER BY s.{S_LM}, s.{S_KEY} LIMIT ?"
+        rows = self.connection.execute(sql, [*params, -1 if limit is None else limit])
+        return [model.record(row) for row in rows]
+
+    # ------------------------------------------------------------------ writing what sync decided
+
+    @_serialized
+    def upsert_many(
+        self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True
+    ) -> list[str]:
+        model = self._model(label)
+        t = model.tracked
+        with self._tx():
+            self._prepare()
+            if not records:
+                return []
+            keys = _keys_json(records)
+            stored = dict(self.connection.execute(f"SELECT {S_KEY}, {S_LM} FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,)))
+            tombs = dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,)))
+            skipped = []
+            accepted = {}
+            for key, record in records.items():
+                newest = stored[key] if key in stored else tombs.get(key, -1)
+                if guard and newest > record.last_modified:
+                    skipped.append(key)
+                else:
+                    accepted[key] = record
+            if accepted:
+                self._write_rows(model, accepted, received_at or 0)
+            return skipped
+
+    def _write_rows(self, model: _Model, records: dict[str, SyncRecord], received_at: int) -> None:
+        t = model.tracked
+        kinds = {column.name: column.kind for column in model.schema.columns}
+        groups: dict[tuple[str, ...], list[list[Any]]] = {}
+        shadow_rows: list[list[Any]] = []
+        newest = 0
+        for key, record in records.items():
+            data = record.user_data()
+            data[t.key] = key
+            names = tuple(name for name in t.fields if name in data)
+            unknown = (data.keys() | record.timestamps.keys()) - kinds.keys() - META_FIELDS
+            if unknown:
+                raise RecordFieldError(f"{model.tracked.label} record {key!r}: unknown field(s) {sorted(unknown)[:5]}")
+            try:
+                groups.setdefault(names, []).append([to_sqlite(kinds[name], data[name]) for name in names])
+            except ValueMappingError as exc:
+                raise RecordFieldError(f"{model.tracked.label} record {key!r}: {exc}") from None
+            stamps = [record.timestamps.get(name) for name in t.fields]
+            last_modified = max([received_at, *(stamp for stamp in stamps if stamp is not None)])
+            newest = max(newest, last_modified)
+            shadow_rows.append([key, last_modified, received_at, *stamps])
+        keys = _keys_json(records)
+        self.connection.execute("PRAGMA defer_foreign_keys = ON")  # a page may hold children before parents
+        self.connection.execute(f'INSERT OR IGNORE INTO {APPLYING} ("tbl", "key") SELECT ?, value FROM json_each(?)', (t.id, keys))
+        for names, rows in groups.items():
+            columns = ", ".join(quote(name) for name in names)
+            marks = ", ".join("?" for _ in names)
+            updates = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in names if name != t.key)
+            action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+            self.connection.executemany(
+                f"INSERT INTO {t.base} ({columns}) VALUES ({marks}) ON CONFLICT ({t.key_column}) {action}", rows
+            )
+        stamp_columns = ", ".join(quote(name) for name in t.fields)
+        marks = ", ".join("?" for _ in range(3 + len(t.fields)))
+        self.connection.executemany(
+            f"INSERT OR REPLACE INTO {t.shadow} ({S_KEY}, {S_LM}, {S_RECEIVED}, {stamp_columns}, {S_PENDING}) "
+            f"VALUES ({marks}, 0)",
+            shadow_rows,
+        )
+        self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
+        self.connection.execute(f'DELETE FROM {APPLYING} WHERE "tbl" = ?', (t.id,))
+        changelog.write_clock(self.connection, newest)
+
+    @_serialized
+    def delete_many(self, label: str, deletes: dict[str, int], *, guard: bool = True) -> list[str]:
+        t = self._model(label).tracked
+        with self._tx():
+            self._prepare()
+            if not deletes:
+                return []
+            keys = _keys_json(deletes)
+            stored = dict(self.connection.execute(f"SELECT {S_KEY}, {S_LM} FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,)))
+            skipped = [key for key, stamp in deletes.items() if guard and stored.get(key, -1) > stamp]
+            accepted = {key: stamp for key, stamp in deletes.items() if key not in skipped}
+            if accepted:
+                keys = _keys_json(accepted)
+                self.connection.execute(f'INSERT OR IGNORE INTO {APPLYING} ("tbl", "key") SELECT ?, value FROM json_each(?)', (t.id, keys))
+                # ON DELETE actions still fire other rows' triggers: those rows become local changes
+                self.connection.execute(f"DELETE FROM {t.base} WHERE {t.key_column} IN {IN_KEYS}", (keys,))
+                self.connection.execute(f"DELETE FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
+                self.connection.executemany(
+                    f'INSERT INTO {t.tomb} ("key", "stamp", "pending") VALUES (?, ?, 0) '
+                    'ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "pending" = 0',
+                    accepted.items(),
+                )
+                self.connection.execute(f'DELETE FROM {APPLYING} WHERE "tbl" = ?', (t.id,))
+                changelog.write_clock(self.connection, max(accepted.values()))
+            return skipped
+
+    # ------------------------------------------------------------------ client role: pending local changes
+
+    @_serialized
+    def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None) -> list[tuple[str, SyncRecord]]:
+        model = self._model(label)
+        self._prepare()
+        where, params = _position(-1, after)
+        return self._page(model, f"s.{S_PENDING} = 1 AND {where}", params, limit)
+
+    @_serialized
+    def get_pending_deletes(self, label: str) -> dict[str, int]:
+        t = self._model(label).tracked
+        self._prepare()
+        return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "pending" = 1'))
+
+    @_serialized
+    def get_pending_keys(self, label: str, keys: Iterable[str]) -> set[str]:
+        t = self._model(label).tracked
+        self._prepare()
+        wanted = _keys_json(keys)
+        rows = self.connection.execute(
+            f"SELECT {S_KEY} FROM {t.shadow} WHERE {S_PENDING} = 1 AND {S_KEY} IN {IN_KEYS} "
+            f'UNION SELECT "key" FROM {t.tomb} WHERE "pending" = 1 AND "key" IN {IN_KEYS}',
+            (wanted, wanted),
+        )
+        return {key for (key,) in rows}
+
+    @_serialized
+    def acknowledge(self, label: str, records: dict[str, int], deletes: dict[str, int]) -> None:
+        t = self._model(label).tracked
+        with self._tx():
+            self._prepare()  # a write made since the push changes last_modified: it stays pending
+            self.connection.executemany(
+                f"UPDATE {t.shadow} SET {S_PENDING} = 0 WHERE {S_KEY} = ? AND {S_LM} = ?", records.items()
+            )
+            self.connection.executemany(
+                f'UPDATE {t.tomb} SET "pending" = 0 WHERE "key" = ? AND "stamp" = ?', deletes.items()
+            )
+
+    @_serialized
+    def mark_pending(self, label: str, keys: Iterable[str]) -> None:
+        t = self._model(label).tracked
+        with self._tx():
+            self._prepare()
+            self.connection.execute(f"UPDATE {t.shadow} SET {S_PENDING} = 1 WHERE {S_KEY} IN {IN_KEYS}", (_keys_json(keys),))
+
+    @_serialized
+    def pending_count(self) -> int:
+        """Local changes (rows and tombstones) the server has not acknowledged yet."""
+        self._prepare()
+        total = 0
+        for model in self._models.values():
+            t = model.tracked
+            total += self.connection.execute(
+                f"SELECT (SELECT count(*) FROM {t.shadow} WHERE {S_PENDING} = 1) "
+                f'+ (SELECT count(*) FROM {t.tomb} WHERE "pending" = 1)'
+            ).fetchone()[0]
+        return total
+
+    # ------------------------------------------------------------------ sync state
+
+    @_serialized
+    def get_checkpoint(self) -> int:
+        row = self.connection.execute(f"SELECT value FROM {META} WHERE name = 'checkpoint'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    @_serialized
+    def save_checkpoint(self, checkpoint: int, after_keys: dict[str, dict] | None = None) -> None:
+        with self._tx():
+            self.connection.executemany(
+                f"INSERT INTO {META} (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [("checkpoint", checkpoint), ("after_keys", json.dumps(after_keys or {}))],
+            )
+
+    @_serialized
+    def get_after_keys(self) -> dict[str, dict]:
+        row = self.connection.execute(f"SELECT value FROM {META} WHERE name = 'after_keys'").fetchone()
+        return {} if row is None else json.loads(row[0])
+
+    # ------------------------------------------------------------------ maintenance
+
+    @_serialized
+    def purge_tombstones(self, *, retention_seconds: float | None = None) -> int:
+        """Drop tombstones nobody needs any more; return how many went.
+
+        Client role: tombstones the server has acknowledged (not pending) at or
+        below the stored checkpoint; ``retention_seconds`` is not accepted.
+
+        Server role: tombstones older than ``retention_seconds`` (default 90
+        days). The cost: a device that stays offline longer than the window
+        never hears of those deletes, so it keeps rows that were deleted
+        elsewhere (and a change it then makes to one brings the row back).
+        """
+        if self.role == "client":
+            if retention_seconds is not None:
+                raise InvalidParameterError("a client purges what the server acknowledged; retention_seconds is for servers")
+            where, params = '"pending" = 0 AND "stamp" <= ?', (self.get_checkpoint(),)
+        else:
+            retention = DEFAULT_TOMBSTONE_RETENTION if retention_seconds is None else retention_seconds
+            if retention < 0:
+                raise InvalidParameterError("retention_seconds must be >= 0")
+            where, params = '"stamp" < ?', (max(0, system_ms() - int(retention * 1000)) << 16,)
+        purged = 0
+        with self._tx():
+            self._prepare()
+            for model in self._models.values():
+                purged += self.connection.execute(f"DELETE FROM {model.tracked.tomb} WHERE {where}", params).rowcount
+        return purged
+
+    @_serialized
+    def untrack(self, table: str) -> None:
+        """Stop tracking ``table``: remove its triggers, shadow and tombstone tables and log entries."""
+        with self._tx():
+            self._prepare()
+            registry = changelog.read_registry(self.connection)
+            if table not in registry:
+                raise UnknownModelError(f"table {table!r} is not tracked")
+            t = registry[table]
+            triggers = self.connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name LIKE ? ESCAPE '\\'",
+                (table, PREFIX.replace("_", "\\_") + "%"),
+            ).fetchall()
+            for (name,) in triggers:
+                self.connection.execute(f"DROP TRIGGER {quote(name)}")
+            for kind, name in t.object_names():
+                self.connection.execute(f"DROP {kind.upper()} IF EXISTS {quote(name)}")
+            self.connection.execute(f'DELETE FROM {LOG} WHERE "tbl" = ?', (t.id,))
+            self.connection.execute(f'DELETE FROM {TABLES} WHERE "name" = ?', (table,))
+        label = self._labels_by_table.pop(table, None)
+        if label is not None:
+            del self._models[label]
+
+
+def _position(since: int, after: Cursor | None) -> tuple[str, list[Any]]:
+    """The WHERE part selecting rows strictly after a checkpoint or a cursor, in (last_modified, key) order."""
+    if after is None:
+        return f"s.{S_LM} > ?", [since]
+    return f"(s.{S_LM}, s.{S_KEY}) > (?, ?)", [after.timestamp, after.key]
+
+
+def _open(
+    database: str | os.PathLike[str] | sqlite3.Connection | sqlite_utils.Database,
+) -> tuple[sqlite3.Connection, sqlite_utils.Database, bool]:
+    """(connection, sqlite_utils wrapper, whether we opened the connection and so must close it)."""
+    if isinstance(database, sqlite_utils.Database):
+        return database.conn, database, False
+    if isinstance(database, sqlite3.Connection):
+        # leave the app's connection as it was: no recursive_triggers change
+        return database, sqlite_utils.Database(database, recursive_triggers=False), False
+    if isinstance(database, (str, os.PathLike)):
+        connection = sqlite3.connect(os.fspath(database), check_same_thread=False, timeout=30.0)
+        return connection, sqlite_utils.Database(connection), True
+    raise InvalidParameterError(
+        f"database must be a path, an sqlite3.Connection or a sqlite_utils.Database, got {type(database).__name__}"
+    )
