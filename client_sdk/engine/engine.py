@@ -284,14 +284,16 @@ class DatabaseEngine:
         local = self.storage.get_records(label, [*clean.records, *clean.deletes])
         outcome = self.reconciler.reconcile(clean, local, checkpoint)
         self._report(SyncStage.CLASSIFY, len(clean), len(clean))
-        taken = set(outcome.created) | set(outcome.applied)
-        # Plain takes are guarded (7.6): a newer stored row or tombstone stays, and goes back to the client.
+        created = set(outcome.created)
+        # A row new to us is guarded (7.6): a newer tombstone stays, and goes back to the client.
         stale = self.storage.upsert_many(
-            label, {k: r for k, r in outcome.to_upsert.items() if k in taken}, received_at=now, guard=True
+            label, {k: r for k, r in outcome.to_upsert.items() if k in created}, received_at=now, guard=True
         )
-        # Resolutions were decided against the stored rows inside this same transaction: store them as decided.
+        # Everything else was decided against the stored rows inside this same transaction: a row the
+        # client saw at its checkpoint is superseded by its edit, a conflict by its resolution. Guarding
+        # these against our received_at would drop edits whose stamps predate our storing the row.
         self.storage.upsert_many(
-            label, {k: r for k, r in outcome.to_upsert.items() if k not in taken}, received_at=now, guard=False
+            label, {k: r for k, r in outcome.to_upsert.items() if k not in created}, received_at=now, guard=False
         )
         self.storage.delete_many(label, {key: now for key in outcome.to_delete}, guard=False)
         self._renew_tombstones(label, clean.deletes, local, now)

@@ -293,3 +293,24 @@ def test_delete_against_a_concurrent_edit_is_last_writer_wins(edit_after_delete:
     a.sync()
     expected = {key: {"id": key, "name": "edited after the delete"}} if edit_after_delete else {}
     assert rows(a, LIST) == rows(b, LIST) == rows(server, LIST) == expected
+
+
+def test_a_row_merged_mid_sync_and_pushed_next_round_keeps_both_edits() -> None:
+    """B pages its push one record a round; the server's newer copy of t0 arrives in round one and is
+    merged with B's pending edit; round two pushes the merge, which must not lose B's field."""
+    wall = Wall()
+    server = make_server(wall, batch_size=1)
+    a = make_client(server, "a", wall, batch_size=1)
+    b = make_client(server, "b", wall, batch_size=1)
+    a.storage.write(LIST, "t0", {"title": "x", "done": False})
+    a.storage.write(LIST, "t9", {"title": "y", "done": False})
+    a.sync()
+    b.sync()
+    for node, key, values in ((b, "t9", {"title": "other"}), (b, "t0", {"done": True}), (a, "t0", {"title": "renamed"})):
+        wall.advance(1000)
+        node.storage.write(LIST, key, values)
+    a.sync()
+    b.sync()
+    a.sync()
+    expected = {"id": "t0", "title": "renamed", "done": True}
+    assert rows(a, LIST)["t0"] == rows(b, LIST)["t0"] == rows(server, LIST)["t0"] == expected

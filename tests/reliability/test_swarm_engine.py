@@ -9,11 +9,12 @@ from tests.reliability.swarm import Swarm
 
 
 class MemoryDevice:
-    def __init__(self, server, name: str, base: Wall) -> None:
+    def __init__(self, server, name: str, base: Wall, batch_size: int | None = None) -> None:
         self.name = name
         self.base = base
         self.offset = 0
-        self.node = make_client(server, name, wall=lambda: self.base.ms + self.offset)  # type: ignore[arg-type]
+        self.node = make_client(server, name, wall=lambda: self.base.ms + self.offset,  # type: ignore[arg-type]
+                                batch_size=batch_size)
 
     def write(self, key, values):
         self.base.advance(1)
@@ -49,11 +50,16 @@ class MemoryServer:
         return self.engine.storage.get_deletes_since(LIST, 0)
 
 
+PAGES = [None, 1, 2, 5]
+"""Page sizes the seeds cycle through, on both sides: paging interleaves pushes, pulls and merges."""
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_swarm_converges_to_the_oracle(seed: int) -> None:
     wall = Wall()
-    server = make_server(wall)
-    devices = [MemoryDevice(server, f"d{i}", wall) for i in range(1 + seed % 5)]
+    page = PAGES[seed % len(PAGES)]
+    server = make_server(wall, batch_size=page)
+    devices = [MemoryDevice(server, f"d{i}", wall, batch_size=page) for i in range(1 + seed % 5)]
     swarm = Swarm(seed, devices, MemoryServer(server))  # type: ignore[arg-type]
     try:
         swarm.run(500)
