@@ -3,62 +3,107 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
 
 from .client import SyncClient
-from .engine.results import SyncStage
+from .engine.results import SyncPhase, SyncStage
 from .errors import SyncError
+from .transport.http import HttpTransport
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="client-sdk", description="Inspect and sync an offline-first SQLite database.")
-    parser.add_argument("--db", required=True, help="the app's SQLite file")
+    """``--db`` may come before or after the command: ``client-sdk status --db app.db``."""
+    parser = argparse.ArgumentParser(prog="client-sdk",
+                                     description="Inspect and sync an offline-first SQLite database.")
+    parser.add_argument("--db", help="the app's SQLite file")
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--db", default=argparse.SUPPRESS, help="the app's SQLite file")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("status", help="pending changes, last sync, conflicts")
-    sync = commands.add_parser("sync", help="sync now, with a progress bar")
+    commands.add_parser("status", parents=[after], help="pending changes, last sync, conflicts")
+    sync = commands.add_parser("sync", parents=[after], help="sync now, with a progress bar")
     sync.add_argument("--server", required=True, help="sync URL, e.g. http://127.0.0.1:8000/sync/")
     sync.add_argument("--token", help="bearer token")
+    sync.add_argument("--retries", type=int, default=3,
+                      help="retries of a round that hits a network error (default: 3)")
     sync.add_argument("--dry-run", action="store_true", help="show what would move, change nothing")
-    conflicts = commands.add_parser("conflicts", help="the conflict log, newest first")
+    conflicts = commands.add_parser("conflicts", parents=[after], help="the conflict log, newest first")
     conflicts.add_argument("--limit", type=int, default=20)
     return parser
 
 
 class ProgressBar:
-    """A one-line text progress bar on stderr, fed by the engine's ``progress`` callback."""
+    """Sync progress on one text line: the round and phase, then a bar while received changes are applied."""
 
     WIDTH = 30
 
-    def __init__(self, stream=sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
+        self.round = 0
+        self._open = False
+
+    def phase(self, phase: SyncPhase) -> None:
+        """The engine's ``on_phase`` callback."""
+        if phase is SyncPhase.COLLECTING:
+            self.round += 1
+        if phase in (SyncPhase.COMPLETE, SyncPhase.FAILED):
+            self._end_line()
+        else:
+            self._draw(f"round {self.round}: {phase.value}")
 
     def __call__(self, stage: SyncStage, current: int, total: int) -> None:
+        """The engine's ``progress`` callback."""
         if stage is not SyncStage.MUTATE or total <= 0:
             return
         filled = self.WIDTH * min(current, total) // total
-        self.stream.write(f"\r  applying [{'#' * filled}{'.' * (self.WIDTH - filled)}] {current}/{total}")
-        if current >= total:
-            self.stream.write("\n")
+        self._draw(f"round {self.round}: applying [{'#' * filled}{'.' * (self.WIDTH - filled)}] {current}/{total}")
+
+    def _draw(self, text: str) -> None:
+        self.stream.write(f"\r  {text:<60}")
         self.stream.flush()
+        self._open = True
+
+    def _end_line(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.db is None:
+        parser.error("--db is required")
+    path = Path(args.db)
+    if not path.is_file():
+        print(f"error: no database file at {path}", file=sys.stderr)
+        return 2
     try:
         if args.command == "sync":
-            with SyncClient(args.db, models=None, server_url=args.server, auth_token=args.token,
-                            progress=ProgressBar()) as client:
-                return _sync(client, args.dry_run)
-        with SyncClient(args.db, models=None) as client:
+            bar = ProgressBar()
+            transport = HttpTransport(args.server, auth_token=args.token, retries=args.retries)
+            with SyncClient(path, models=None, transport=transport, on_phase=bar.phase, progress=bar) as client:
+                return _sync(client, args.server, args.dry_run)
+        with SyncClient(path, models=None) as client:
             return _status(client) if args.command == "status" else _conflicts(client, args.limit)
     except SyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except sqlite3.Error as exc:
+        print(f"error: cannot use {path} as a synced database: {exc}", file=sys.stderr)
+        return 1
 
 
-def _sync(client: SyncClient, dry_run: bool) -> int:
-    result = client.sync(dry_run=dry_run)
+def _sync(client: SyncClient, server: str, dry_run: bool) -> int:
+    try:
+        result = client.sync(dry_run=dry_run)
+    except SyncError as exc:
+        print(f"error: sync with {server} failed: {exc}", file=sys.stderr)
+        return 1
     counts = {name: count for name, count in result.summary().items() if count}
     print(("would move: " if dry_run else "synced: ") + (", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing"))
     for error in result.errors:
@@ -72,6 +117,8 @@ def _status(client: SyncClient) -> int:
     print(f"pending changes:  {len(pending)}")
     for change in pending[:10]:
         print(f"  {change.kind:<6} {change.table} {change.key}")
+    if len(pending) > 10:
+        print(f"  ... and {len(pending) - 10} more")
     last = client.last_sync
     if last is None:
         print("last sync:        never")
@@ -88,9 +135,9 @@ def _conflicts(client: SyncClient, limit: int) -> int:
         print("no conflicts")
     for entry in entries:
         print(f"{entry.at.isoformat(timespec='seconds')} {entry.model_label} {entry.key} "
-              f"{entry.conflict_type} -> {entry.winner}")
+              f"{entry.conflict_type}, {entry.winner} won")
         for name, sides in entry.fields.items():
-            print(f"    {name}: local {sides['local']!r}  remote {sides['remote']!r}")
+            print(f"    {name}: local {sides['local']!r}, remote {sides['remote']!r} -> {sides['winner']} kept")
     return 0
 
 

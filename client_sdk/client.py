@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import platformdirs
 import sqlite_utils
@@ -15,12 +16,17 @@ from .autosync import AutoSync
 from .conflict.reconciler import PayloadReconciler
 from .conflict.types import ConflictResolver
 from .engine.engine import DatabaseEngine, PhaseCallback, ProgressCallback
-from .engine.protocols import Transport
+from .engine.protocols import Cursor, Transport
 from .engine.results import DatabaseResult
 from .errors import InvalidParameterError
+from .protocol.wire import SyncRecord
 from .sqlite.journal import ConflictRecord, LastSync, SyncJournal
 from .sqlite.storage import SqliteSyncStorage
 from .transport.http import HttpTransport
+
+
+_LAST_KEY = "\U0010ffff"
+"""Sorts after any key: a cursor at (stamp, _LAST_KEY) reads only rows stamped after ``stamp``."""
 
 
 class PendingChange(NamedTuple):
@@ -37,9 +43,13 @@ class SyncClient:
 
     ``models`` maps table name -> model label (``{"tasks": "todo.Task"}``) or
     lists table names (labelled ``<app_name>.<table>``); ``None`` reopens the
-    tables the file already tracks. The tables stay
-    ordinary tables: read and write them with any SQL, from any connection or
-    process; triggers record every change for the next ``sync()``.
+    tables the file already tracks. The tables stay ordinary tables: read and
+    write them with any SQL, from any connection or process; triggers record
+    every change for the next ``sync()``.
+
+    ``connection`` (and ``db``, ``storage``) belong to the app's thread; the
+    auto-sync thread works on a connection of its own. A ``transport`` passed
+    in is the client's once it is open: ``close()`` closes it.
     """
 
     def __init__(
@@ -63,48 +73,84 @@ class SyncClient:
             raise InvalidParameterError("app_name must be a non-empty string")
         if transport is not None and server_url is not None:
             raise InvalidParameterError("pass either server_url or transport, not both")
+        if transport is not None and (auth_token is not None or headers):
+            raise InvalidParameterError("auth_token and headers go with server_url; give them to the transport instead")
+        labels = _label_map(models, app_name)
+        reconciler = PayloadReconciler(resolver)
+        built: HttpTransport | None = None
+        if transport is None and server_url is not None:
+            transport = built = HttpTransport(server_url, headers=dict(headers or {}), auth_token=auth_token)
         self.app_name = app_name
         self.path = Path(path) if path is not None else default_path(app_name)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.storage = SqliteSyncStorage(self.path, _label_map(models, app_name), role="client", node_id=node_id)
-        self.journal = SyncJournal(self.storage.connection)
-        self.transport = transport if transport is not None else (
-            HttpTransport(server_url, headers=dict(headers or {}), auth_token=auth_token) if server_url else None
-        )
-        self.engine = DatabaseEngine(
-            self.storage,
-            self.storage.dependency_graph(),
-            self.storage.clock,
-            self.storage.node_id,
-            batch_size=batch_size,
-            clock_drift_max=clock_drift_max,
-            lock=self.storage.lock(),
-            on_phase=on_phase,
-            progress=progress,
-            reconciler=PayloadReconciler(resolver),
-            transaction=self.storage.transaction,
-            transport=self.transport,
-        )
+        self.transport = transport
+        self._owns_transport = True
+        self._options: dict[str, Any] = {"resolver": resolver, "batch_size": batch_size,
+                                         "clock_drift_max": clock_drift_max, "on_phase": on_phase, "progress": progress}
         self._sync_lock = threading.Lock()
         self._auto: AutoSync | None = None
+        self._worker: SyncClient | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.storage = SqliteSyncStorage(self.path, labels, role="client", node_id=node_id)
+        except BaseException:
+            if built is not None:
+                built.close()
+            raise
+        try:
+            self.journal = SyncJournal(self.storage.connection)
+            self.engine = DatabaseEngine(
+                self.storage,
+                self.storage.dependency_graph(),
+                self.storage.clock,
+                self.storage.node_id,
+                batch_size=batch_size,
+                clock_drift_max=clock_drift_max,
+                lock=self.storage.lock(),
+                on_phase=on_phase,
+                progress=progress,
+                reconciler=reconciler,
+                transaction=self.storage.transaction,
+                transport=transport,
+            )
+        except BaseException:
+            self.storage.close()
+            if built is not None:
+                built.close()
+            raise
 
     # -- the app's handles on its data --
     @property
     def db(self) -> sqlite_utils.Database:
+        """A ``sqlite_utils.Database`` on ``connection``."""
         return self.storage.db
 
     @property
-    def connection(self):  # -> sqlite3.Connection
+    def connection(self) -> sqlite3.Connection:
+        """The app's connection to the file (WAL, ``foreign_keys`` on)."""
         return self.storage.connection
 
     @property
     def node_id(self) -> str:
+        """This device's node id, generated on first open and kept in the file."""
         return self.storage.node_id
+
+    @property
+    def models(self) -> dict[str, str]:
+        """Tracked table -> model label."""
+        return {self.storage.table_for(label): label for label in self.storage.labels}
 
     # -- syncing --
     def sync(self, dry_run: bool = False) -> DatabaseResult:
-        """Exchange changes with the server until both sides are quiet; one sync at a time."""
+        """Exchange changes with the server until both sides are quiet; one sync at a time.
+
+        Raises a :class:`SyncError` (recorded in ``last_sync``) when the server
+        is away or refuses; local data stays as it was and nothing is lost.
+        ``dry_run`` reports what would move and changes nothing.
+        """
+        if self.connection.in_transaction:
+            raise InvalidParameterError("the connection has an uncommitted transaction: commit it before sync()")
         with self._sync_lock:
+            since = self.storage.get_checkpoint()
             try:
                 result = self.engine.sync(dry_run=dry_run)
             except Exception as exc:
@@ -112,8 +158,16 @@ class SyncClient:
                     self.journal.record_failure(exc)
                 raise
             if not dry_run:
-                self.journal.record_success(result)
+                self.journal.record_success(result, self._held(result), since)
             return result
+
+    def _held(self, result: DatabaseResult) -> dict[tuple[str, str], SyncRecord]:
+        """The rows now stored for the keys the conflict log names: they show which side won."""
+        wanted: dict[str, set[str]] = {}
+        for entry in result.conflict_log:
+            wanted.setdefault(entry.conflict.model_label, set()).add(entry.conflict.key)
+        return {(label, key): record for label, keys in wanted.items()
+                for key, record in self.storage.get_records(label, keys).items()}
 
     def reachable(self) -> bool:
         """Whether the server answers (transports without a check are assumed reachable)."""
@@ -121,7 +175,21 @@ class SyncClient:
         return self.transport is not None and (check is None or check())
 
     def pending_count(self) -> int:
+        """How many local changes the server has not acknowledged yet."""
         return self.storage.pending_count()
+
+    def clock_stamp(self) -> int:
+        """The file's clock: every write to a tracked table made after this is stamped later."""
+        return self.storage.clock.last
+
+    def has_pending_after(self, stamp: int) -> bool:
+        """Whether a local change stamped after ``stamp`` waits for the server."""
+        for label in self.storage.labels:
+            if self.storage.get_pending(label, after=Cursor(stamp, _LAST_KEY), limit=1):
+                return True
+            if any(deleted > stamp for deleted in self.storage.get_pending_deletes(label).values()):
+                return True
+        return False
 
     def pending_changes(self) -> list[PendingChange]:
         """Local changes not yet acknowledged by the server, oldest first."""
@@ -136,6 +204,7 @@ class SyncClient:
 
     @property
     def last_sync(self) -> LastSync | None:
+        """When the last sync finished and how it went; ``None`` before the first."""
         return self.journal.last_sync()
 
     def conflicts(self, limit: int | None = None) -> list[ConflictRecord]:
@@ -152,24 +221,45 @@ class SyncClient:
         on_result: Callable[[DatabaseResult], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> AutoSync:
+        """Sync in a background thread from now on (see :class:`AutoSync`); callbacks run on that thread.
+
+        The thread syncs through its own connection to the file, so the app
+        keeps using ``connection`` freely; it shares this client's sync lock,
+        so a ``sync()`` called meanwhile waits for the background one.
+        """
         if self.transport is None:
             raise InvalidParameterError("auto sync needs a server_url or a transport")
         if self._auto is not None and self._auto.running:
             raise InvalidParameterError("auto sync is already running")
-        self._auto = AutoSync(self, interval=interval, poll=poll, max_backoff=max_backoff,
-                              on_result=on_result, on_error=on_error).start()
-        return self._auto
+        self.stop_auto_sync()
+        worker = SyncClient(self.path, models=self.models, app_name=self.app_name, transport=self.transport,
+                            **self._options)
+        worker._owns_transport = False
+        worker._sync_lock = self._sync_lock
+        try:
+            auto = AutoSync(worker, interval=interval, poll=poll, max_backoff=max_backoff,
+                            on_result=on_result, on_error=on_error)
+        except BaseException:
+            worker.close()
+            raise
+        self._worker, self._auto = worker, auto.start()
+        return auto
 
     def stop_auto_sync(self) -> None:
+        """Stop the background thread (a sync in progress finishes first) and close its connection."""
         if self._auto is not None:
             self._auto.stop()
             self._auto = None
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
     # -- lifetime --
     def close(self) -> None:
+        """Stop auto sync and close the transport and the database; the file is free afterwards."""
         self.stop_auto_sync()
         close_transport = getattr(self.transport, "close", None)
-        if callable(close_transport):
+        if self._owns_transport and callable(close_transport):
             close_transport()
         self.storage.close()
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from ..conflict.reconciler import ConflictEntry
+from ..conflict.types import FieldConflict
 from ..engine.results import DatabaseResult
+from ..protocol.wire import SyncRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS "_sync_runs" (
@@ -47,8 +50,13 @@ class LastSync:
 class ConflictRecord:
     """One entry of the persisted conflict log.
 
-    ``fields`` maps each clashing field to ``{"local": ..., "remote": ...}``;
-    ``winner`` is the resolution source: ``local``, ``remote`` or ``merged``.
+    ``fields`` maps each clashing field to ``{"local": ..., "remote": ...,
+    "winner": ...}``: the winner is the side (``local`` or ``remote``) whose
+    value the row held once the sync was done, or the resolver's choice if it
+    held neither. ``winner`` is the record's: the one side
+    that won every field, ``merged`` when the fields went different ways, or,
+    for a conflict without field clashes (a delete against a modify), the
+    resolver's choice (``local``, ``remote`` or ``merged``).
     """
 
     at: datetime
@@ -66,19 +74,31 @@ class SyncJournal:
         self.connection = connection
         connection.executescript(_SCHEMA)
 
-    def record_success(self, result: DatabaseResult) -> None:
-        self._record_run(ok=result.ok, summary=result.summary(), error=None)
-        rows = [self._conflict_row(entry) for entry in result.conflict_log]
-        if rows:
-            with self.connection:
-                self.connection.executemany(
-                    'INSERT INTO "_sync_conflicts" ("at", "model_label", "key", "conflict_type", "fields", "winner") '
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+    def record_success(self, result: DatabaseResult, held: Mapping[tuple[str, str], SyncRecord], since: int) -> None:
+        """Log a finished sync and its conflicts.
+
+        ``held``: (label, key) -> the row stored after the sync. ``since``: the
+        checkpoint the sync started from; a field this device had not changed
+        since then is no clash of its own (the other side's change just won),
+        and a conflict left with no clash is not logged.
+        """
+        rows = []
+        for entry in result.conflict_log:
+            clashes = [clash for clash in entry.conflict.field_conflicts if clash.local_timestamp > since]
+            if entry.conflict.field_conflicts and not clashes:
+                continue
+            rows.append(self._conflict_row(entry, clashes, held.get((entry.conflict.model_label, entry.conflict.key))))
+        with self.connection:
+            self._record_run(ok=result.ok, summary=result.summary(), error=None)
+            self.connection.executemany(
+                'INSERT INTO "_sync_conflicts" ("at", "model_label", "key", "conflict_type", "fields", "winner") '
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def record_failure(self, error: BaseException) -> None:
-        self._record_run(ok=False, summary={}, error=f"{type(error).__name__}: {error}")
+        with self.connection:
+            self._record_run(ok=False, summary={}, error=f"{type(error).__name__}: {error}")
 
     def last_sync(self) -> LastSync | None:
         row = self.connection.execute(
@@ -97,24 +117,40 @@ class SyncJournal:
         return [ConflictRecord(datetime.fromisoformat(r[0]), r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
     def _record_run(self, *, ok: bool, summary: dict[str, int], error: str | None) -> None:
-        with self.connection:
-            self.connection.execute(
-                'INSERT INTO "_sync_runs" ("finished_at", "ok", "summary", "error") VALUES (?, ?, ?, ?)',
-                (_now(), int(ok), json.dumps(summary), error),
-            )
-            self.connection.execute(
-                'DELETE FROM "_sync_runs" WHERE "id" <= (SELECT MAX("id") FROM "_sync_runs") - ?', (RUNS_KEPT,)
-            )
+        """One run row, keeping the last ``RUNS_KEPT``; the caller commits."""
+        self.connection.execute(
+            'INSERT INTO "_sync_runs" ("finished_at", "ok", "summary", "error") VALUES (?, ?, ?, ?)',
+            (_now(), int(ok), json.dumps(summary), error),
+        )
+        self.connection.execute(
+            'DELETE FROM "_sync_runs" WHERE "id" <= (SELECT MAX("id") FROM "_sync_runs") - ?', (RUNS_KEPT,)
+        )
 
     @staticmethod
-    def _conflict_row(entry: ConflictEntry) -> tuple[str, str, str, str, str, str]:
+    def _conflict_row(
+        entry: ConflictEntry, clashes: list[FieldConflict], held: SyncRecord | None
+    ) -> tuple[str, str, str, str, str, str]:
         conflict = entry.conflict
+        source = entry.resolution_source.value
         fields = {
-            clash.field_name: {"local": clash.local_value, "remote": clash.remote_value}
-            for clash in conflict.field_conflicts
+            clash.field_name: {"local": clash.local_value, "remote": clash.remote_value,
+                               "winner": _field_winner(clash, held, source)}
+            for clash in clashes
         }
+        winners = {sides["winner"] for sides in fields.values()}
+        winner = winners.pop() if len(winners) == 1 else "merged" if winners else source
         return (_now(), conflict.model_label, conflict.key, conflict.conflict_type.value,
-                json.dumps(fields, default=str), entry.resolution_source.value)
+                json.dumps(fields, default=str), winner)
+
+
+def _field_winner(clash: FieldConflict, held: SyncRecord | None, source: str) -> str:
+    """The side whose value the row holds now; the resolver's choice when the row is gone or holds neither."""
+    if held is not None and clash.field_name in held.data:
+        value = held.data[clash.field_name]
+        for side, candidate in (("remote", clash.remote_value), ("local", clash.local_value)):
+            if value == candidate and type(value) is type(candidate):
+                return side
+    return source
 
 
 def _now() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 from client_sdk import SyncError
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("new-list", help="create a list").add_argument("name")
     add = commands.add_parser("add", help="add a task")
     add.add_argument("title")
-    add.add_argument("--list", required=True, dest="list_name")
+    add.add_argument("--list", default="Inbox", dest="list_name", help="created on first use (default: Inbox)")
     add.add_argument("--priority", type=int, default=0)
     add.add_argument("--notes", default="")
     commands.add_parser("list", help="show all tasks")
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except SyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except sqlite3.Error as exc:
+        print(f"error: cannot use {args.device} as a to-do database: {exc}", file=sys.stderr)
+        return 1
 
 
 def run(app: TodoApp, args: argparse.Namespace) -> int:
@@ -52,9 +56,12 @@ def run(app: TodoApp, args: argparse.Namespace) -> int:
     elif args.command == "add":
         print(app.add(args.title, args.list_name, args.priority, args.notes))
     elif args.command == "list":
-        for task in app.tasks():
+        tasks = app.tasks()
+        for task in tasks:
             mark = "x" if task.done else " "
             print(f"[{mark}] {task.id[:8]}  {task.list_name}: {task.title}" + (f"  ({task.notes})" if task.notes else ""))
+        if not tasks:
+            print("(no tasks)")
     elif args.command == "edit":
         app.edit(args.task, title=args.title, priority=args.priority, notes=args.notes)
     elif args.command in ("done", "undone"):
@@ -65,8 +72,11 @@ def run(app: TodoApp, args: argparse.Namespace) -> int:
         if app.client.transport is None:
             print("error: sync needs --server", file=sys.stderr)
             return 2
-        summary = app.sync().summary()
-        print(", ".join(f"{name} {count}" for name, count in summary.items() if count))
+        result = app.sync()
+        print("synced: " + ", ".join(f"{name} {count}" for name, count in result.summary().items() if count))
+        for error in result.errors:
+            print(f"  error on {error.get('key')}: {error.get('message')}", file=sys.stderr)
+        return 0 if result.ok else 1
     return 0
 
 

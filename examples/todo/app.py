@@ -82,11 +82,16 @@ class TodoApp:
 
     # -- tasks --
     def add(self, title: str, list_name: str, priority: int = 0, notes: str = "") -> str:
+        """Add a task to the named list, creating the list on first use."""
+        try:
+            list_id = self.list_id(list_name)
+        except InvalidParameterError:
+            list_id = self.add_list(list_name)
         task_id = str(uuid.uuid4())
         with self.db:
             self.db.execute(
                 "INSERT INTO tasks (id, list_id, title, priority, notes) VALUES (?, ?, ?, ?, ?)",
-                (task_id, self.list_id(list_name), title, priority, notes),
+                (task_id, list_id, title, priority, notes),
             )
         return task_id
 
