@@ -150,7 +150,6 @@ class SyncClient:
         if self.connection.in_transaction:
             raise InvalidParameterError("the connection has an uncommitted transaction: commit it before sync()")
         with self._sync_lock:
-            since = self.storage.get_checkpoint()
             try:
                 result = self.engine.sync(dry_run=dry_run)
             except Exception as exc:
@@ -158,7 +157,7 @@ class SyncClient:
                     self.journal.record_failure(exc)
                 raise
             if not dry_run:
-                self.journal.record_success(result, self._held(result), since)
+                self.journal.record_success(result, self._held(result))
             return result
 
     def _held(self, result: DatabaseResult) -> dict[tuple[str, str], SyncRecord]:

@@ -455,7 +455,7 @@ class DatabaseEngine:
             )
             result.add("pushed", label, [key for key in [*payload.records, *payload.deletes] if key not in bad])
         result.errors.extend(response.errors)
-        self._log_server_resolutions(request, response, result)
+        self._log_server_resolutions(request, response, checkpoint, result)
         self._phase(SyncPhase.COMMITTING)
         total = response.change_count
         done = 0
@@ -469,8 +469,11 @@ class DatabaseEngine:
         if (new_checkpoint, response.after_keys) != (checkpoint, self.storage.get_after_keys()):
             self.storage.save_checkpoint(new_checkpoint, response.after_keys)
 
-    def _log_server_resolutions(self, request: SyncManifest, response: SyncManifest, result: DatabaseResult) -> None:
-        """A record we pushed came back different: the server's resolver overrode some of our values."""
+    def _log_server_resolutions(
+        self, request: SyncManifest, response: SyncManifest, checkpoint: int, result: DatabaseResult
+    ) -> None:
+        """A record we pushed came back with other values in fields we changed: the server's resolver
+        replaced our edits there. (Fields only the other side changed merged cleanly: no conflict.)"""
         for sent_payload in request.payloads:
             returned_payload = response.payload(sent_payload.model_label)
             if returned_payload is None:
@@ -483,11 +486,11 @@ class DatabaseEngine:
                     FieldConflict(name, sent.data.get(name), returned.data.get(name),
                                   sent.timestamps.get(name, 0), returned.timestamps.get(name, 0))
                     for name in sorted((set(sent.data) | set(returned.data)) - META_FIELDS)
-                    if sent.data.get(name) != returned.data.get(name)
+                    if sent.timestamps.get(name, 0) > checkpoint and sent.data.get(name) != returned.data.get(name)
                 ]
                 if clashes:
                     conflict = RecordConflict(key, sent_payload.model_label, ConflictType.BOTH_MODIFIED, clashes, sent, returned)
-                    result.conflict_log.append(ConflictEntry(conflict, ResolutionSource.MERGED))
+                    result.conflict_log.append(ConflictEntry(conflict, ResolutionSource.REMOTE))
                     result.add("conflicts", sent_payload.model_label, [key])
 
     def _ordered_labels(self, response: SyncManifest, result: DatabaseResult) -> list[str]:

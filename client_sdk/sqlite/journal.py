@@ -74,20 +74,12 @@ class SyncJournal:
         self.connection = connection
         connection.executescript(_SCHEMA)
 
-    def record_success(self, result: DatabaseResult, held: Mapping[tuple[str, str], SyncRecord], since: int) -> None:
-        """Log a finished sync and its conflicts.
-
-        ``held``: (label, key) -> the row stored after the sync. ``since``: the
-        checkpoint the sync started from; a field this device had not changed
-        since then is no clash of its own (the other side's change just won),
-        and a conflict left with no clash is not logged.
-        """
-        rows = []
-        for entry in result.conflict_log:
-            clashes = [clash for clash in entry.conflict.field_conflicts if clash.local_timestamp > since]
-            if entry.conflict.field_conflicts and not clashes:
-                continue
-            rows.append(self._conflict_row(entry, clashes, held.get((entry.conflict.model_label, entry.conflict.key))))
+    def record_success(self, result: DatabaseResult, held: Mapping[tuple[str, str], SyncRecord]) -> None:
+        """Log a finished sync and its conflicts. ``held``: (label, key) -> the row stored after the sync."""
+        rows = [
+            self._conflict_row(entry, held.get((entry.conflict.model_label, entry.conflict.key)))
+            for entry in result.conflict_log
+        ]
         with self.connection:
             self._record_run(ok=result.ok, summary=result.summary(), error=None)
             self.connection.executemany(
@@ -127,15 +119,13 @@ class SyncJournal:
         )
 
     @staticmethod
-    def _conflict_row(
-        entry: ConflictEntry, clashes: list[FieldConflict], held: SyncRecord | None
-    ) -> tuple[str, str, str, str, str, str]:
+    def _conflict_row(entry: ConflictEntry, held: SyncRecord | None) -> tuple[str, str, str, str, str, str]:
         conflict = entry.conflict
         source = entry.resolution_source.value
         fields = {
             clash.field_name: {"local": clash.local_value, "remote": clash.remote_value,
                                "winner": _field_winner(clash, held, source)}
-            for clash in clashes
+            for clash in conflict.field_conflicts
         }
         winners = {sides["winner"] for sides in fields.values()}
         winner = winners.pop() if len(winners) == 1 else "merged" if winners else source
