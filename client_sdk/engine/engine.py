@@ -27,6 +27,7 @@ from ..conflict.reconciler import ConflictEntry, PayloadReconciler
 from ..conflict.types import ConflictType, FieldConflict, RecordConflict, ResolutionSource
 from ..errors import (
     ClockDriftError,
+    ConflictStateError,
     InvalidParameterError,
     PayloadLimitError,
     SyncAbortedError,
@@ -196,8 +197,25 @@ class DatabaseEngine:
     # ------------------------------------------------------------------ server
 
     def process(self, incoming: SyncManifest) -> tuple[SyncManifest, DatabaseResult]:
-        """Answer one client round (PROTOCOL.md 7). Raises a ``SyncAbortedError`` subclass to refuse it."""
+        """Answer one client round (PROTOCOL.md 7). Raises a ``SyncAbortedError`` subclass to refuse it.
+
+        A change that would leave a FOREIGN KEY pointing at nothing (a child of a
+        parent deleted meanwhile, or the delete of a parent that still has children)
+        is refused per key: the round is rolled back and answered again without it.
+        """
+        refused: dict[tuple[str, str], str] = {}
+        while True:
+            try:
+                return self._process(incoming, refused)
+            except _BrokenReferences as broken:
+                if broken.keys.keys() <= refused.keys():
+                    raise SyncAbortedError(f"foreign keys stay broken after refusing {len(refused)} change(s)") from None
+                refused.update(broken.keys)
+
+    def _process(self, incoming: SyncManifest, refused: dict[tuple[str, str], str]) -> tuple[SyncManifest, DatabaseResult]:
         result = DatabaseResult()
+        for (label, key), message in refused.items():
+            result.errors.append({"key": key, "model_label": label, "message": message})
         for payload in incoming.payloads:
             if payload.model_label not in self.graph:
                 for key in [*payload.records, *payload.deletes]:
@@ -211,7 +229,7 @@ class DatabaseEngine:
             # write to the database on every idle poll.
             now = self.clock.now() if incoming.change_count else self.clock.last
             budget = Budget(self.batch_size, self.batch_bytes)
-            served = [self._serve_records(label, incoming, budget, now, result) for label in self._order]
+            served = [self._serve_records(label, incoming, budget, now, result, refused) for label in self._order]
             has_more = any(model.cut for model in served)
             payloads: list[ModelPayload] = []
             after_keys: dict[str, dict] = {}
@@ -223,6 +241,8 @@ class DatabaseEngine:
                     after_keys[model.label] = model.position.to_wire()
             activity = incoming.change_count > 0 or any(payloads)
             checkpoint = self._response_checkpoint(incoming, payloads, has_more, activity, now)
+            if incoming.change_count:
+                self._check_references(incoming)
         result.checkpoint = checkpoint
         result.rounds = 1
         response = self._manifest(checkpoint, payloads, after_keys, has_more)
@@ -247,7 +267,13 @@ class DatabaseEngine:
         return max(incoming.checkpoint, now)
 
     def _serve_records(
-        self, label: str, incoming: SyncManifest, budget: Budget, now: int, result: DatabaseResult
+        self,
+        label: str,
+        incoming: SyncManifest,
+        budget: Budget,
+        now: int,
+        result: DatabaseResult,
+        refused: dict[tuple[str, str], str],
     ) -> _ServedModel:
         raw_cursor = incoming.after_keys.get(label)
         cursor = Cursor.from_wire(raw_cursor) if raw_cursor else None
@@ -255,7 +281,7 @@ class DatabaseEngine:
         payload = incoming.payload(label)
         if payload is not None:
             model.sent_keys = set(payload.records) | set(payload.deletes)
-            self._apply_incoming(payload, incoming.checkpoint, now, model, budget, result)
+            self._apply_incoming(payload, incoming.checkpoint, now, model, budget, result, refused)
         position = cursor
         while not budget.exhausted:
             remaining = budget.remaining_records()
@@ -274,13 +300,25 @@ class DatabaseEngine:
         return model
 
     def _apply_incoming(
-        self, payload: ModelPayload, checkpoint: int, now: int, model: _ServedModel, budget: Budget, result: DatabaseResult
+        self,
+        payload: ModelPayload,
+        checkpoint: int,
+        now: int,
+        model: _ServedModel,
+        budget: Budget,
+        result: DatabaseResult,
+        refused: dict[tuple[str, str], str],
     ) -> None:
         label = payload.model_label
         problems = self._invalid_records(payload)
         for key, message in problems.items():
             result.errors.append({"key": key, "model_label": label, "message": message})
-        clean = ModelPayload(label, {k: r for k, r in payload.records.items() if k not in problems}, payload.deletes)
+        skip = problems.keys() | {key for refused_label, key in refused if refused_label == label}
+        clean = ModelPayload(
+            label,
+            {k: r for k, r in payload.records.items() if k not in skip},
+            {k: stamp for k, stamp in payload.deletes.items() if k not in skip},
+        )
         local = self.storage.get_records(label, [*clean.records, *clean.deletes])
         outcome = self.reconciler.reconcile(clean, local, checkpoint)
         self._report(SyncStage.CLASSIFY, len(clean), len(clean))
@@ -310,6 +348,24 @@ class DatabaseEngine:
             model.records[key] = record
         model.stale_deletes = {key: stamp for key, stamp in self.storage.get_tombstones(label, stale).items()
                                if key not in answers}
+
+    def _check_references(self, incoming: SyncManifest) -> None:
+        """Before the round commits: a FOREIGN KEY left pointing at nothing names the incoming change to refuse."""
+        check = getattr(self.storage, "reference_violations", None)
+        if not callable(check):
+            return
+        broken: dict[tuple[str, str], str] = {}
+        for label, key, parent_label, parent_key in check():
+            sent = incoming.payload(label)
+            parent = incoming.payload(parent_label) if parent_label else None
+            if sent is not None and key in sent.records:
+                broken[(label, key)] = f"refers to {parent_label} {parent_key!r}, which does not exist (deleted?)"
+            elif parent is not None and parent_key in parent.deletes:
+                broken[(parent_label, parent_key)] = f"cannot be deleted: {label} {key!r} still refers to it"
+            else:
+                raise SyncAbortedError(f"{label} {key!r} refers to a missing {parent_label} {parent_key!r}")
+        if broken:
+            raise _BrokenReferences(broken)
 
     def _renew_tombstones(self, label: str, deletes: dict[str, int], local: dict[str, SyncRecord], now: int) -> None:
         """A client deleted a row we had already deleted, later than our tombstone (the row was
@@ -465,9 +521,23 @@ class DatabaseEngine:
             self._apply_payload(payload, checkpoint, result)
             done += len(payload)
             self._report(SyncStage.MUTATE, done, total)
+        self._refuse_dangling_references()
         new_checkpoint = max(response.checkpoint, checkpoint)
         if (new_checkpoint, response.after_keys) != (checkpoint, self.storage.get_after_keys()):
             self.storage.save_checkpoint(new_checkpoint, response.after_keys)
+
+    def _refuse_dangling_references(self) -> None:
+        """The server's answer would leave a local FOREIGN KEY pointing at nothing (typically: it deleted
+        a parent a pending local row still refers to). Nothing of the round is applied; the app decides."""
+        check = getattr(self.storage, "reference_violations", None)
+        dangling = check() if callable(check) else []
+        if dangling:
+            shown = "; ".join(f"{label} {key!r} refers to {parent} {parent_key!r}"
+                              for label, key, parent, parent_key in dangling[:5])
+            raise ConflictStateError(
+                f"the server's changes would leave {len(dangling)} local row(s) referring to deleted rows: {shown}. "
+                "Delete or re-parent those rows, then sync again"
+            )
 
     def _log_server_resolutions(
         self, request: SyncManifest, response: SyncManifest, checkpoint: int, result: DatabaseResult
@@ -598,6 +668,14 @@ class DatabaseEngine:
             result.merge_reconciliation(outcome)
             result.add("deleted", label, list(outcome.to_delete))
         result.checkpoint = checkpoint
+
+
+class _BrokenReferences(Exception):
+    """Internal: the round would commit dangling foreign keys; roll back and refuse these changes."""
+
+    def __init__(self, keys: dict[tuple[str, str], str]) -> None:
+        super().__init__(f"{len(keys)} change(s) break foreign keys")
+        self.keys = keys
 
 
 class _ServedModel:

@@ -311,6 +311,24 @@ class SqliteSyncStorage:
         return dict(model.record(row) for row in rows)
 
     @_serialized
+    def reference_violations(self) -> list[tuple[str, str, str | None, Any]]:
+        """Rows of tracked tables whose FOREIGN KEY points at nothing, inside the current transaction
+        (foreign keys are deferred while sync applies a page): (label, key, parent label, parent key)."""
+        found = []
+        for table, rowid, parent, fkid in self.connection.execute("PRAGMA foreign_key_check").fetchall():
+            label = self._labels_by_table.get(table)
+            if label is None or rowid is None:
+                continue
+            column = self.connection.execute(
+                'SELECT "from" FROM pragma_foreign_key_list(?) WHERE "id" = ?', (table, fkid)
+            ).fetchone()[0]
+            key, parent_key = self.connection.execute(
+                f"SELECT {quote(self.identity_field)}, {quote(column)} FROM {quote(table)} WHERE rowid = ?", (rowid,)
+            ).fetchone()
+            found.append((label, key, self._labels_by_table.get(parent), parent_key))
+        return found
+
+    @_serialized
     def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         t = self._model(label).tracked
         self._prepare()
@@ -405,7 +423,9 @@ class SqliteSyncStorage:
             if accepted:
                 keys = _keys_json(accepted)
                 self.connection.execute(f'INSERT OR IGNORE INTO {APPLYING} ("tbl", "key") SELECT ?, value FROM json_each(?)', (t.id, keys))
-                # ON DELETE actions still fire other rows' triggers: those rows become local changes
+                # ON DELETE actions still fire other rows' triggers: those rows become local changes.
+                # A child left dangling is found before the round commits (reference_violations).
+                self.connection.execute("PRAGMA defer_foreign_keys = ON")
                 self.connection.execute(f"DELETE FROM {t.base} WHERE {t.key_column} IN {IN_KEYS}", (keys,))
                 self.connection.execute(f"DELETE FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
                 self.connection.executemany(
