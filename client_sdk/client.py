@@ -158,6 +158,7 @@ class SyncClient:
                 raise
             if not dry_run:
                 self.journal.record_success(result, self._held(result))
+                self.storage.purge_tombstones()  # the server has them now: keep the file from growing
             return result
 
     def _held(self, result: DatabaseResult) -> dict[tuple[str, str], SyncRecord]:

@@ -286,3 +286,16 @@ def test_closing_releases_the_file_and_stops_auto_sync(tmp_path: Path, server: S
     create_file(path)
     with SyncClient(path, models=NOTES) as fresh:
         assert fresh.pending_changes() == []
+
+
+
+def test_acknowledged_tombstones_are_purged_after_sync(server: Server, device: Device) -> None:
+    """A client keeps a tombstone only until the server has it."""
+    client = device("laptop", server())
+    write(client, "INSERT INTO notes VALUES ('n1', 'milk', 0)")
+    client.sync()
+    write(client, "DELETE FROM notes WHERE id = 'n1'")
+    assert list(client.storage.get_tombstones(NOTE, ["n1"])) == ["n1"]
+    client.sync()
+    assert client.storage.get_tombstones(NOTE, ["n1"]) == {}
+    assert client.pending_changes() == []
