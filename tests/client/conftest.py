@@ -3,11 +3,9 @@ and commands run as a user runs them (a subprocess from the repository root)."""
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from client_sdk import HttpTransport, SyncClient
 from server_stub import ServerConfig, create_app
+from tests.loopback import free_port, serve as serve_app
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTES_SCHEMA = "CREATE TABLE IF NOT EXISTS notes (id TEXT PRIMARY KEY, body TEXT, pinned BOOLEAN);"
@@ -26,29 +24,11 @@ NOTES = {"notes": "notes.Note"}
 NOTE = "notes.Note"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def serve(config: ServerConfig, port: int = 0) -> Iterator[str]:
-    """server_stub under uvicorn in a thread on 127.0.0.1:``port`` (0: a free one); yields the sync URL."""
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.005)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{bound}/sync/"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    """server_stub for ``config`` on 127.0.0.1:``port`` (0: a free one); yields the sync URL."""
+    with serve_app(create_app(config), port) as base:
+        yield f"{base}/sync/"
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

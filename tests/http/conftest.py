@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from server_stub import ServerConfig, create_app
+from tests.loopback import serve
 
 TODO_SCHEMA = """
 CREATE TABLE TodoList (id TEXT PRIMARY KEY, name TEXT);
@@ -27,25 +25,6 @@ CREATE TABLE Task (
 TODO_MODELS = {"TodoList": "todo.TodoList", "Task": "todo.Task"}
 LIST = "todo.TodoList"
 TASK = "todo.Task"
-
-
-@contextmanager
-def serve(app: object) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def todo_config(tmp_path: Path, **options: object) -> ServerConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from client_sdk import InvalidParameterError
 from server_stub import ServerConfig, load_config
 
 from .conftest import TODO_MODELS, TODO_SCHEMA
+from tests.loopback import free_port
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "server_stub" / "example.toml"
 
@@ -78,11 +78,6 @@ def test_a_config_can_be_built_in_python_and_is_validated(tmp_path: Path) -> Non
     with pytest.raises(InvalidParameterError, match="node ids"):
         ServerConfig(database=tmp_path / "s.db", models=TODO_MODELS, tokens={"t": ["device-a"]})  # type: ignore[dict-item]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_python_dash_m_server_stub_serves_the_config(tmp_path: Path) -> None:

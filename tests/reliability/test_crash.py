@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 from client_sdk import SyncClient, SyncError
 from tests.reliability.crash_device import POINTS
 from tests.reliability.world import MODELS, SCHEMA, SqliteDevice, create_device_file, read_rows, running_server
+from tests.loopback import free_port
 
 LONG = os.environ.get("SWARM_LONG") == "1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,11 +121,6 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
         assert process.poll() is None and time.monotonic() < deadline, "server_stub did not start"
         time.sleep(0.05)
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -10,7 +10,7 @@ import pytest
 
 from client_sdk import ConflictStateError, HttpTransport, SyncClient
 from server_stub import ServerConfig, create_app
-from tests.http.conftest import serve
+from tests.loopback import serve
 
 SCHEMA = """
 CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT);

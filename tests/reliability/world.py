@@ -11,7 +11,7 @@ from typing import Any
 
 from client_sdk import HttpTransport, SqliteSyncStorage, SyncClient
 from server_stub import ServerConfig, create_app
-from tests.http.conftest import serve
+from tests.loopback import serve
 
 TABLE = "items"
 LABEL = "swarm.Item"
