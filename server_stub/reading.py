@@ -21,7 +21,7 @@ from client_sdk.transport.binding import (
     INVALID_GZIP,
     TOO_LARGE,
 )
-from client_sdk.transport.compression import BoundedInflater
+from client_sdk.transport.compression import BoundedBody
 
 from .config import ServerConfig
 
@@ -64,19 +64,11 @@ async def read_json_body(request: Request, limit: int) -> bytes:
             raise Refusal(400, INVALID_CONTENT_LENGTH)
         if int(declared) > limit:
             raise Refusal(413, TOO_LARGE)
-    inflater = BoundedInflater(limit) if encoding == "gzip" else None
-    plain = bytearray()
-    size = 0
+    body = BoundedBody(limit, gzipped=encoding == "gzip")
     try:
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Refusal(413, TOO_LARGE)
-            if inflater is None:
-                plain += chunk
-            else:
-                inflater.feed(chunk)
-        return bytes(plain) if inflater is None else inflater.finish()
+            body.feed(chunk)
+        return body.finish()
     except DecompressionLimitError as exc:
         raise Refusal(413, TOO_LARGE) from exc
     except zlib.error as exc:

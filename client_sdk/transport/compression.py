@@ -55,6 +55,36 @@ class BoundedInflater:
         return bytes(self._out)
 
 
+class BodyTooLarge(DecompressionLimitError):
+    """The body itself, as received, is over the limit (before any inflating)."""
+
+
+class BoundedBody:
+    """Collects a body arriving in chunks: at most ``limit`` bytes as received and, gzipped, once inflated.
+
+    Raises :class:`BodyTooLarge` or :class:`DecompressionLimitError` past the
+    limit, and ``zlib.error`` for a corrupt or truncated gzip stream.
+    """
+
+    def __init__(self, limit: int, *, gzipped: bool) -> None:
+        self.limit = limit
+        self.received = 0
+        self._plain = bytearray()
+        self._inflater = BoundedInflater(limit) if gzipped else None
+
+    def feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.limit:
+            raise BodyTooLarge(f"body exceeds {self.limit} bytes")
+        if self._inflater is None:
+            self._plain += chunk
+        else:
+            self._inflater.feed(chunk)
+
+    def finish(self) -> bytes:
+        return bytes(self._plain) if self._inflater is None else self._inflater.finish()
+
+
 def inflate(data: bytes, limit: int) -> bytes:
     """Decompress a whole gzip body of at most ``limit`` inflated bytes."""
     inflater = BoundedInflater(limit)

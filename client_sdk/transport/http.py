@@ -15,7 +15,7 @@ import httpx
 from ..errors import DecompressionLimitError, InvalidParameterError, InvalidResponseError, RetryExhaustedError
 from ..protocol.wire import SyncManifest
 from .binding import parse_json, read_response, refused
-from .compression import BoundedInflater, gzip_bytes
+from .compression import BodyTooLarge, BoundedBody, gzip_bytes
 
 MiB = 1024 * 1024
 RESERVED_HEADERS = frozenset({"content-type", "content-encoding", "accept-encoding", "content-length"})
@@ -138,20 +138,14 @@ class HttpTransport:
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("gzip", "identity"):
             raise InvalidResponseError(f"response has an unsupported Content-Encoding {encoding!r}")
-        inflater = BoundedInflater(limit) if encoding == "gzip" else None
-        plain = bytearray()
-        size = 0
+        body = BoundedBody(limit, gzipped=encoding == "gzip")
         try:
             for chunk in response.iter_raw():
-                size += len(chunk)
                 self.bytes_received += len(chunk)
-                if size > limit:
-                    raise InvalidResponseError(f"response exceeds response_bytes_max={limit} bytes")
-                if inflater is None:
-                    plain += chunk
-                else:
-                    inflater.feed(chunk)
-            return bytes(plain) if inflater is None else inflater.finish()
+                body.feed(chunk)
+            return body.finish()
+        except BodyTooLarge as exc:
+            raise InvalidResponseError(f"response exceeds response_bytes_max={limit} bytes") from exc
         except DecompressionLimitError as exc:
             raise InvalidResponseError(f"response inflates past response_bytes_max={limit} bytes") from exc
         except zlib.error as exc:
