@@ -11,12 +11,10 @@ anyway, so it gains nothing from more threads).
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -36,7 +34,7 @@ from client_sdk.transport.binding import (
     invalid_manifest,
     is_refusal,
     parse_json,
-    response_body,
+    response_json,
 )
 from client_sdk.transport.compression import gzip_bytes
 
@@ -99,7 +97,7 @@ def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gz
         reason = abort_reason(exc) or ("lock_contention" if _is_lock_error(exc) else None)
         extra = {"detail": str(exc)} if reason is None else {"reason": reason, "detail": str(exc)}
         raise Refusal(409, SYNC_ABORTED, extra) from exc
-    return _encode(response_body(response, result), gzipped)
+    return _encode(response_json(response, result), gzipped)
 
 
 def parse_manifest(body: bytes) -> SyncManifest:
@@ -117,8 +115,8 @@ def parse_manifest(body: bytes) -> SyncManifest:
         raise Refusal(400, invalid_manifest("data nested too deeply")) from exc
 
 
-def _encode(body: dict[str, Any], gzipped: bool) -> Response:
-    content = json.dumps(body, separators=(",", ":")).encode("ascii")
+def _encode(body: str, gzipped: bool) -> Response:
+    content = body.encode("ascii")
     headers = {"Vary": "Accept-Encoding"}
     if gzipped:
         content = gzip_bytes(content)

@@ -15,13 +15,20 @@ Two deliberate departures from the existing implementation (PROTOCOL.md 14):
   existing client finish after a delete. While paging, the checkpoint stays
   put and per-model cursors carry the position, so every row and tombstone
   is delivered exactly once.
+
+While the client pages through a large pull, it sends the next pull (from
+a worker thread) as soon as the current answer is accepted, and applies the
+answer meanwhile: the server reads page n+1 while the client writes page n.
+The transport is never used by two threads at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 from ..conflict.reconciler import ConflictEntry, PayloadReconciler
 from ..conflict.types import ConflictType, FieldConflict, RecordConflict, ResolutionSource
@@ -170,6 +177,8 @@ class DatabaseEngine:
     def _invalid_records(self, payload: ModelPayload) -> dict[str, str]:
         """Records this node cannot store as sent: key -> reason. Field names are only compared, never used in SQL."""
         known = self._fields(payload.model_label)
+        if _all_storable(payload.records, self.identity_field, known):
+            return {}
         problems: dict[str, str] = {}
         for key, record in payload.records.items():
             identity = record.data.get(self.identity_field, key)
@@ -287,12 +296,19 @@ class DatabaseEngine:
             remaining = budget.remaining_records()
             limit = READ_CHUNK if remaining is None else min(remaining + 1, READ_CHUNK)
             rows = self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=limit)
-            for key, record in rows:
-                if key not in model.sent_keys:
-                    if not budget.take(record_size(record)):
-                        model.cut = True
-                        return model
-                    model.records[key] = record
+            fresh = {key: record for key, record in rows if key not in model.sent_keys}
+            if budget.take_all(fresh.values()):
+                model.records.update(fresh)
+            else:
+                for key, record in rows:
+                    if key not in model.sent_keys:
+                        if not budget.take(record_size(record)):
+                            model.cut = True
+                            return model
+                        model.records[key] = record
+                    position = model.position = Cursor(record.last_modified, key)
+            if rows:
+                key, record = rows[-1]
                 position = model.position = Cursor(record.last_modified, key)
             if len(rows) < limit:
                 return model
@@ -351,11 +367,8 @@ class DatabaseEngine:
 
     def _check_references(self, incoming: SyncManifest) -> None:
         """Before the round commits: a FOREIGN KEY left pointing at nothing names the incoming change to refuse."""
-        check = getattr(self.storage, "reference_violations", None)
-        if not callable(check):
-            return
         broken: dict[tuple[str, str], str] = {}
-        for label, key, parent_label, parent_key in check():
+        for label, key, parent_label, parent_key in self._reference_violations(incoming):
             sent = incoming.payload(label)
             parent = incoming.payload(parent_label) if parent_label else None
             if sent is not None and key in sent.records:
@@ -420,26 +433,63 @@ class DatabaseEngine:
 
     def _rounds(self, result: DatabaseResult) -> None:
         rejected: dict[str, set[str]] = {}
-        while True:
-            if result.rounds >= self.max_rounds:
-                raise SyncAbortedError(
-                    f"sync did not settle after {self.max_rounds} rounds; the server keeps sending changes "
-                    "(raise max_rounds if this is a very large initial sync)"
-                )
-            result.rounds += 1
-            self._phase(SyncPhase.COLLECTING)
-            checkpoint = self.storage.get_checkpoint()
-            request = self._collect(checkpoint, self.storage.get_after_keys(), rejected)
-            self._phase(SyncPhase.EXCHANGING)
-            response = self.transport.exchange(request)
-            self._phase(SyncPhase.RECONCILING)
-            with self.transaction():
-                self._accept(response)
-                self._apply_response(request, response, checkpoint, result, rejected)
-            result.checkpoint = max(response.checkpoint, checkpoint)
-            quiet = request.change_count == 0 and response.change_count == 0
-            if quiet and not request.has_more and not response.has_more:
-                return
+        ahead: _Ahead | None = None
+        # Leaving the block waits for a request still in flight (after a failed round its answer is dropped).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-pull-ahead") as worker:
+            while True:
+                if result.rounds >= self.max_rounds:
+                    raise SyncAbortedError(
+                        f"sync did not settle after {self.max_rounds} rounds; the server keeps sending changes "
+                        "(raise max_rounds if this is a very large initial sync)"
+                    )
+                result.rounds += 1
+                self._phase(SyncPhase.COLLECTING)
+                pulled = ahead is not None
+                if ahead is None:
+                    checkpoint = self.storage.get_checkpoint()
+                    request = self._collect(checkpoint, self.storage.get_after_keys(), rejected)
+                    self._phase(SyncPhase.EXCHANGING)
+                    response = self.transport.exchange(request)  # type: ignore[union-attr]
+                else:
+                    checkpoint, request, answer = ahead
+                    self._phase(SyncPhase.EXCHANGING)
+                    response = answer.result()
+                    ahead = None
+                self._phase(SyncPhase.RECONCILING)
+                quiet = request.change_count == 0 and response.change_count == 0
+                last = quiet and not request.has_more and not response.has_more
+                with self.transaction():
+                    self._accept(response)
+                    following = None
+                    if not last and result.rounds < self.max_rounds:
+                        following = self._pull_ahead(request, response, checkpoint, rejected)
+                    if following is not None:
+                        ahead = _Ahead(*following, worker.submit(self.transport.exchange, following[1]))  # type: ignore[union-attr]
+                    self._apply_response(request, response, checkpoint, result, rejected)
+                result.checkpoint = max(response.checkpoint, checkpoint)
+                # A request collected ahead could not see what applying the round before it changed
+                # locally (an ON DELETE CASCADE, say): the sync ends only once that is pushed too.
+                if last and not (pulled and self._collect(result.checkpoint, {}, rejected).payloads):
+                    return
+
+    def _pull_ahead(
+        self, request: SyncManifest, response: SyncManifest, checkpoint: int, rejected: dict[str, set[str]]
+    ) -> tuple[int, SyncManifest] | None:
+        """The next round's checkpoint and request, if the request is already fully determined: a pure pull.
+
+        Only when this round pushed nothing and nothing is pending now, so the
+        next request is the one ``_rounds`` would collect after applying this
+        response (same checkpoint, the response's cursors, no payloads). A pull
+        changes nothing on the server, so sending it while this response is
+        applied keeps each round all-or-nothing and the paging exact-once.
+        """
+        if request.payloads or request.has_more:
+            return None
+        following = max(response.checkpoint, checkpoint)
+        pull = self._collect(following, response.after_keys, rejected)
+        if pull.payloads or pull.has_more:
+            return None
+        return following, pull
 
     def _collect(self, checkpoint: int, after_keys: dict[str, dict], rejected: dict[str, set[str]]) -> SyncManifest:
         """Pending local changes, in dependency order, within the budget."""
@@ -521,16 +571,24 @@ class DatabaseEngine:
             self._apply_payload(payload, checkpoint, result)
             done += len(payload)
             self._report(SyncStage.MUTATE, done, total)
-        self._refuse_dangling_references()
+        self._refuse_dangling_references(response)
         new_checkpoint = max(response.checkpoint, checkpoint)
         if (new_checkpoint, response.after_keys) != (checkpoint, self.storage.get_after_keys()):
             self.storage.save_checkpoint(new_checkpoint, response.after_keys)
 
-    def _refuse_dangling_references(self) -> None:
+    def _reference_violations(self, applied: SyncManifest) -> list[tuple[str, str, str | None, Any]]:
+        """FOREIGN KEYs left pointing at nothing by applying ``applied``, if the storage can tell."""
+        check = getattr(self.storage, "reference_violations", None)
+        if not callable(check) or not applied.change_count:
+            return []
+        written = {payload.model_label: payload.records.keys() for payload in applied.payloads}
+        deleted = {payload.model_label: payload.deletes.keys() for payload in applied.payloads}
+        return check(written, deleted)
+
+    def _refuse_dangling_references(self, response: SyncManifest) -> None:
         """The server's answer would leave a local FOREIGN KEY pointing at nothing (typically: it deleted
         a parent a pending local row still refers to). Nothing of the round is applied; the app decides."""
-        check = getattr(self.storage, "reference_violations", None)
-        dangling = check() if callable(check) else []
+        dangling = self._reference_violations(response)
         if dangling:
             shown = "; ".join(f"{label} {key!r} refers to {parent} {parent_key!r}"
                               for label, key, parent, parent_key in dangling[:5])
@@ -670,6 +728,14 @@ class DatabaseEngine:
         result.checkpoint = checkpoint
 
 
+class _Ahead(NamedTuple):
+    """The next round's checkpoint and request, sent while the current response is applied, and its answer."""
+
+    checkpoint: int
+    request: SyncManifest
+    answer: Future[SyncManifest]
+
+
 class _BrokenReferences(Exception):
     """Internal: the round would commit dangling foreign keys; roll back and refuse these changes."""
 
@@ -697,6 +763,24 @@ _STORAGE_METHODS = (
     "get_changed_since", "get_deletes_since", "get_records", "upsert_many", "delete_many",
     "get_checkpoint", "save_checkpoint", "get_after_keys",
 )
+
+
+def _all_storable(records: dict[str, SyncRecord], identity_field: str, known: frozenset[str] | None) -> bool:
+    """Whether ``_invalid_records`` would find nothing: the same checks, made for a whole payload at once.
+    False only means "look record by record"."""
+    values = list(chain.from_iterable(record.data.values() for record in records.values()))
+    if any(issubclass(kind, int) and kind not in (int, bool) for kind in set(map(type, values))):
+        return False  # an int subclass (never from JSON): leave it to the exact check
+    integers = [value for value in values if type(value) is int]
+    if integers and (min(integers) < -HLC_MAX - 1 or max(integers) > HLC_MAX):
+        return False
+    if not all(record.timestamps and record.data.get(identity_field, key) == key for key, record in records.items()):
+        return False
+    if known is None:
+        return True
+    names = set(chain.from_iterable(record.data for record in records.values()))
+    names.update(chain.from_iterable(record.timestamps for record in records.values()))
+    return names <= known | META_FIELDS
 
 
 def _out_of_range(value: object) -> bool:

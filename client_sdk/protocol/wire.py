@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from ..errors import ManifestChecksumError, ManifestFieldError, RecordFieldError
@@ -107,10 +108,9 @@ class ModelPayload:
 
     def max_stamp(self) -> int:
         """The largest stamp this payload carries (record last_modified or tombstone)."""
-        return max(
-            max((r.last_modified for r in self.records.values()), default=0),
-            max(self.deletes.values(), default=0),
-        )
+        stamps = chain.from_iterable(record.timestamps.values() for record in self.records.values())
+        received = max((record.received_at for record in self.records.values()), default=0)
+        return max(max(stamps, default=0), received, max(self.deletes.values(), default=0))
 
     def to_dict(self) -> JsonDict:
         return {
@@ -141,14 +141,47 @@ class ModelPayload:
         both = raw_records.keys() & raw_deletes.keys()
         if both:
             raise _manifest_error(f"{where}", "no key both in records and deletes", sorted(both)[0])
-        records = {key: SyncRecord.from_dict(rec, key=key, label=label) for key, rec in raw_records.items()}
+        records = _plain_records(raw_records)
+        if records is None:  # something is off: the record-by-record pass names the first offender
+            records = {key: SyncRecord.from_dict(rec, key=key, label=label) for key, rec in raw_records.items()}
         return cls(model_label=label, records=records, deletes=dict(raw_deletes))
+
+
+def _plain_records(raw_records: dict) -> dict[str, SyncRecord] | None:
+    """The records, if every one is exactly what ``json.loads`` makes of a valid record; else None.
+
+    The fast path of :meth:`ModelPayload.from_dict`: it accepts a subset of what
+    :meth:`SyncRecord.from_dict` accepts, checking the stamps of the whole payload
+    at once instead of one call per stamp.
+    """
+    records: dict[str, SyncRecord] = {}
+    for key, raw in raw_records.items():
+        if type(key) is not str or not key or type(raw) is not dict:
+            return None
+        data = raw.get("data")
+        stamps = raw.get("timestamps")
+        received_at = raw.get("received_at", 0)
+        if type(data) is not dict or type(stamps) is not dict or type(received_at) is not int or not 0 <= received_at <= HLC_MAX:
+            return None
+        records[key] = SyncRecord(data, stamps, received_at)
+    maps = [record.timestamps for record in records.values()]
+    names = set(map(type, chain.from_iterable(maps)))
+    values = list(chain.from_iterable(map(dict.values, maps)))
+    if values and (names != {str} or set(map(type, values)) != {int} or min(values) < 0 or max(values) > HLC_MAX):
+        return None
+    return records
 
 
 def checksum_of(body: JsonDict) -> str:
     """sha256 of the canonical JSON of the four covered keys (PROTOCOL.md section 4)."""
-    covered = {k: body.get(k) for k in CHECKSUM_KEYS}
-    text = json.dumps(covered, sort_keys=True, ensure_ascii=True)
+    return _sha256(_canonical_json({k: body.get(k) for k in CHECKSUM_KEYS}))
+
+
+def _canonical_json(covered: JsonDict) -> str:
+    return json.dumps(covered, sort_keys=True, ensure_ascii=True)
+
+
+def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
@@ -166,6 +199,8 @@ class SyncManifest:
     errors: list[dict[str, str]] = field(default_factory=list)
     """Per-key errors a server reports beside its manifest (HTTP ``errors``); not covered by the checksum."""
     _wire_checksum: str | None = field(default=None, repr=False, compare=False)
+    _sealed_json: str | None = field(default=None, repr=False, compare=False)
+    """The canonical JSON :meth:`seal` hashed; :meth:`to_json` reuses it."""
 
     def payload(self, label: str) -> ModelPayload | None:
         return next((p for p in self.payloads if p.model_label == label), None)
@@ -183,9 +218,10 @@ class SyncManifest:
         return checksum_of(self._checksum_body())
 
     def seal(self) -> SyncManifest:
-        """Set ``checksum`` from the current content and return self."""
-        self.checksum = self.compute_checksum()
-        self._wire_checksum = self.checksum
+        """Set ``checksum`` from the current content and return self. A sealed manifest is final:
+        :meth:`to_json` sends the content as sealed (seal again after changing it)."""
+        self._sealed_json = _canonical_json(self._checksum_body())
+        self.checksum = self._wire_checksum = _sha256(self._sealed_json)
         return self
 
     def verify_checksum(self) -> None:
@@ -204,12 +240,26 @@ class SyncManifest:
             "payloads": [p.to_dict() for p in self.payloads],
         }
 
+    def _uncovered(self) -> JsonDict:
+        return {
+            "after_keys": {label: dict(cursor) for label, cursor in self.after_keys.items()},
+            "has_more": self.has_more,
+            "checksum": self.checksum,
+        }
+
     def to_dict(self) -> JsonDict:
-        body = self._checksum_body()
-        body["after_keys"] = {label: dict(cursor) for label, cursor in self.after_keys.items()}
-        body["has_more"] = self.has_more
-        body["checksum"] = self.checksum
-        return body
+        return self._checksum_body() | self._uncovered()
+
+    def to_json(self, **extra: Any) -> str:
+        """The wire JSON of :meth:`to_dict` plus ``extra`` top-level keys, ASCII only.
+
+        A sealed manifest's records are not encoded again: the canonical text
+        its checksum was computed from is the start of the body.
+        """
+        if self._sealed_json is None:
+            return json.dumps(self.to_dict() | extra, separators=(",", ":"))
+        rest = json.dumps(self._uncovered() | extra, separators=(",", ":"))
+        return f"{self._sealed_json[:-1]},{rest[1:]}"
 
     @classmethod
     def from_dict(cls, raw: object) -> SyncManifest:

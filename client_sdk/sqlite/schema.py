@@ -25,6 +25,16 @@ class Column:
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    """One FOREIGN KEY constraint: ``columns`` of this table point at ``parent_columns`` of ``parent``
+    (``None`` where the constraint names no column: the parent's primary key)."""
+
+    parent: str
+    columns: tuple[str, ...]
+    parent_columns: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
 class TableSchema:
     """A user table as far as sync cares."""
 
@@ -33,14 +43,18 @@ class TableSchema:
     """The single-column primary key holding the record keys."""
     columns: tuple[Column, ...]
     """Every synced column in table order, the key included; generated columns are left out."""
-    references: frozenset[str]
-    """Tables this one points at with FOREIGN KEYs."""
+    foreign_keys: tuple[ForeignKey, ...]
     secondary_unique: bool
     """Whether a UNIQUE constraint other than the primary key exists (``REPLACE`` can then delete other rows)."""
 
     @property
     def fields(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
+
+    @property
+    def references(self) -> frozenset[str]:
+        """Tables this one points at with FOREIGN KEYs."""
+        return frozenset(fk.parent for fk in self.foreign_keys)
 
 
 def affinity(declared_type: str) -> str:
@@ -91,11 +105,17 @@ def introspect(connection: sqlite3.Connection, table: str, identity_field: str) 
         if name.startswith(PREFIX):
             raise InvalidParameterError(f"table {table!r}: column {name!r} uses the reserved prefix {PREFIX!r}; rename it")
         columns.append(Column(name, declared or "", kind_for(declared or "")))
-    references = frozenset(
-        parent for (parent,) in connection.execute('SELECT "table" FROM pragma_foreign_key_list(?)', (table,))
+    constraints: dict[int, list[tuple[str, str, str | None]]] = {}
+    for fk_id, parent, column, parent_column in connection.execute(
+        'SELECT "id", "table", "from", "to" FROM pragma_foreign_key_list(?) ORDER BY "id", "seq"', (table,)
+    ):
+        constraints.setdefault(fk_id, []).append((parent, column, parent_column))
+    foreign_keys = tuple(
+        ForeignKey(parts[0][0], tuple(column for _, column, _ in parts), tuple(to for _, _, to in parts))
+        for parts in constraints.values()
     )
     secondary_unique = any(
         unique and origin != "pk"
         for unique, origin in connection.execute('SELECT "unique", origin FROM pragma_index_list(?)', (table,))
     )
-    return TableSchema(table, key, tuple(columns), references, secondary_unique)
+    return TableSchema(table, key, tuple(columns), foreign_keys, secondary_unique)

@@ -11,10 +11,11 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from functools import wraps
+from functools import cached_property, wraps
+from operator import itemgetter
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlite_utils
@@ -28,9 +29,9 @@ from . import changelog
 from .clock import SqliteClockState
 from .ddl import APPLYING, GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, Tracked, storage_ddl, trigger_ddl
 from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
-from .schema import PREFIX, TableSchema, introspect, quote
+from .schema import PREFIX, ForeignKey, TableSchema, introspect, quote
 from .transaction import Transactions
-from .values import ValueMappingError, to_json, to_sqlite
+from .values import INT64_MAX, INT64_MIN, ColumnKind, ValueMappingError, to_json, to_sqlite
 
 ROLES = ("client", "server")
 DEFAULT_TOMBSTONE_RETENTION = 90 * 24 * 3600.0
@@ -64,7 +65,7 @@ class _Model:
     tracked: Tracked
     schema: TableSchema
 
-    @property
+    @cached_property
     def select(self) -> str:
         """Columns of a record: key, received_at, one stamp per field, then the row's values."""
         t = self.tracked
@@ -75,14 +76,49 @@ class _Model:
             f"FROM {t.shadow} AS s CROSS JOIN {t.base} AS b ON b.{t.key_column} = s.{S_KEY}"
         )
 
-    def record(self, row: tuple[Any, ...]) -> tuple[str, SyncRecord]:
-        n = len(self.tracked.fields)
-        key, received_at = row[0], row[1]
-        stamps = row[2 : 2 + n]
-        values = row[2 + n :]
-        data = {column.name: to_json(column.kind, value) for column, value in zip(self.schema.columns, values, strict=True)}
-        timestamps = {name: stamp for name, stamp in zip(self.tracked.fields, stamps, strict=True) if stamp is not None}
-        return key, SyncRecord(data=data, timestamps=timestamps, received_at=received_at)
+    @cached_property
+    def kinds(self) -> dict[str, ColumnKind]:
+        return {column.name: column.kind for column in self.schema.columns}
+
+    @cached_property
+    def field_set(self) -> frozenset[str]:
+        return frozenset(self.tracked.fields)
+
+    @cached_property
+    def plain(self) -> bool:
+        """Every column binds JSON scalars as they are (booleans as 0/1), and none is named like a meta field."""
+        return self.field_set.isdisjoint(META_FIELDS) and all(
+            kind in (ColumnKind.PLAIN, ColumnKind.BOOLEAN) for kind in self.kinds.values()
+        )
+
+    @cached_property
+    def _converted(self) -> tuple[tuple[str, ColumnKind], ...]:
+        """Columns whose values need :func:`to_json` even when no value is bytes."""
+        return tuple((name, kind) for name, kind in self.kinds.items() if kind is not ColumnKind.PLAIN)
+
+    def records(self, rows: list[tuple[Any, ...]]) -> list[tuple[str, SyncRecord]]:
+        """Rows of :attr:`select` as (key, record), in order.
+
+        Values are mapped per column kind; a page with no bytes in it (the usual
+        case) converts only the non-plain columns instead of every value.
+        """
+        fields = self.tracked.fields
+        n = len(fields)
+        names = [column.name for column in self.schema.columns]
+        converted = self._converted
+        if any(bytes in set(map(type, row)) for row in rows):
+            converted = tuple(self.kinds.items())
+        records = []
+        for row in rows:
+            data = dict(zip(names, row[2 + n :]))
+            for name, kind in converted:
+                data[name] = to_json(kind, data[name])
+            stamps = row[2 : 2 + n]
+            timestamps = dict(zip(fields, stamps))
+            if None in stamps:
+                timestamps = {name: stamp for name, stamp in timestamps.items() if stamp is not None}
+            records.append((row[0], SyncRecord(data=data, timestamps=timestamps, received_at=row[1])))
+        return records
 
 
 class SqliteSyncStorage:
@@ -308,16 +344,61 @@ class SqliteSyncStorage:
         model = self._model(label)
         self._prepare()
         rows = self.connection.execute(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (_keys_json(keys),))
-        return dict(model.record(row) for row in rows)
+        return dict(model.records(rows.fetchall()))
 
     @_serialized
-    def reference_violations(self) -> list[tuple[str, str, str | None, Any]]:
-        """Rows of tracked tables whose FOREIGN KEY points at nothing, inside the current transaction
-        (foreign keys are deferred while sync applies a page): (label, key, parent label, parent key)."""
+    def reference_violations(
+        self, written: Mapping[str, Collection[str]], deleted: Mapping[str, Collection[str]]
+    ) -> list[tuple[str, str, str | None, Any]]:
+        """Rows of tracked tables whose FOREIGN KEY points at nothing after a round wrote the rows
+        ``written`` and deleted the rows ``deleted`` (label -> keys), inside the current transaction
+        (foreign keys are deferred while sync applies a page): (label, key, parent label, parent key).
+
+        Only what the round can have broken is read: the written rows' references, and the rows
+        referring to deleted ones. A constraint on other columns than the parent's key is checked
+        over the whole table, with ``PRAGMA foreign_key_check``.
+        """
         found = []
-        for table, rowid, parent, fkid in self.connection.execute("PRAGMA foreign_key_check").fetchall():
-            label = self._labels_by_table.get(table)
-            if label is None or rowid is None:
+        whole_tables = set()
+        for label, model in self._models.items():
+            children = written.get(label, ())
+            for fk in model.schema.foreign_keys:
+                parent_label = self._labels_by_table.get(fk.parent)
+                parent_key = self._models[parent_label].tracked.key if parent_label else None
+                by_key = parent_key is not None and fk.parent_columns in ((None,), (parent_key,))
+                column = parent_key if by_key else fk.parent_columns[0]
+                single = len(fk.columns) == 1 and column is not None
+                gone = deleted.get(parent_label, ()) if parent_label else ()
+                if single and children:
+                    found += self._dangling(model, fk, column, f"c.{model.tracked.key_column} IN {IN_KEYS}", children)
+                if by_key and gone:
+                    found += self._dangling(model, fk, column, f"c.{quote(fk.columns[0])} IN {IN_KEYS}", gone)
+                parent_changed = bool(gone or (parent_label and written.get(parent_label)))
+                if (not single and children) or (not by_key and parent_changed):
+                    whole_tables.add(model.tracked.table)  # the values it referred to are gone: look everywhere
+        for table in sorted(whole_tables):
+            found += self._table_violations(table)
+        return list(dict.fromkeys(found))
+
+    def _dangling(
+        self, model: _Model, fk: ForeignKey, parent_column: str, where: str, keys: Collection[str]
+    ) -> list[tuple[str, str, str | None, Any]]:
+        """Rows of ``model`` selected by ``where`` (bound to ``keys``) whose single-column ``fk`` names no row."""
+        t = model.tracked
+        reference = f"c.{quote(fk.columns[0])}"
+        rows = self.connection.execute(
+            f"SELECT c.{t.key_column}, {reference} FROM {t.base} AS c WHERE {where} AND {reference} IS NOT NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM {quote(fk.parent)} AS p WHERE p.{quote(parent_column)} = {reference}) "
+            f"ORDER BY 1",
+            (_keys_json(keys),),
+        )
+        parent_label = self._labels_by_table.get(fk.parent)
+        return [(t.label, key, parent_label, parent_key) for key, parent_key in rows]
+
+    def _table_violations(self, table: str) -> list[tuple[str, str, str | None, Any]]:
+        found = []
+        for _, rowid, parent, fkid in self.connection.execute("PRAGMA foreign_key_check(" + quote(table) + ")").fetchall():
+            if rowid is None:
                 continue
             column = self.connection.execute(
                 'SELECT "from" FROM pragma_foreign_key_list(?) WHERE "id" = ?', (table, fkid)
@@ -325,7 +406,7 @@ class SqliteSyncStorage:
             key, parent_key = self.connection.execute(
                 f"SELECT {quote(self.identity_field)}, {quote(column)} FROM {quote(table)} WHERE rowid = ?", (rowid,)
             ).fetchone()
-            found.append((label, key, self._labels_by_table.get(parent), parent_key))
+            found.append((self._labels_by_table[table], key, self._labels_by_table.get(parent), parent_key))
         return found
 
     @_serialized
@@ -337,7 +418,7 @@ class SqliteSyncStorage:
     def _page(self, model: _Model, where: str, params: list[Any], limit: int | None) -> list[tuple[str, SyncRecord]]:
         sql = f"{model.select} WHERE {where} ORDER BY s.{S_LM}, s.{S_KEY} LIMIT ?"
         rows = self.connection.execute(sql, [*params, -1 if limit is None else limit])
-        return [model.record(row) for row in rows]
+        return model.records(rows.fetchall())
 
     # ------------------------------------------------------------------ writing what sync decided
 
@@ -368,25 +449,14 @@ class SqliteSyncStorage:
 
     def _write_rows(self, model: _Model, records: dict[str, SyncRecord], received_at: int) -> None:
         t = model.tracked
-        kinds = {column.name: column.kind for column in model.schema.columns}
-        groups: dict[tuple[str, ...], list[list[Any]]] = {}
+        plain = _plain_rows(model, records)
+        groups = {t.fields: plain} if plain is not None else _value_rows(model, records)
         shadow_rows: list[list[Any]] = []
         newest = 0
         for key, record in records.items():
-            data = record.user_data()
-            data[t.key] = key
-            names = tuple(name for name in t.fields if name in data)
-            unknown = (data.keys() | record.timestamps.keys()) - kinds.keys() - META_FIELDS
-            if unknown:
-                raise RecordFieldError(f"{model.tracked.label} record {key!r}: unknown field(s) {sorted(unknown)[:5]}")
-            try:
-                groups.setdefault(names, []).append([to_sqlite(kinds[name], data[name]) for name in names])
-            except ValueMappingError as exc:
-                raise RecordFieldError(f"{model.tracked.label} record {key!r}: {exc}") from None
-            stamps = [record.timestamps.get(name) for name in t.fields]
-            last_modified = max([received_at, *(stamp for stamp in stamps if stamp is not None)])
+            last_modified = max(received_at, max(record.timestamps.values(), default=0))
             newest = max(newest, last_modified)
-            shadow_rows.append([key, last_modified, received_at, *stamps])
+            shadow_rows.append([key, last_modified, received_at, *map(record.timestamps.get, t.fields)])
         keys = _keys_json(records)
         self.connection.execute("PRAGMA defer_foreign_keys = ON")  # a page may hold children before parents
         self.connection.execute(f'INSERT OR IGNORE INTO {APPLYING} ("tbl", "key") SELECT ?, value FROM json_each(?)', (t.id, keys))
@@ -568,6 +638,53 @@ class SqliteSyncStorage:
         label = self._labels_by_table.pop(table, None)
         if label is not None:
             del self._models[label]
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _value_rows(model: _Model, records: dict[str, SyncRecord]) -> dict[tuple[str, ...], list[Sequence[Any]]]:
+    """Each record's values as bound for its table, grouped by the fields it carries."""
+    t = model.tracked
+    kinds = model.kinds
+    groups: dict[tuple[str, ...], list[Sequence[Any]]] = {}
+    for key, record in records.items():
+        data = record.user_data()
+        data[t.key] = key
+        names = tuple(name for name in t.fields if name in data)
+        unknown = (data.keys() | record.timestamps.keys()) - kinds.keys() - META_FIELDS
+        if unknown:
+            raise RecordFieldError(f"{t.label} record {key!r}: unknown field(s) {sorted(unknown)[:5]}")
+        try:
+            groups.setdefault(names, []).append([to_sqlite(kinds[name], data[name]) for name in names])
+        except ValueMappingError as exc:
+            raise RecordFieldError(f"{t.label} record {key!r}: {exc}") from None
+    return groups
+
+
+def _plain_rows(model: _Model, records: dict[str, SyncRecord]) -> list[Sequence[Any]] | None:
+    """The fast path of ``_value_rows``, column by column: when every record carries exactly the table's
+    fields, every column is plain or boolean and holds JSON scalars that bind unchanged (booleans as 0/1).
+    None: take the record-by-record path."""
+    t = model.tracked
+    if len(t.fields) < 2 or not model.plain:
+        return None
+    fields = model.field_set
+    if not all(record.data.keys() == fields and record.timestamps.keys() <= fields for record in records.values()):
+        return None
+    columns: list[Sequence[Any]] = list(zip(*map(itemgetter(*t.fields), (record.data for record in records.values()))))
+    columns[t.fields.index(t.key)] = list(records)
+    for index, column in enumerate(columns):
+        types = set(map(type, column))
+        if not types <= _SCALARS:
+            return None
+        if int in types:
+            integers = [value for value in column if type(value) is int]
+            if min(integers) < INT64_MIN or max(integers) > INT64_MAX:
+                return None
+        if bool in types:
+            columns[index] = [int(value) if type(value) is bool else value for value in column]
+    return list(zip(*columns))
 
 
 def _position(since: int, after: Cursor | None) -> tuple[str, list[Any]]:

@@ -59,13 +59,9 @@ def is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, (SyncAbortedError, ClockOverflowError))
 
 
-def response_body(response: SyncManifest, result: DatabaseResult) -> dict[str, Any]:
+def response_json(response: SyncManifest, result: DatabaseResult) -> str:
     """The 200 body: the server's manifest plus ``ok``, ``errors`` and ``skipped``."""
-    body = response.to_dict()
-    body["ok"] = result.ok
-    body["errors"] = result.errors
-    body["skipped"] = result.count("skipped")
-    return body
+    return response.to_json(ok=result.ok, errors=result.errors, skipped=result.count("skipped"))
 
 
 ABORT_REASONS: dict[str, type[SyncAbortedError]] = {

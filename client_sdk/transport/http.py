@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import zlib
@@ -77,7 +76,7 @@ class HttpTransport:
 
     # -- Transport --
     def exchange(self, manifest: SyncManifest) -> SyncManifest:
-        body = gzip_bytes(json.dumps(manifest.to_dict(), separators=(",", ":")).encode("ascii"))
+        body = gzip_bytes(manifest.to_json().encode("ascii"))
         attempt = 0
         while True:
             try:

@@ -14,7 +14,7 @@ from .binding import (
     is_refusal,
     read_response,
     refused,
-    response_body,
+    response_json,
 )
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class InProcessTransport:
         self.server = server
 
     def exchange(self, manifest: SyncManifest) -> SyncManifest:
-        request = json.loads(json.dumps(manifest.to_dict()))
+        request = json.loads(manifest.to_json())
         try:
             incoming = SyncManifest.from_dict(request)
         except MANIFEST_ERRORS as exc:
@@ -48,7 +48,7 @@ class InProcessTransport:
             if not is_refusal(exc):
                 raise
             raise refused(409, SYNC_ABORTED, abort_reason(exc), str(exc)) from exc
-        return read_response(json.loads(json.dumps(response_body(response, result))))
+        return read_response(json.loads(response_json(response, result)))
 
     def close(self) -> None:
         """Nothing to release; present so every transport can be closed alike."""

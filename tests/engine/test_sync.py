@@ -12,6 +12,7 @@ from client_sdk import (
     PayloadLimitError,
     PayloadReconciler,
     SyncPhase,
+    SyncStage,
     TransportRequiredError,
 )
 from tests.engine.harness import LIST, TASK, Recorder, Wall, make_client, make_server, new_key
@@ -143,6 +144,31 @@ def test_a_write_made_during_a_round_is_never_skipped() -> None:
     other.sync()
     assert rows(other, LIST)[late] == {"id": late, "name": "written mid-round"}
     assert rows(server, LIST) == rows(node, LIST) == rows(other, LIST)
+
+
+def test_pages_are_pulled_ahead_and_a_write_made_while_one_is_applied_is_still_pushed() -> None:
+    server = make_server(batch_size=2)
+    other = make_client(server, "other")
+    keys = [new_key() for _ in range(7)]
+    for key in keys:
+        other.storage.write(LIST, key, {"name": key[:4]})
+    other.sync()
+    late = new_key()
+    writes: list[str] = []
+
+    def write_once(stage: SyncStage, current: int, total: int) -> None:
+        # while the last page is applied, after the (quiet) round that follows was requested
+        if stage is SyncStage.MUTATE and len(rows(node, LIST)) == len(keys) and not writes:
+            writes.append(late)
+            node.storage.write(LIST, late, {"name": "written while applying"})
+
+    node = make_client(server, "node", progress=write_once)
+    node.sync()
+    pulls = [request for request in node.transport.requests if not request.payloads]  # type: ignore[attr-defined]
+    assert len(pulls) >= 4  # the pages (2 rows each) came one round each, requested while the previous one applied
+    assert rows(server, LIST)[late] == {"id": late, "name": "written while applying"}
+    assert node.storage.get_pending(LIST) == []  # type: ignore[attr-defined]
+    assert rows(node, LIST) == rows(server, LIST)
 
 
 def test_dry_run_changes_nothing_anywhere() -> None:

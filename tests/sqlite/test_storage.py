@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -178,6 +180,53 @@ def test_pages_applied_in_dependency_order_satisfy_foreign_keys(storage: SqliteS
     storage.delete_many(LIST, {"L": 100})
     assert list(storage.get_pending_deletes(TASK)) == ["t"]
     assert app.execute("SELECT count(*) FROM tasks").fetchone()[0] == 0
+
+
+class _Undo(Exception):
+    pass
+
+
+@contextmanager
+def undone(storage: SqliteSyncStorage) -> Iterator[None]:
+    """A write transaction that is rolled back at the end."""
+    with pytest.raises(_Undo):
+        with storage.transaction():
+            yield
+            raise _Undo
+
+
+def test_reference_violations_reads_only_what_the_round_touched(tmp_path: Path) -> None:
+    path = tmp_path / "refs.db"
+    with sqlite3.connect(path) as setup:
+        setup.executescript(
+            "CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT UNIQUE);"
+            "CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, list_id TEXT REFERENCES lists(id));"
+            "CREATE TABLE tags (id TEXT PRIMARY KEY, list_name TEXT REFERENCES lists(name));"
+            "INSERT INTO lists VALUES ('L', 'home');"
+            "INSERT INTO tasks VALUES ('old', NULL, 0, 0, 'gone-before');"  # dangling before sync: not this round's doing
+        )
+    tag = "todo.Tag"
+    storage = SqliteSyncStorage(path, {**MODELS, "tags": tag})
+    with undone(storage):
+        storage.upsert_many(TASK, {"orphan": task("orphan", 7, list_id="nowhere"), "fine": task("fine", 7, list_id="L")})
+        assert storage.reference_violations({TASK: ["orphan", "fine"]}, {}) == [(TASK, "orphan", LIST, "nowhere")]
+        assert storage.reference_violations({TASK: ["fine"]}, {}) == []
+    with storage.transaction():
+        storage.upsert_many(TASK, {"child": task("child", 8, list_id="L")})
+        storage.upsert_many(tag, {"g": SyncRecord({"id": "g", "list_name": "home"}, {"id": 8, "list_name": 8})})
+    with undone(storage):
+        storage.upsert_many(LIST, {"L": SyncRecord({"id": "L", "name": "home"}, {"id": 9, "name": 9})}, guard=False)
+        assert storage.reference_violations({LIST: ["L"]}, {}) == []
+    with undone(storage):
+        storage.delete_many(LIST, {"L": 9}, guard=False)
+        found = storage.reference_violations({}, {LIST: ["L"]})
+        assert found == [(TASK, "child", LIST, "L"), (tag, "g", LIST, "home")]
+    # a reference to another column than the parent's key: renaming the parent breaks it, and
+    # as the old value is gone, that table is checked whole
+    with undone(storage):
+        storage.upsert_many(LIST, {"L": SyncRecord({"id": "L", "name": "work"}, {"id": 10, "name": 10})}, guard=False)
+        assert storage.reference_violations({LIST: ["L"]}, {}) == [(tag, "g", LIST, "home")]
+    storage.close()
 
 
 def test_pages_are_served_by_the_last_modified_indexes(path: Path) -> None:
