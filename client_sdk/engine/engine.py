@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 from ..conflict.reconciler import ConflictEntry, PayloadReconciler
@@ -768,18 +768,20 @@ _STORAGE_METHODS = (
 def _all_storable(records: dict[str, SyncRecord], identity_field: str, known: frozenset[str] | None) -> bool:
     """Whether ``_invalid_records`` would find nothing: the same checks, made for a whole payload at once.
     False only means "look record by record"."""
-    values = list(chain.from_iterable(record.data.values() for record in records.values()))
+    datas = [record.data for record in records.values()]
+    stamps = [record.timestamps for record in records.values()]
+    if not all(stamps) or list(map(dict.get, datas, repeat(identity_field), records)) != list(records):
+        return False
+    values = list(chain.from_iterable(map(dict.values, datas)))
     if any(issubclass(kind, int) and kind not in (int, bool) for kind in set(map(type, values))):
         return False  # an int subclass (never from JSON): leave it to the exact check
     integers = [value for value in values if type(value) is int]
     if integers and (min(integers) < -HLC_MAX - 1 or max(integers) > HLC_MAX):
         return False
-    if not all(record.timestamps and record.data.get(identity_field, key) == key for key, record in records.items()):
-        return False
     if known is None:
         return True
-    names = set(chain.from_iterable(record.data for record in records.values()))
-    names.update(chain.from_iterable(record.timestamps for record in records.values()))
+    names = set(chain.from_iterable(datas))
+    names.update(chain.from_iterable(stamps))
     return names <= known | META_FIELDS
 
 
