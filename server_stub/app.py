@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from client_sdk.protocol.wire import SyncManifest
+from client_sdk.protocol.wire import SyncManifest, parse_json
 from client_sdk.transport.binding import (
     INVALID_JSON,
     MANIFEST_ERRORS,
@@ -33,7 +33,6 @@ from client_sdk.transport.binding import (
     abort_reason,
     invalid_manifest,
     is_refusal,
-    parse_json,
     response_json,
 )
 from client_sdk.transport.compression import gzip_bytes

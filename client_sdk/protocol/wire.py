@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
 from ..errors import ManifestChecksumError, ManifestFieldError, RecordFieldError
@@ -151,25 +151,59 @@ def _plain_records(raw_records: dict) -> dict[str, SyncRecord] | None:
     """The records, if every one is exactly what ``json.loads`` makes of a valid record; else None.
 
     The fast path of :meth:`ModelPayload.from_dict`: it accepts a subset of what
-    :meth:`SyncRecord.from_dict` accepts, checking the stamps of the whole payload
-    at once instead of one call per stamp.
+    :meth:`SyncRecord.from_dict` accepts (no ``received_at``), checked for the
+    whole payload at once instead of field by field.
     """
-    records: dict[str, SyncRecord] = {}
-    for key, raw in raw_records.items():
-        if type(key) is not str or not key or type(raw) is not dict:
-            return None
-        data = raw.get("data")
-        stamps = raw.get("timestamps")
-        received_at = raw.get("received_at", 0)
-        if type(data) is not dict or type(stamps) is not dict or type(received_at) is not int or not 0 <= received_at <= HLC_MAX:
-            return None
-        records[key] = SyncRecord(data, stamps, received_at)
-    maps = [record.timestamps for record in records.values()]
-    names = set(map(type, chain.from_iterable(maps)))
-    values = list(chain.from_iterable(map(dict.values, maps)))
-    if values and (names != {str} or set(map(type, values)) != {int} or min(values) < 0 or max(values) > HLC_MAX):
+    raws = list(raw_records.values())
+    if not raws:
+        return {}
+    if set(map(type, raw_records)) != {str} or "" in raw_records or set(map(type, raws)) != {dict}:
         return None
-    return records
+    if any(map(dict.__contains__, raws, repeat("received_at"))):
+        return None
+    datas = list(map(dict.get, raws, repeat("data")))
+    maps = list(map(dict.get, raws, repeat("timestamps")))
+    if set(map(type, datas)) != {dict} or set(map(type, maps)) != {dict}:
+        return None
+    names = set(map(type, chain.from_iterable(maps)))
+    stamps = list(chain.from_iterable(map(dict.values, maps)))
+    if stamps and (names != {str} or set(map(type, stamps)) != {int} or min(stamps) < 0 or max(stamps) > HLC_MAX):
+        return None
+    return dict(zip(raw_records, map(SyncRecord, datas, maps)))
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Strict JSON: NaN and Infinity are refused, whatever Python's parser tolerates.
+    Raises ``ValueError`` (or ``RecursionError`` for absurd nesting)."""
+    return json.loads(body, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_SEAL_END = b'],"'
+"""Where :meth:`SyncManifest.to_json` ends the canonical text: canonical JSON separates with ``", "``,
+and inside strings a quote is escaped, so these bytes first occur after the covered ``payloads`` list."""
+
+
+def parse_sealed(body: bytes) -> tuple[Any, str | None]:
+    """Decode a manifest body; also return the sha256 of its covered part if the body starts with it as
+    the canonical text its checksum was computed from (as :meth:`SyncManifest.to_json` writes), else None.
+
+    The body is then decoded as two objects, the covered keys and the rest, so
+    the digest is of exactly the text the covered values were decoded from.
+    """
+    end = body.find(_SEAL_END)
+    if end > 0 and body.startswith(b'{"checkpoint": '):
+        covered_text = body[: end + 1] + b"}"
+        covered, rest = parse_json(covered_text), parse_json(b"{" + body[end + 2 :])
+        if isinstance(covered, dict) and isinstance(rest, dict) and covered.keys() == set(CHECKSUM_KEYS) \
+                and rest.keys().isdisjoint(CHECKSUM_KEYS) and covered_text.isascii():
+            digest = hashlib.sha256(covered_text).hexdigest()
+            if digest == rest.get("checksum"):
+                return covered | rest, digest
+    return parse_json(body), None
 
 
 def checksum_of(body: JsonDict) -> str:
@@ -262,7 +296,9 @@ class SyncManifest:
         return f"{self._sealed_json[:-1]},{rest[1:]}"
 
     @classmethod
-    def from_dict(cls, raw: object) -> SyncManifest:
+    def from_dict(cls, raw: object, *, covered_digest: str | None = None) -> SyncManifest:
+        """Validate ``raw`` (a decoded manifest). ``covered_digest``: the sha256 of the covered keys'
+        canonical text as it was received (see :func:`parse_sealed`), which spares encoding them again."""
         if not isinstance(raw, dict):
             raise _manifest_error("manifest", "an object", raw)
         node_id = raw.get("node_id")
@@ -301,7 +337,7 @@ class SyncManifest:
             has_more=has_more,
             checksum=checksum,
             errors=errors,
-            _wire_checksum=checksum_of(raw),
+            _wire_checksum=covered_digest or checksum_of(raw),
         )
 
 

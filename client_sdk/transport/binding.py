@@ -7,9 +7,6 @@ sees the same statuses, texts and checks as one over the network.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from ..engine.results import DatabaseResult
 from ..errors import (
     ClockDriftError,
@@ -21,7 +18,7 @@ from ..errors import (
     RecordFieldError,
     SyncAbortedError,
 )
-from ..protocol.wire import SyncManifest
+from ..protocol.wire import SyncManifest, parse_sealed
 
 INVALID_JSON = "Invalid JSON in request body"
 NOT_AN_OBJECT = "Request body must be a JSON object"
@@ -37,16 +34,6 @@ NOT_ALLOWED = "Method not allowed"
 SYNC_ABORTED = "Sync aborted"
 
 MANIFEST_ERRORS = (ManifestFieldError, RecordFieldError)
-
-
-def parse_json(body: bytes) -> Any:
-    """Strict JSON: NaN and Infinity are refused, whatever Python's parser tolerates.
-    Raises ``ValueError`` (or ``RecursionError`` for absurd nesting)."""
-    return json.loads(body, parse_constant=_no_constant)
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def invalid_manifest(exc: object) -> str:
@@ -84,7 +71,16 @@ def refused(status: int, text: str, reason: object = None, detail: object = None
     return kind(f"server refused the sync (HTTP {status}): {explained}", status=status, server_error=text)
 
 
-def read_response(raw: object) -> SyncManifest:
+def read_response_body(body: bytes) -> SyncManifest:
+    """Decode, validate and verify a 200 body as received."""
+    try:
+        raw, covered_digest = parse_sealed(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidResponseError(f"response is not JSON: {exc}") from exc
+    return read_response(raw, covered_digest)
+
+
+def read_response(raw: object, covered_digest: str | None = None) -> SyncManifest:
     """Validate a decoded 200 body and verify its checksum; nothing from it may be applied otherwise."""
     if not isinstance(raw, dict):
         raise InvalidResponseError(f"response is not a JSON object but {type(raw).__name__}")
@@ -92,7 +88,7 @@ def read_response(raw: object) -> SyncManifest:
     if missing:
         raise InvalidResponseError(f"response has no {' or '.join(missing)}")
     try:
-        manifest = SyncManifest.from_dict(raw)
+        manifest = SyncManifest.from_dict(raw, covered_digest=covered_digest)
     except MANIFEST_ERRORS as exc:
         raise InvalidResponseError(f"invalid response manifest: {exc}") from exc
     except RecursionError as exc:

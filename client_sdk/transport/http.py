@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..errors import DecompressionLimitError, InvalidParameterError, InvalidResponseError, RetryExhaustedError
-from ..protocol.wire import SyncManifest
-from .binding import parse_json, read_response, refused
+from ..protocol.wire import SyncManifest, parse_json
+from .binding import read_response_body, refused
 from .compression import BodyTooLarge, BoundedBody, gzip_bytes
 
 MiB = 1024 * 1024
@@ -122,11 +122,7 @@ class HttpTransport:
             raise refused(status, *_error_parts(payload))
         if status != 200:
             raise InvalidResponseError(f"unexpected HTTP {status} from the sync URL", status=status)
-        try:
-            raw = parse_json(payload)
-        except (ValueError, RecursionError) as exc:
-            raise InvalidResponseError(f"response is not JSON: {exc}") from exc
-        return read_response(raw)
+        return read_response_body(payload)
 
     def _read_body(self, response: httpx.Response) -> bytes:
         """The body, bounded as received and once inflated (a gzip bomb is refused, not inflated)."""

@@ -12,7 +12,7 @@ from .binding import (
     abort_reason,
     invalid_manifest,
     is_refusal,
-    read_response,
+    read_response_body,
     refused,
     response_json,
 )
@@ -48,7 +48,7 @@ class InProcessTransport:
             if not is_refusal(exc):
                 raise
             raise refused(409, SYNC_ABORTED, abort_reason(exc), str(exc)) from exc
-        return read_response(json.loads(response_json(response, result)))
+        return read_response_body(response_json(response, result).encode("ascii"))
 
     def close(self) -> None:
         """Nothing to release; present so every transport can be closed alike."""
