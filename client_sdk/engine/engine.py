@@ -25,10 +25,9 @@ The transport is never used by two threads at once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from itertools import chain, repeat
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..conflict.reconciler import ConflictEntry, PayloadReconciler
 from ..conflict.types import ConflictType, FieldConflict, RecordConflict, ResolutionSource
@@ -44,6 +43,7 @@ from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HLC_MAX, HybridLogicalClock, wall_of
 from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord
 from .budget import Budget, record_size
+from .pipeline import PullPipeline, settles
 from .protocols import Cursor, DatabaseSyncStorage, SyncLock, Transport
 from .results import DatabaseResult, SyncPhase, SyncStage
 
@@ -433,9 +433,8 @@ class DatabaseEngine:
 
     def _rounds(self, result: DatabaseResult) -> None:
         rejected: dict[str, set[str]] = {}
-        ahead: _Ahead | None = None
-        # Leaving the block waits for a request still in flight (after a failed round its answer is dropped).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-pull-ahead") as worker:
+        pipeline: PullPipeline | None = None
+        try:
             while True:
                 if result.rounds >= self.max_rounds:
                     raise SyncAbortedError(
@@ -444,33 +443,35 @@ class DatabaseEngine:
                     )
                 result.rounds += 1
                 self._phase(SyncPhase.COLLECTING)
-                pulled = ahead is not None
-                if ahead is None:
+                pulled = pipeline is not None
+                if pipeline is None:
                     checkpoint = self.storage.get_checkpoint()
                     request = self._collect(checkpoint, self.storage.get_after_keys(), rejected)
                     self._phase(SyncPhase.EXCHANGING)
                     response = self.transport.exchange(request)  # type: ignore[union-attr]
                 else:
-                    checkpoint, request, answer = ahead
                     self._phase(SyncPhase.EXCHANGING)
-                    response = answer.result()
-                    ahead = None
+                    checkpoint, request, response = pipeline.next()
                 self._phase(SyncPhase.RECONCILING)
                 quiet = request.change_count == 0 and response.change_count == 0
                 last = quiet and not request.has_more and not response.has_more
                 with self.transaction():
                     self._accept(response)
-                    following = None
-                    if not last and result.rounds < self.max_rounds:
-                        following = self._pull_ahead(request, response, checkpoint, rejected)
+                    following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, rejected)
                     if following is not None:
-                        ahead = _Ahead(*following, worker.submit(self.transport.exchange, following[1]))  # type: ignore[union-attr]
+                        pipeline = PullPipeline(self.transport, self._follow, *following)  # type: ignore[arg-type]
                     self._apply_response(request, response, checkpoint, result, rejected)
                 result.checkpoint = max(response.checkpoint, checkpoint)
-                # A request collected ahead could not see what applying the round before it changed
+                if pipeline is not None and settles(response):
+                    pipeline.close()
+                    pipeline = None
+                # A request sent ahead could not see what applying the rounds before it changed
                 # locally (an ON DELETE CASCADE, say): the sync ends only once that is pushed too.
                 if last and not (pulled and self._collect(result.checkpoint, {}, rejected).payloads):
                     return
+        finally:
+            if pipeline is not None:
+                pipeline.close()
 
     def _pull_ahead(
         self, request: SyncManifest, response: SyncManifest, checkpoint: int, rejected: dict[str, set[str]]
@@ -490,6 +491,11 @@ class DatabaseEngine:
         if pull.payloads or pull.has_more:
             return None
         return following, pull
+
+    def _follow(self, checkpoint: int, response: SyncManifest) -> tuple[int, SyncManifest]:
+        """The pull after ``response`` while nothing local is pending (see :class:`PullPipeline`)."""
+        following = max(response.checkpoint, checkpoint)
+        return following, self._manifest(following, [], response.after_keys, False)
 
     def _collect(self, checkpoint: int, after_keys: dict[str, dict], rejected: dict[str, set[str]]) -> SyncManifest:
         """Pending local changes, in dependency order, within the budget."""
@@ -726,14 +732,6 @@ class DatabaseEngine:
             result.merge_reconciliation(outcome)
             result.add("deleted", label, list(outcome.to_delete))
         result.checkpoint = checkpoint
-
-
-class _Ahead(NamedTuple):
-    """The next round's checkpoint and request, sent while the current response is applied, and its answer."""
-
-    checkpoint: int
-    request: SyncManifest
-    answer: Future[SyncManifest]
 
 
 class _BrokenReferences(Exception):

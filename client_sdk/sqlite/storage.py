@@ -274,7 +274,7 @@ class SqliteSyncStorage:
         with self._tx.lock:
             if changelog.log_is_empty(self.connection):
                 return
-            with self._tx():
+            with self._tx.write():
                 changelog.fold(self.connection, self._fold_targets(changelog.read_registry(self.connection)))
 
     # ------------------------------------------------------------------ names
@@ -430,7 +430,7 @@ class SqliteSyncStorage:
     ) -> list[str]:
         model = self._model(label)
         t = model.tracked
-        with self._tx():
+        with self._tx.write():
             self._prepare()
             if not records:
                 return []
@@ -481,7 +481,7 @@ class SqliteSyncStorage:
     @_serialized
     def delete_many(self, label: str, deletes: dict[str, int], *, guard: bool = True) -> list[str]:
         t = self._model(label).tracked
-        with self._tx():
+        with self._tx.write():
             self._prepare()
             if not deletes:
                 return []
@@ -542,7 +542,7 @@ class SqliteSyncStorage:
     @_serialized
     def acknowledge(self, label: str, records: dict[str, int], deletes: dict[str, int]) -> None:
         t = self._model(label).tracked
-        with self._tx():
+        with self._tx.write():
             self._prepare()  # a write made since the push changes last_modified: it stays pending
             self.connection.executemany(
                 f"UPDATE {t.shadow} SET {S_PENDING} = 0 WHERE {S_KEY} = ? AND {S_LM} = ?", records.items()
@@ -554,7 +554,7 @@ class SqliteSyncStorage:
     @_serialized
     def mark_pending(self, label: str, keys: Iterable[str]) -> None:
         t = self._model(label).tracked
-        with self._tx():
+        with self._tx.write():
             self._prepare()
             self.connection.execute(f"UPDATE {t.shadow} SET {S_PENDING} = 1 WHERE {S_KEY} IN {IN_KEYS}", (_keys_json(keys),))
 
@@ -580,7 +580,7 @@ class SqliteSyncStorage:
 
     @_serialized
     def save_checkpoint(self, checkpoint: int, after_keys: dict[str, dict] | None = None) -> None:
-        with self._tx():
+        with self._tx.write():
             self.connection.executemany(
                 f"INSERT INTO {META} (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 [("checkpoint", checkpoint), ("after_keys", json.dumps(after_keys or {}))],
@@ -615,7 +615,7 @@ class SqliteSyncStorage:
                 raise InvalidParameterError("retention_seconds must be >= 0")
             where, params = '"stamp" < ?', (max(0, system_ms() - int(retention * 1000)) << 16,)
         purged = 0
-        with self._tx():
+        with self._tx.write():
             self._prepare()
             for model in self._models.values():
                 purged += self.connection.execute(f"DELETE FROM {model.tracked.tomb} WHERE {where}", params).rowcount

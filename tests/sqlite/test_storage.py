@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from client_sdk.engine.memory import MemoryStorage
 from client_sdk.engine.protocols import Cursor, DatabaseSyncStorage
-from client_sdk.errors import InvalidParameterError, RecordFieldError, UnknownModelError
+from client_sdk.errors import InvalidParameterError, RecordFieldError, SyncAbortedError, UnknownModelError
 from client_sdk.protocol.wire import SyncRecord
 from client_sdk.sqlite import SqliteSyncStorage
 
@@ -164,6 +164,28 @@ def test_transaction_commits_or_rolls_back_everything_and_nests(storage: SqliteS
                 storage.upsert_many(TASK, {"b": task("b", 10)})
                 raise RuntimeError
     assert list(storage.get_records(TASK, ["a", "b"])) == ["a"]
+
+
+def test_a_write_that_fails_halfway_is_never_committed(storage: SqliteSyncStorage) -> None:
+    good = SyncRecord({"id": "g", "name": "ok"}, {"id": 5, "name": 5})
+    bad = SyncRecord({"id": "b", "name": None}, {"id": 5, "name": 5})  # lists.name is NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        storage.upsert_many(LIST, {"g": good, "b": bad})  # on its own: its own transaction
+    assert storage.get_records(LIST, ["g", "b"]) == {}
+    # inside a transaction it takes no savepoint; a caller that swallows the failure cannot commit
+    with pytest.raises(SyncAbortedError):
+        with storage.transaction():
+            storage.save_checkpoint(7)
+            with pytest.raises(sqlite3.IntegrityError):
+                storage.upsert_many(LIST, {"g": good, "b": bad})
+    assert storage.get_records(LIST, ["g"]) == {} and storage.get_checkpoint() == 0
+    # a nested block left by the failure rolls back, and with it the half-done write; the rest commits
+    with storage.transaction():
+        storage.save_checkpoint(7)
+        with pytest.raises(sqlite3.IntegrityError):
+            with storage.transaction():
+                storage.upsert_many(LIST, {"g": good, "b": bad})
+    assert storage.get_records(LIST, ["g"]) == {} and storage.get_checkpoint() == 7
 
 
 def test_pages_applied_in_dependency_order_satisfy_foreign_keys(storage: SqliteSyncStorage, app: sqlite3.Connection) -> None:
