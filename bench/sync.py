@@ -68,15 +68,22 @@ MB = 1024 * 1024
 
 
 class Recorder:
-    """Keeps the request manifests (as dicts) of the rounds it carries, for the baselines."""
+    """Keeps the request manifests (as dicts) of the rounds it carries, for the baselines; a
+    ByteTransport like the HttpTransport it wraps, so the client pages exactly as it would without it."""
 
     def __init__(self, inner: HttpTransport) -> None:
         self.inner = inner
         self.requests: list[dict[str, Any]] = []
 
     def exchange(self, manifest: SyncManifest) -> SyncManifest:
+        return self.decode(self.send(manifest))
+
+    def send(self, manifest: SyncManifest) -> bytes:
         self.requests.append(manifest.to_dict())
-        return self.inner.exchange(manifest)
+        return self.inner.send(manifest)
+
+    def decode(self, body: bytes) -> SyncManifest:
+        return self.inner.decode(body)
 
 
 # ---------------------------------------------------------------- the server

@@ -443,15 +443,18 @@ class DatabaseEngine:
                     )
                 result.rounds += 1
                 self._phase(SyncPhase.COLLECTING)
-                pulled = pipeline is not None
-                if pipeline is None:
+                pulled = pipeline.next() if pipeline is not None else None
+                if pulled is not None:
+                    self._phase(SyncPhase.EXCHANGING)
+                    checkpoint, request, response = pulled
+                else:
+                    if pipeline is not None:
+                        pipeline.close()
+                        pipeline = None
                     checkpoint = self.storage.get_checkpoint()
                     request = self._collect(checkpoint, self.storage.get_after_keys(), rejected)
                     self._phase(SyncPhase.EXCHANGING)
                     response = self.transport.exchange(request)  # type: ignore[union-attr]
-                else:
-                    self._phase(SyncPhase.EXCHANGING)
-                    checkpoint, request, response = pipeline.next()
                 self._phase(SyncPhase.RECONCILING)
                 quiet = request.change_count == 0 and response.change_count == 0
                 last = quiet and not request.has_more and not response.has_more
@@ -459,7 +462,7 @@ class DatabaseEngine:
                     self._accept(response)
                     following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, rejected)
                     if following is not None:
-                        pipeline = PullPipeline(self.transport, self._follow, *following)  # type: ignore[arg-type]
+                        pipeline = PullPipeline(self.transport, self._pull, *following)  # type: ignore[arg-type]
                     self._apply_response(request, response, checkpoint, result, rejected)
                 result.checkpoint = max(response.checkpoint, checkpoint)
                 if pipeline is not None and settles(response):
@@ -467,7 +470,7 @@ class DatabaseEngine:
                     pipeline = None
                 # A request sent ahead could not see what applying the rounds before it changed
                 # locally (an ON DELETE CASCADE, say): the sync ends only once that is pushed too.
-                if last and not (pulled and self._collect(result.checkpoint, {}, rejected).payloads):
+                if last and not (pulled is not None and self._collect(result.checkpoint, {}, rejected).payloads):
                     return
         finally:
             if pipeline is not None:
@@ -492,10 +495,9 @@ class DatabaseEngine:
             return None
         return following, pull
 
-    def _follow(self, checkpoint: int, response: SyncManifest) -> tuple[int, SyncManifest]:
-        """The pull after ``response`` while nothing local is pending (see :class:`PullPipeline`)."""
-        following = max(response.checkpoint, checkpoint)
-        return following, self._manifest(following, [], response.after_keys, False)
+    def _pull(self, checkpoint: int, after_keys: dict[str, dict]) -> SyncManifest:
+        """A request that pushes nothing (see :class:`PullPipeline`)."""
+        return self._manifest(checkpoint, [], after_keys, False)
 
     def _collect(self, checkpoint: int, after_keys: dict[str, dict], rejected: dict[str, set[str]]) -> SyncManifest:
         """Pending local changes, in dependency order, within the budget."""

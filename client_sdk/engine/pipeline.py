@@ -6,11 +6,13 @@ import queue
 import threading
 from collections.abc import Callable
 
-from ..protocol.wire import SyncManifest
-from .protocols import Transport
+from ..protocol.sealed import preview_sealed
+from ..protocol.wire import JsonDict, SyncManifest
+from .protocols import ByteTransport, Transport
 
 Round = tuple[int, SyncManifest, SyncManifest]
 """(checkpoint the request was made from, request, response)."""
+_Answer = tuple[int, SyncManifest, SyncManifest | bytes] | BaseException | None
 
 
 def settles(response: SyncManifest) -> bool:
@@ -22,33 +24,39 @@ class PullPipeline:
     """Sends pull requests from a worker thread, each as soon as the answer before it arrived.
 
     A pull changes nothing on the server, and its request follows from the
-    previous answer alone (``follow``: the checkpoint carried forward and the
-    answer's cursors), so the server prepares page n+1 while the client applies
-    page n. At most one answer waits in the pipeline, so memory stays bounded
-    by a page or two. It stops after an answer that :func:`settles`; a failed
-    exchange ends it too, and :meth:`next` raises that failure in order.
+    previous answer alone (the checkpoint carried forward and the answer's
+    cursors; ``pull`` builds it), so the server prepares page n+1 while the
+    client applies page n. A :class:`ByteTransport` answer is only previewed
+    here (:func:`preview_sealed`) and decoded by :meth:`next`, on the sync's
+    own thread, so the worker mostly waits on the network. At most one answer
+    waits in the pipeline, so memory stays bounded by a page or two. It stops
+    after an answer that :func:`settles`; a failed exchange ends it too, and
+    :meth:`next` raises that failure in order.
     """
 
     def __init__(
-        self,
-        transport: Transport,
-        follow: Callable[[int, SyncManifest], tuple[int, SyncManifest]],
-        checkpoint: int,
+        self, transport: Transport, pull: Callable[[int, dict[str, JsonDict]], SyncManifest], checkpoint: int,
         request: SyncManifest,
     ) -> None:
         self._transport = transport
-        self._follow = follow
-        self._answers: queue.Queue[Round | BaseException] = queue.Queue(maxsize=1)
+        self._pull = pull
+        self._answers: queue.Queue[_Answer] = queue.Queue(1)
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._run, args=(checkpoint, request), name="sync-pull", daemon=True)
         self._worker.start()
 
-    def next(self) -> Round:
-        """The next round, in order; raises what ended the pipeline if that comes first."""
+    def next(self) -> Round | None:
+        """The next round, in order; None once the pipeline has ended (after an answer that settled,
+        as far as the worker could tell). Raises what ended the pipeline if that comes first."""
         answer = self._answers.get()
+        if answer is None:
+            return None
         if isinstance(answer, BaseException):
             raise answer
-        return answer
+        checkpoint, request, response = answer
+        if isinstance(response, bytes):
+            response = self._transport.decode(response)  # type: ignore[attr-defined]
+        return checkpoint, request, response
 
     def close(self) -> None:
         """Stop sending; wait for an exchange in flight (its answer is dropped)."""
@@ -58,15 +66,30 @@ class PullPipeline:
     def _run(self, checkpoint: int, request: SyncManifest) -> None:
         try:
             while not self._stopping.is_set():
-                response = self._transport.exchange(request)
-                self._hand_over((checkpoint, request, response))
-                if settles(response):
+                answer, following, after_keys, done = self._exchange(checkpoint, request)
+                self._hand_over((checkpoint, request, answer))
+                if done:
+                    self._hand_over(None)
                     return
-                checkpoint, request = self._follow(checkpoint, response)
+                checkpoint, request = following, self._pull(following, after_keys)
         except BaseException as exc:  # handed to the sync's own thread, which raises it
             self._hand_over(exc)
 
-    def _hand_over(self, answer: Round | BaseException) -> None:
+    def _exchange(self, checkpoint: int, request: SyncManifest) -> tuple[SyncManifest | bytes, int, dict, bool]:
+        """One answer (undecoded if the transport allows and its preview reads) and what follows it:
+        the next checkpoint, the cursors, and whether the answer settles the sync."""
+        if isinstance(self._transport, ByteTransport):
+            body = self._transport.send(request)
+            preview = preview_sealed(body)
+            if preview is not None:
+                done = preview.empty and not preview.has_more
+                return body, max(preview.checkpoint, checkpoint), preview.after_keys, done
+            response = self._transport.decode(body)
+        else:
+            response = self._transport.exchange(request)
+        return response, max(response.checkpoint, checkpoint), response.after_keys, settles(response)
+
+    def _hand_over(self, answer: _Answer) -> None:
         while not self._stopping.is_set():
             try:
                 self._answers.put(answer, timeout=0.05)

@@ -127,3 +127,16 @@ class Transport(Protocol):
     """Carries one round: the client's manifest out, the server's manifest back."""
 
     def exchange(self, manifest: SyncManifest) -> SyncManifest: ...
+
+
+@runtime_checkable
+class ByteTransport(Transport, Protocol):
+    """A transport that can also hand over an answer undecoded: ``exchange(m)`` is ``decode(send(m))``.
+
+    A client paging through a pull then requests the next page as soon as an
+    answer arrives, and decodes the answer on its own thread.
+    """
+
+    def send(self, manifest: SyncManifest) -> bytes: ...
+
+    def decode(self, body: bytes) -> SyncManifest: ...

@@ -182,30 +182,6 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_SEAL_END = b'],"'
-"""Where :meth:`SyncManifest.to_json` ends the canonical text: canonical JSON separates with ``", "``,
-and inside strings a quote is escaped, so these bytes first occur after the covered ``payloads`` list."""
-
-
-def parse_sealed(body: bytes) -> tuple[Any, str | None]:
-    """Decode a manifest body; also return the sha256 of its covered part if the body starts with it as
-    the canonical text its checksum was computed from (as :meth:`SyncManifest.to_json` writes), else None.
-
-    The body is then decoded as two objects, the covered keys and the rest, so
-    the digest is of exactly the text the covered values were decoded from.
-    """
-    end = body.find(_SEAL_END)
-    if end > 0 and body.startswith(b'{"checkpoint": '):
-        covered_text = body[: end + 1] + b"}"
-        covered, rest = parse_json(covered_text), parse_json(b"{" + body[end + 2 :])
-        if isinstance(covered, dict) and isinstance(rest, dict) and covered.keys() == set(CHECKSUM_KEYS) \
-                and rest.keys().isdisjoint(CHECKSUM_KEYS) and covered_text.isascii():
-            digest = hashlib.sha256(covered_text).hexdigest()
-            if digest == rest.get("checksum"):
-                return covered | rest, digest
-    return parse_json(body), None
-
-
 def checksum_of(body: JsonDict) -> str:
     """sha256 of the canonical JSON of the four covered keys (PROTOCOL.md section 4)."""
     return _sha256(_canonical_json({k: body.get(k) for k in CHECKSUM_KEYS}))
@@ -320,7 +296,7 @@ class SyncManifest:
         if len(set(labels)) != len(labels):
             duplicate = next(label for label in labels if labels.count(label) > 1)
             raise _manifest_error("payloads", "unique model labels", duplicate)
-        after_keys = _parse_after_keys(raw.get("after_keys", {}))
+        after_keys = parse_after_keys(raw.get("after_keys", {}))
         has_more = raw.get("has_more", False)
         if not isinstance(has_more, bool):
             raise _manifest_error("has_more", "a boolean", has_more)
@@ -341,7 +317,7 @@ class SyncManifest:
         )
 
 
-def _parse_after_keys(raw: object) -> dict[str, JsonDict]:
+def parse_after_keys(raw: object) -> dict[str, JsonDict]:
     if not isinstance(raw, dict):
         raise _manifest_error("after_keys", "an object", raw)
     cursors: dict[str, JsonDict] = {}

@@ -18,7 +18,8 @@ from ..errors import (
     RecordFieldError,
     SyncAbortedError,
 )
-from ..protocol.wire import SyncManifest, parse_sealed
+from ..protocol.sealed import parse_sealed
+from ..protocol.wire import SyncManifest
 
 INVALID_JSON = "Invalid JSON in request body"
 NOT_AN_OBJECT = "Request body must be a JSON object"

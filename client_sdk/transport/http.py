@@ -76,6 +76,10 @@ class HttpTransport:
 
     # -- Transport --
     def exchange(self, manifest: SyncManifest) -> SyncManifest:
+        return self.decode(self.send(manifest))
+
+    def send(self, manifest: SyncManifest) -> bytes:
+        """POST the manifest (retrying as configured); the 200 answer's body, inflated and bounded."""
         body = gzip_bytes(manifest.to_json().encode("ascii"))
         attempt = 0
         while True:
@@ -108,7 +112,7 @@ class HttpTransport:
         self.close()
 
     # -- one attempt --
-    def _round(self, body: bytes) -> SyncManifest:
+    def _round(self, body: bytes) -> bytes:
         self.bytes_sent += len(body)
         try:
             with self._client.stream("POST", self.url, content=body) as response:
@@ -122,7 +126,11 @@ class HttpTransport:
             raise refused(status, *_error_parts(payload))
         if status != 200:
             raise InvalidResponseError(f"unexpected HTTP {status} from the sync URL", status=status)
-        return read_response_body(payload)
+        return payload
+
+    def decode(self, body: bytes) -> SyncManifest:
+        """The manifest of a 200 body, validated and its checksum verified."""
+        return read_response_body(body)
 
     def _read_body(self, response: httpx.Response) -> bytes:
         """The body, bounded as received and once inflated (a gzip bomb is refused, not inflated)."""

@@ -35,6 +35,10 @@ class InProcessTransport:
         self.server = server
 
     def exchange(self, manifest: SyncManifest) -> SyncManifest:
+        return self.decode(self.send(manifest))
+
+    def send(self, manifest: SyncManifest) -> bytes:
+        """The server's answer to ``manifest`` as the bytes of its JSON."""
         request = json.loads(manifest.to_json())
         try:
             incoming = SyncManifest.from_dict(request)
@@ -48,7 +52,11 @@ class InProcessTransport:
             if not is_refusal(exc):
                 raise
             raise refused(409, SYNC_ABORTED, abort_reason(exc), str(exc)) from exc
-        return read_response_body(response_json(response, result).encode("ascii"))
+        return response_json(response, result).encode("ascii")
+
+    def decode(self, body: bytes) -> SyncManifest:
+        """The manifest of an answer, validated and its checksum verified."""
+        return read_response_body(body)
 
     def close(self) -> None:
         """Nothing to release; present so every transport can be closed alike."""

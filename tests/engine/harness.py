@@ -30,15 +30,22 @@ class Wall:
 
 @dataclass
 class Recorder:
-    """Wraps a transport and keeps every request and response that crossed it."""
+    """Wraps an in-process transport and keeps every request and response that crossed it."""
 
     inner: object
     requests: list[SyncManifest] = field(default_factory=list)
     responses: list[SyncManifest] = field(default_factory=list)
 
     def exchange(self, manifest: SyncManifest) -> SyncManifest:
+        return self.decode(self.send(manifest))
+
+    # a ByteTransport like the InProcessTransport it wraps: pulls are pipelined as without it
+    def send(self, manifest: SyncManifest) -> bytes:
         self.requests.append(manifest)
-        response = self.inner.exchange(manifest)  # type: ignore[attr-defined]
+        return self.inner.send(manifest)  # type: ignore[attr-defined]
+
+    def decode(self, body: bytes) -> SyncManifest:
+        response = self.inner.decode(body)  # type: ignore[attr-defined]
         self.responses.append(response)
         return response
 

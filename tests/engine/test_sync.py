@@ -117,13 +117,13 @@ class WriteDuringExchange(Recorder):
         super().__init__(inner)
         self.pending_write = (node_storage, label, key, values)
 
-    def exchange(self, manifest):
-        response = super().exchange(manifest)
+    def send(self, manifest):
+        body = super().send(manifest)
         if self.pending_write:
             storage, label, key, values = self.pending_write
             self.pending_write = None
             storage.write(label, key, values)
-        return response
+        return body
 
 
 def test_a_write_made_during_a_round_is_never_skipped() -> None:

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from client_sdk import ManifestChecksumError, ModelPayload, SyncManifest, SyncRecord
-from client_sdk.protocol.wire import checksum_of, parse_sealed
+from client_sdk.protocol.sealed import Preview, parse_sealed, preview_sealed
+from client_sdk.protocol.wire import checksum_of
 from client_sdk.transport.binding import read_response_body
 
 
@@ -61,3 +62,22 @@ def test_a_covered_key_repeated_after_the_sealed_text_is_not_trusted() -> None:
     assert parse_sealed(body)[1] is None
     with pytest.raises(ManifestChecksumError):
         read_response_body(body)
+
+
+def test_the_preview_of_a_sealed_answer_is_what_the_next_pull_needs() -> None:
+    manifest = sealed()
+    assert preview_sealed(body_of(manifest, ok=True, errors=[], skipped=0)) == Preview(
+        checkpoint=42, after_keys={"todo.Task": {"key": "k2", "timestamp": 7}}, has_more=True, empty=False
+    )
+    caught_up = SyncManifest("server", checkpoint=99, node_time=1).seal()
+    assert preview_sealed(body_of(caught_up)) == Preview(checkpoint=99, after_keys={}, has_more=False, empty=True)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"checkpoint":42,"payloads":[],"has_more":false}',  # another layout
+    b'{"checkpoint": 42, "node_id": "s", "payloads": [],"has_more": "yes"}',
+    b'{"checkpoint": 42, "node_id": "s", "payloads": [],"after_keys": {"m": {"key": 1}}, "has_more": true}',
+    b'{"checkpoint": 42, "node_id": "s", "payloads": [],"has_more": tru',
+])
+def test_no_preview_of_anything_else(body: bytes) -> None:
+    assert preview_sealed(body) is None
