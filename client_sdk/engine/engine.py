@@ -16,10 +16,10 @@ Two deliberate departures from the existing implementation (PROTOCOL.md 14):
   put and per-model cursors carry the position, so every row and tombstone
   is delivered exactly once.
 
-While the client pages through a large pull, it sends the next pull (from
-a worker thread) as soon as the current answer is accepted, and applies the
-answer meanwhile: the server reads page n+1 while the client writes page n.
-The transport is never used by two threads at once.
+While the client pages through a large pull, a worker thread sends each
+pull as soon as the answer before it arrives (``pipeline.py``), so the server
+reads page n+1 while the client writes page n; answers are still accepted
+and applied one round at a time, in order, on the sync's own thread.
 """
 
 from __future__ import annotations
