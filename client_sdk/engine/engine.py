@@ -179,25 +179,7 @@ class DatabaseEngine:
         known = self._fields(payload.model_label)
         if _all_storable(payload.records, self.identity_field, known):
             return {}
-        problems: dict[str, str] = {}
-        for key, record in payload.records.items():
-            identity = record.data.get(self.identity_field, key)
-            if identity != key:
-                problems[key] = f"{self.identity_field} {identity!r} does not match the record key"
-                continue
-            if record.is_ghost:
-                problems[key] = "record has no timestamps (ghost record)"
-                continue
-            oversized = [name for name, value in record.data.items() if _out_of_range(value)]
-            if oversized:
-                problems[key] = f"integer out of the 64-bit range in field(s) {', '.join(sorted(oversized)[:5])}"
-                continue
-            if known is not None:
-                unknown = (set(record.data) | set(record.timestamps)) - known - META_FIELDS
-                if unknown:
-                    names = ", ".join(sorted(repr(name)[:40] for name in unknown)[:5])
-                    problems[key] = f"unknown field(s) for {payload.model_label}: {names}"
-        return problems
+        return _record_problems(payload, self.identity_field, known)
 
     def _fields(self, label: str) -> frozenset[str] | None:
         fields = getattr(self.storage, "fields", None)
@@ -765,8 +747,31 @@ _STORAGE_METHODS = (
 )
 
 
+def _record_problems(payload: ModelPayload, identity_field: str, known: frozenset[str] | None) -> dict[str, str]:
+    """Record by record: key -> why this node cannot store it as sent."""
+    problems: dict[str, str] = {}
+    for key, record in payload.records.items():
+        identity = record.data.get(identity_field, key)
+        if identity != key:
+            problems[key] = f"{identity_field} {identity!r} does not match the record key"
+            continue
+        if record.is_ghost:
+            problems[key] = "record has no timestamps (ghost record)"
+            continue
+        oversized = [name for name, value in record.data.items() if _out_of_range(value)]
+        if oversized:
+            problems[key] = f"integer out of the 64-bit range in field(s) {', '.join(sorted(oversized)[:5])}"
+            continue
+        if known is not None:
+            unknown = (set(record.data) | set(record.timestamps)) - known - META_FIELDS
+            if unknown:
+                names = ", ".join(sorted(repr(name)[:40] for name in unknown)[:5])
+                problems[key] = f"unknown field(s) for {payload.model_label}: {names}"
+    return problems
+
+
 def _all_storable(records: dict[str, SyncRecord], identity_field: str, known: frozenset[str] | None) -> bool:
-    """Whether ``_invalid_records`` would find nothing: the same checks, made for a whole payload at once.
+    """Whether :func:`_record_problems` would find nothing: the same checks, made for a whole payload at once.
     False only means "look record by record"."""
     datas = [record.data for record in records.values()]
     stamps = [record.timestamps for record in records.values()]
