@@ -9,6 +9,7 @@ from collections import Counter
 from client_sdk import SyncManifest
 from client_sdk.errors import InvalidResponseError, RetryExhaustedError
 from client_sdk.transport.binding import read_response
+from tests.reliability.swarm import Swarm
 
 FAULTS = ("drop_request", "drop_response", "timeout", "server_error", "truncate", "corrupt")
 
@@ -53,3 +54,17 @@ class FaultyTransport:
         except ValueError as exc:
             raise InvalidResponseError(f"injected fault: {fault}: response is not JSON") from exc
         return read_response(raw)
+
+
+def converge_through_faults(swarm: Swarm, links: list[FaultyTransport], rounds: int = 1000) -> Counter[str]:
+    """Run the swarm until its devices made ``rounds`` rounds over faulty ``links``, heal the network,
+    then settle and check convergence; every kind of fault must have struck, 200 times at least."""
+    while sum(link.rounds for link in links) < rounds:
+        swarm.step()
+    for link in links:
+        link.rate = 0.0
+    swarm.settle()
+    swarm.check()
+    injected = sum((link.injected for link in links), start=Counter())
+    assert set(injected) == set(FAULTS) and sum(injected.values()) >= 200
+    return injected

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections import Counter
 from pathlib import Path
 
 from client_sdk import SyncError
-from tests.reliability.faults import FAULTS, FaultyTransport
+from tests.reliability.faults import FaultyTransport, converge_through_faults
 from tests.reliability.swarm import Swarm
 from tests.reliability.world import ServerView, SqliteDevice, running_server
 
@@ -32,14 +31,7 @@ def test_the_swarm_converges_through_a_30_percent_fault_rate(tmp_path: Path) -> 
     with running_server(tmp_path) as url:
         devices = [FlakyDevice(tmp_path, f"device-{i}", url, rng) for i in range(4)]
         swarm = Swarm(2025, devices, ServerView(tmp_path))  # type: ignore[arg-type]
-        while sum(device.transport.rounds for device in devices) < 1000:
-            swarm.step()
-        for device in devices:
-            device.transport.rate = 0.0  # the network heals
-        swarm.settle()
-        swarm.check()
-        injected = sum((device.transport.injected for device in devices), start=Counter())
-        assert set(injected) == set(FAULTS) and sum(injected.values()) >= 200
+        converge_through_faults(swarm, [device.transport for device in devices])
         for device in devices:
             lock = device.client.storage.lock()
             lock.acquire()  # no sync left its lock behind

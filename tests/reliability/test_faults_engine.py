@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 from client_sdk import SyncError
 from tests.engine.harness import Wall, make_server
-from tests.reliability.faults import FAULTS, FaultyTransport
+from tests.reliability.faults import FaultyTransport, converge_through_faults
 from tests.reliability.swarm import Swarm
 from tests.reliability.test_swarm_engine import MemoryDevice, MemoryServer
 
@@ -34,12 +33,5 @@ def test_swarm_converges_through_a_30_percent_fault_rate() -> None:
     server = make_server(wall)
     devices = [FlakyDevice(server, f"d{i}", wall, rng) for i in range(4)]
     swarm = Swarm(99, devices, MemoryServer(server))  # type: ignore[arg-type]
-    while sum(d.faults.rounds for d in devices) < 1000:
-        swarm.step()
-    for device in devices:
-        device.faults.rate = 0.0  # the network heals
-    swarm.settle()
-    swarm.check()
-    injected = sum((d.faults.injected for d in devices), start=Counter())
-    assert set(injected) == set(FAULTS) and sum(injected.values()) >= 200
+    converge_through_faults(swarm, [device.faults for device in devices])
     assert sum(d.failed for d in devices) > 0
