@@ -82,8 +82,7 @@ class PullPipeline:
             body = self._transport.send(request)
             preview = preview_sealed(body)
             if preview is not None:
-                done = preview.empty and not preview.has_more
-                return body, max(preview.checkpoint, checkpoint), preview.after_keys, done
+                return body, max(preview.checkpoint, checkpoint), preview.after_keys, preview.settles
             response = self._transport.decode(body)
         else:
             response = self._transport.exchange(request)

@@ -58,6 +58,11 @@ class Preview:
     empty: bool
     """No payloads."""
 
+    @property
+    def settles(self) -> bool:
+        """Nothing in this answer and nothing more to come (as the decoded answer would tell)."""
+        return self.empty and not self.has_more
+
 
 def preview_sealed(body: bytes) -> Preview | None:
     """The :class:`Preview` of a sealed body; None for any other layout or anything malformed."""
