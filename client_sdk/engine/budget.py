@@ -49,9 +49,18 @@ class Budget:
         self.bytes += size
         return True
 
+    def take_record(self, record: SyncRecord) -> bool:
+        """:meth:`take` for a record, measured only if there is a byte limit."""
+        return self.take(0 if self.bytes_max is None else record_size(record))
+
     def take_all(self, records: Iterable[SyncRecord]) -> bool:
-        """Reserve room for all of ``records`` if they fit together, else reserve nothing."""
-        count, size = records_size(records)
+        """Reserve room for all of ``records`` if they fit together, else reserve nothing.
+        Without a byte limit, records are counted, not measured."""
+        if self.bytes_max is None:
+            records = list(records)
+            count, size = len(records), 0
+        else:
+            count, size = records_size(records)
         if self.records_max is not None and self.records + count > self.records_max:
             return False
         if self.bytes_max is not None and self.bytes + size > self.bytes_max:

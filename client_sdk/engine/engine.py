@@ -193,17 +193,27 @@ class DatabaseEngine:
         A change that would leave a FOREIGN KEY pointing at nothing (a child of a
         parent deleted meanwhile, or the delete of a parent that still has children)
         is refused per key: the round is rolled back and answered again without it.
+
+        The answer is first assembled counting records only, and kept if its
+        whole sealed text fits ``batch_bytes`` (then its records do too). Only
+        a page that does not is assembled again measuring each record: sizing
+        every record costs as much as encoding the page a second time.
         """
         refused: dict[tuple[str, str], str] = {}
+        bytes_max: int | None = None
         while True:
             try:
-                return self._process(incoming, refused)
+                return self._process(incoming, refused, bytes_max)
             except _BrokenReferences as broken:
                 if broken.keys.keys() <= refused.keys():
                     raise SyncAbortedError(f"foreign keys stay broken after refusing {len(refused)} change(s)") from None
                 refused.update(broken.keys)
+            except _Oversized:
+                bytes_max = self.batch_bytes
 
-    def _process(self, incoming: SyncManifest, refused: dict[tuple[str, str], str]) -> tuple[SyncManifest, DatabaseResult]:
+    def _process(
+        self, incoming: SyncManifest, refused: dict[tuple[str, str], str], bytes_max: int | None
+    ) -> tuple[SyncManifest, DatabaseResult]:
         result = DatabaseResult()
         for (label, key), message in refused.items():
             result.errors.append({"key": key, "model_label": label, "message": message})
@@ -219,7 +229,7 @@ class DatabaseEngine:
             # A round that brings nothing stores nothing: it needs no new stamp, and taking one would
             # write to the database on every idle poll.
             now = self.clock.now() if incoming.change_count else self.clock.last
-            budget = Budget(self.batch_size, self.batch_bytes)
+            budget = Budget(self.batch_size, bytes_max)
             served = [self._serve_records(label, incoming, budget, now, result, refused) for label in self._order]
             has_more = any(model.cut for model in served)
             payloads: list[ModelPayload] = []
@@ -234,9 +244,11 @@ class DatabaseEngine:
             checkpoint = self._response_checkpoint(incoming, payloads, has_more, activity, now)
             if incoming.change_count:
                 self._check_references(incoming)
+            response = self._manifest(checkpoint, payloads, after_keys, has_more)
+            if bytes_max is None and self.batch_bytes is not None and response.covered_size > self.batch_bytes:
+                raise _Oversized
         result.checkpoint = checkpoint
         result.rounds = 1
-        response = self._manifest(checkpoint, payloads, after_keys, has_more)
         response.errors = list(result.errors)
         if self.on_complete is not None:
             self._report(SyncStage.CALLBACK, 0, 1)
@@ -284,7 +296,7 @@ class DatabaseEngine:
             else:
                 for key, record in rows:
                     if key not in model.sent_keys:
-                        if not budget.take(record_size(record)):
+                        if not budget.take_record(record):
                             model.cut = True
                             return model
                         model.records[key] = record
@@ -342,7 +354,7 @@ class DatabaseEngine:
         answers = dict(outcome.response_records)
         answers.update(self.storage.get_records(label, stale))
         for key, record in answers.items():
-            budget.take(record_size(record))
+            budget.take_record(record)
             model.records[key] = record
         model.stale_deletes = {key: stamp for key, stamp in self.storage.get_tombstones(label, stale).items()
                                if key not in answers}
@@ -504,7 +516,7 @@ class DatabaseEngine:
                     position = Cursor(record.last_modified, key)
                     if key in skip:
                         continue
-                    if not budget.take(record_size(record)):
+                    if not budget.take_record(record):
                         has_more = True
                         break
                     records[key] = SyncRecord(record.user_data(), record.timestamps)
@@ -724,6 +736,10 @@ class _BrokenReferences(Exception):
     def __init__(self, keys: dict[tuple[str, str], str]) -> None:
         super().__init__(f"{len(keys)} change(s) break foreign keys")
         self.keys = keys
+
+
+class _Oversized(Exception):
+    """Internal: an answer assembled by record count is over ``batch_bytes``; assemble it again measuring records."""
 
 
 class _ServedModel:

@@ -234,6 +234,14 @@ class SyncManifest:
         self.checksum = self._wire_checksum = _sha256(self._sealed_json)
         return self
 
+    @property
+    def covered_size(self) -> int:
+        """Length of the canonical text of the covered keys (what the checksum hashes): the records
+        take less than this on the wire, compact or not."""
+        if self._sealed_json is None:
+            return len(_canonical_json(self._checksum_body()))
+        return len(self._sealed_json)
+
     def verify_checksum(self) -> None:
         """Raise :class:`ManifestChecksumError` unless the checksum matches the content as received."""
         expected = self._wire_checksum or self.compute_checksum()

@@ -11,8 +11,8 @@ import zlib
 
 from ..errors import DecompressionLimitError, InvalidParameterError
 
-GZIP_LEVEL = 5
-"""Within a few percent of level 9 on sync JSON, at a fraction of the CPU."""
+GZIP_LEVEL = 3
+"""On sync JSON: half the CPU of level 5 for 10% more bytes (the last fast level; 4 costs what 5 does)."""
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 

@@ -15,6 +15,7 @@ from client_sdk import (
     SyncStage,
     TransportRequiredError,
 )
+from client_sdk.engine.budget import record_size
 from tests.engine.harness import LIST, TASK, Recorder, Wall, make_client, make_server, new_key
 
 
@@ -87,6 +88,28 @@ def test_paging_delivers_every_record_exactly_once_both_ways(count: int, batch: 
         assert result.rounds == 1
         assert node.transport.requests[0].change_count == 0  # type: ignore[attr-defined]
         assert node.transport.responses[0].change_count == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("batch_bytes", [300, 2_000, 50_000])
+def test_pages_are_cut_by_bytes_and_deliver_every_record_exactly_once(batch_bytes: int) -> None:
+    server = make_server(batch_size=None, batch_bytes=batch_bytes)
+    writer = make_client(server, "writer", batch_size=None, batch_bytes=batch_bytes, max_rounds=1000)
+    names = {new_key(): "n" * (length * 37 % 400) for length in range(300)}
+    for key, name in names.items():
+        writer.storage.write(LIST, key, {"name": name})
+    writer.sync()
+    reader = make_client(server, "reader", batch_size=None, batch_bytes=batch_bytes, max_rounds=1000)
+    reader.sync()
+
+    for node, direction in ((writer, "push"), (reader, "pull")):
+        manifests = node.transport.requests if direction == "push" else node.transport.responses  # type: ignore[attr-defined]
+        pages = [list(m.payload(LIST).records.values()) for m in manifests if m.payload(LIST) and m.payload(LIST).records]
+        assert len(pages) > 1 or batch_bytes == 50_000
+        for page in pages:
+            assert len(page) == 1 or sum(map(record_size, page)) <= batch_bytes
+        seen = node.transport.counts(direction, LIST)  # type: ignore[attr-defined]
+        assert set(seen) == set(names) and set(seen.values()) == {1}
+    assert rows(reader, LIST) == rows(writer, LIST) == rows(server, LIST)
 
 
 def test_paging_tombstones_are_delivered_exactly_once() -> None:
