@@ -93,33 +93,33 @@ class _Model:
         )
 
     @cached_property
-    def _converted(self) -> tuple[tuple[str, ColumnKind], ...]:
-        """Columns whose values need :func:`to_json` even when no value is bytes."""
-        return tuple((name, kind) for name, kind in self.kinds.items() if kind is not ColumnKind.PLAIN)
+    def _converted(self) -> tuple[tuple[int, ColumnKind], ...]:
+        """(index, kind) of the columns whose values need :func:`to_json` even when no value is bytes."""
+        return tuple((index, column.kind) for index, column in enumerate(self.schema.columns) if column.kind is not ColumnKind.PLAIN)
 
     def records(self, rows: list[tuple[Any, ...]]) -> list[tuple[str, SyncRecord]]:
         """Rows of :attr:`select` as (key, record), in order.
 
-        Values are mapped per column kind; a page with no bytes in it (the usual
-        case) converts only the non-plain columns instead of every value.
+        Built column by column with C-level passes (this runs for every row
+        served); values are mapped per column kind, and a page with no bytes in
+        it (the usual case) converts only the non-plain columns.
         """
-        fields = self.tracked.fields
-        n = len(fields)
+        if not rows:
+            return []
+        n = len(self.tracked.fields)
         names = [column.name for column in self.schema.columns]
         converted = self._converted
-        if any(bytes in set(map(type, row)) for row in rows):
-            converted = tuple(self.kinds.items())
-        records = []
-        for row in rows:
-            data = dict(zip(names, row[2 + n :]))
-            for name, kind in converted:
-                data[name] = to_json(kind, data[name])
-            stamps = row[2 : 2 + n]
-            timestamps = dict(zip(fields, stamps))
-            if None in stamps:
-                timestamps = {name: stamp for name, stamp in timestamps.items() if stamp is not None}
-            records.append((row[0], SyncRecord(data=data, timestamps=timestamps, received_at=row[1])))
-        return records
+        if bytes in set(map(type, chain.from_iterable(rows))):
+            converted = tuple(enumerate(column.kind for column in self.schema.columns))
+        columns = list(zip(*map(itemgetter(slice(2 + n, None)), rows)))
+        for index, kind in converted:
+            columns[index] = tuple(map(to_json, repeat(kind), columns[index]))
+        datas = map(dict, map(zip, repeat(names), zip(*columns)))
+        stamps = list(map(itemgetter(slice(2, 2 + n)), rows))
+        timestamps = list(map(dict, map(zip, repeat(self.tracked.fields), stamps)))
+        if None in set(chain.from_iterable(stamps)):  # fields with no stamp are left out of the map
+            timestamps = [{name: stamp for name, stamp in m.items() if stamp is not None} for m in timestamps]
+        return list(zip(map(itemgetter(0), rows), map(SyncRecord, datas, timestamps, map(itemgetter(1), rows))))
 
 
 class SqliteSyncStorage:
