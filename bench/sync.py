@@ -1,6 +1,6 @@
 """Sync throughput against a real ``server_stub`` on loopback, each phase as a ratio to a baseline of the same run.
 
-    .venv/bin/python bench/sync.py [--rows 100000] [--edits 1000] [--repeat 3]
+    .venv/bin/python bench/sync.py [--rows 100000] [--edits 1000] [--repeat 5]
 
 Phases (the client is DatabaseEngine + SqliteSyncStorage(role="client") +
 HttpTransport, in a child process of its own so its peak RSS is its own):
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="tasks on the server (default 100000)")
     parser.add_argument("--edits", type=int, default=1_000, help="rows edited before the incremental sync")
     parser.add_argument("--noops", type=int, default=50, help="no-op syncs to take the median of")
-    parser.add_argument("--repeat", type=int, default=3, help="initial syncs (each to a fresh client) to take the median of")
+    parser.add_argument("--repeat", type=int, default=5, help="initial syncs (each to a fresh client) to take the median of")
     parser.add_argument("--batch-size", type=int, default=None, help="server page size (default: server_stub's)")
     args = parser.parse_args(argv)
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from itertools import chain, repeat
+from operator import attrgetter
 from typing import Any
 
 from ..errors import ManifestChecksumError, ManifestFieldError, RecordFieldError
@@ -108,8 +109,9 @@ class ModelPayload:
 
     def max_stamp(self) -> int:
         """The largest stamp this payload carries (record last_modified or tombstone)."""
-        stamps = chain.from_iterable(record.timestamps.values() for record in self.records.values())
-        received = max((record.received_at for record in self.records.values()), default=0)
+        records = self.records.values()
+        stamps = chain.from_iterable(map(dict.values, map(attrgetter("timestamps"), records)))
+        received = max(map(attrgetter("received_at"), records), default=0)
         return max(max(stamps, default=0), received, max(self.deletes.values(), default=0))
 
     def to_dict(self) -> JsonDict:

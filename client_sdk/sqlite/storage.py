@@ -474,7 +474,8 @@ class SqliteSyncStorage:
             f"VALUES ({marks}, 0)",
             shadow_rows,
         )
-        self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
+        if self.connection.execute(f"SELECT EXISTS (SELECT 1 FROM {t.tomb})").fetchone()[0]:  # none on a first sync
+            self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
         self.connection.execute(f'DELETE FROM {APPLYING} WHERE "tbl" = ?', (t.id,))
         changelog.write_clock(self.connection, max(row[1] for row in shadow_rows))
 
