@@ -306,7 +306,9 @@ class DatabaseEngine:
                 position = model.position = Cursor(record.last_modified, key)
             if len(rows) < limit:
                 return model
-        model.cut = bool(self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=1))
+        # Is anything left to send? Not the rows the client sent: one more row than those is enough to tell.
+        left = self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=len(model.sent_keys) + 1)
+        model.cut = any(key not in model.sent_keys for key, _record in left)
         return model
 
     def _apply_incoming(

@@ -363,3 +363,29 @@ def test_a_row_merged_mid_sync_and_pushed_next_round_keeps_both_edits() -> None:
     a.sync()
     expected = {"id": "t0", "title": "renamed", "done": True}
     assert rows(a, LIST)["t0"] == rows(b, LIST)["t0"] == rows(server, LIST)["t0"] == expected
+
+
+def test_answers_that_fill_the_page_exactly_end_the_round() -> None:
+    """B's edits lose to A's newer ones, and the server's answers to them fill its page exactly:
+    nothing else is left to send, so the round says so (no has_more, no second copy of the answers)."""
+    a_wall, b_wall = Wall(), Wall()
+    server = make_server(a_wall, batch_size=2)
+    a, b = make_client(server, "a", a_wall, batch_size=2), make_client(server, "b", b_wall, batch_size=2)
+    keys = [new_key(), new_key()]
+    for key in keys:
+        a.storage.write(LIST, key, {"name": "v1"})
+    a.sync()
+    b.sync()
+    b_wall.advance(10)
+    for key in keys:
+        b.storage.write(LIST, key, {"name": "b's older edit"})
+    a_wall.advance(1000)
+    for key in keys:
+        a.storage.write(LIST, key, {"name": "a's newer edit"})
+    a.sync()
+    b.transport.reset()  # type: ignore[attr-defined]
+    b.sync()
+    first = b.transport.responses[0]  # type: ignore[attr-defined]
+    assert set(first.payload(LIST).records) == set(keys) and not first.has_more
+    assert set(b.transport.counts("pull", LIST).values()) == {1}  # type: ignore[attr-defined]
+    assert rows(b, LIST) == rows(a, LIST) == rows(server, LIST)
