@@ -23,6 +23,17 @@ def rows(node: DatabaseEngine, label: str = TASK) -> dict[str, dict]:
     return node.storage.rows(label)  # type: ignore[attr-defined]
 
 
+def two_nodes_sharing_a_row(wall: Wall) -> tuple[DatabaseEngine, DatabaseEngine, DatabaseEngine, str]:
+    """A server and nodes a and b on one wall clock, both holding one list row that a wrote."""
+    server = make_server(wall)
+    a, b = make_client(server, "a", wall), make_client(server, "b", wall)
+    key = new_key()
+    a.storage.write(LIST, key, {"name": "v1"})
+    a.sync()
+    b.sync()
+    return server, a, b, key
+
+
 def test_three_nodes_converge_field_by_field() -> None:
     wall = Wall()
     server = make_server(wall)
@@ -49,12 +60,7 @@ def test_three_nodes_converge_field_by_field() -> None:
 
 def test_concurrent_edits_of_one_field_keep_the_later_write() -> None:
     wall = Wall()
-    server = make_server(wall)
-    a, b = make_client(server, "a", wall), make_client(server, "b", wall)
-    key = new_key()
-    a.storage.write(LIST, key, {"name": "one"})
-    a.sync()
-    b.sync()
+    server, a, b, key = two_nodes_sharing_a_row(wall)
     a.storage.write(LIST, key, {"name": "from a"})
     wall.advance(5)
     b.storage.write(LIST, key, {"name": "from b"})
@@ -302,12 +308,7 @@ def test_constructor_arguments_are_validated(options: dict) -> None:
 
 def test_a_push_the_server_overrode_is_in_the_clients_conflict_log() -> None:
     wall = Wall()
-    server = make_server(wall)
-    a, b = make_client(server, "a", wall), make_client(server, "b", wall)
-    key = new_key()
-    a.storage.write(LIST, key, {"name": "v1"})
-    a.sync()
-    b.sync()
+    server, a, b, key = two_nodes_sharing_a_row(wall)
     b.storage.write(LIST, key, {"name": "b's older edit"})
     wall.advance(10)
     a.storage.write(LIST, key, {"name": "a's newer edit"})
@@ -323,12 +324,7 @@ def test_a_push_the_server_overrode_is_in_the_clients_conflict_log() -> None:
 @pytest.mark.parametrize("edit_after_delete", [False, True])
 def test_delete_against_a_concurrent_edit_is_last_writer_wins(edit_after_delete: bool) -> None:
     wall = Wall()
-    server = make_server(wall)
-    a, b = make_client(server, "a", wall), make_client(server, "b", wall)
-    key = new_key()
-    a.storage.write(LIST, key, {"name": "v1"})
-    a.sync()
-    b.sync()
+    server, a, b, key = two_nodes_sharing_a_row(wall)
     wall.advance(10)
     if not edit_after_delete:
         b.storage.write(LIST, key, {"name": "edited before the delete"})
