@@ -240,9 +240,7 @@ class SyncManifest:
     def covered_size(self) -> int:
         """Length of the canonical text of the covered keys (what the checksum hashes): the records
         take less than this on the wire, compact or not."""
-        if self._sealed_json is None:
-            return len(_canonical_json(self._checksum_body()))
-        return len(self._sealed_json)
+        return len(self._sealed_json or _canonical_json(self._checksum_body()))
 
     def verify_checksum(self) -> None:
         """Raise :class:`ManifestChecksumError` unless the checksum matches the content as received."""
