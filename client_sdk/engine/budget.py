@@ -21,6 +21,7 @@ def records_size(records: Iterable[SyncRecord]) -> tuple[int, int]:
     dicts = [record.to_dict() for record in records]
     return len(dicts), len(_encode(dicts)) - 1 - len(dicts)  # less the brackets and commas
 
+
 class Budget:
     """Shared across models; the first record always fits."""
 

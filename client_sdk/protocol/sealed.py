@@ -77,5 +77,5 @@ def preview_sealed(body: bytes) -> Preview | None:
         after_keys = parse_after_keys(rest.get("after_keys", {}))
     except (ValueError, RecursionError, ManifestFieldError):
         return None
-    empty = body[: end + 1].endswith(b'"payloads": []')
+    empty = body.endswith(b'"payloads": []', 0, end + 1)
     return Preview(int(checkpoint.group(1)), after_keys, rest["has_more"], empty)

@@ -107,14 +107,13 @@ class _Model:
         if not rows:
             return []
         n = len(self.tracked.fields)
-        names = [column.name for column in self.schema.columns]
         converted = self._converted
         if bytes in set(map(type, chain.from_iterable(rows))):
             converted = tuple(enumerate(column.kind for column in self.schema.columns))
         columns = list(zip(*map(itemgetter(slice(2 + n, None)), rows)))
         for index, kind in converted:
             columns[index] = tuple(map(to_json, repeat(kind), columns[index]))
-        datas = map(dict, map(zip, repeat(names), zip(*columns)))
+        datas = map(dict, map(zip, repeat(self.schema.fields), zip(*columns)))
         stamps = list(map(itemgetter(slice(2, 2 + n)), rows))
         timestamps = list(map(dict, map(zip, repeat(self.tracked.fields), stamps)))
         if None in set(chain.from_iterable(stamps)):  # fields with no stamp are left out of the map
