@@ -24,8 +24,9 @@ and applied one round at a time, in order, on the sync's own thread.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from itertools import chain, repeat
 from typing import Any
 
@@ -50,6 +51,11 @@ from .results import DatabaseResult, SyncPhase, SyncStage
 MiB = 1024 * 1024
 READ_CHUNK = 1000
 """Rows fetched per storage call while filling a byte-only budget."""
+COMMIT_INTERVAL = 0.25
+"""Seconds one write transaction may span consecutive pulled rounds. Each commit writes every
+page it dirtied, and a page of rows at random keys dirties leaves all over the tables: committing
+a few pages at once writes far less. Each round stays atomic (its checkpoint commits with its
+rows); other writers wait at most this long more, and a crash loses at most this much work."""
 
 PhaseCallback = Callable[[SyncPhase], None]
 ProgressCallback = Callable[[SyncStage, int, int], None]
@@ -430,44 +436,52 @@ class DatabaseEngine:
     def _rounds(self, result: DatabaseResult) -> None:
         rejected: dict[str, set[str]] = {}
         pipeline: PullPipeline | None = None
+        opened: float | None = None  # when the transaction ``held`` began, while it is open
         try:
-            while True:
-                if result.rounds >= self.max_rounds:
-                    raise SyncAbortedError(
-                        f"sync did not settle after {self.max_rounds} rounds; the server keeps sending changes "
-                        "(raise max_rounds if this is a very large initial sync)"
-                    )
-                result.rounds += 1
-                self._phase(SyncPhase.COLLECTING)
-                pulled = pipeline.next() if pipeline is not None else None
-                if pulled is not None:
-                    self._phase(SyncPhase.EXCHANGING)
-                    checkpoint, request, response = pulled
-                else:
-                    if pipeline is not None:
-                        pipeline.close()
-                        pipeline = None
-                    checkpoint = self.storage.get_checkpoint()
-                    request = self._collect(checkpoint, self.storage.get_after_keys(), rejected)
-                    self._phase(SyncPhase.EXCHANGING)
-                    response = self.transport.exchange(request)  # type: ignore[union-attr]
-                self._phase(SyncPhase.RECONCILING)
-                quiet = request.change_count == 0 and response.change_count == 0
-                last = quiet and not request.has_more and not response.has_more
-                with self.transaction():
+            with ExitStack() as held:  # the write transaction, held over consecutive pipelined rounds
+                while True:
+                    if result.rounds >= self.max_rounds:
+                        raise SyncAbortedError(
+                            f"sync did not settle after {self.max_rounds} rounds; the server keeps sending changes "
+                            "(raise max_rounds if this is a very large initial sync)"
+                        )
+                    result.rounds += 1
+                    self._phase(SyncPhase.COLLECTING)
+                    pulled = pipeline.next() if pipeline is not None else None
+                    if pulled is not None:
+                        self._phase(SyncPhase.EXCHANGING)
+                        checkpoint, request, response = pulled
+                    else:
+                        if pipeline is not None:
+                            pipeline.close()
+                            pipeline = None
+                        checkpoint = self.storage.get_checkpoint()
+                        request = self._collect(checkpoint, self.storage.get_after_keys(), rejected)
+                        self._phase(SyncPhase.EXCHANGING)
+                        response = self.transport.exchange(request)  # type: ignore[union-attr]
+                    self._phase(SyncPhase.RECONCILING)
+                    quiet = request.change_count == 0 and response.change_count == 0
+                    last = quiet and not request.has_more and not response.has_more
+                    if opened is None:
+                        held.enter_context(self.transaction())
+                        opened = time.monotonic()
                     self._accept(response)
                     following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, rejected)
                     if following is not None:
                         pipeline = PullPipeline(self.transport, self._pull, *following)  # type: ignore[arg-type]
                     self._apply_response(request, response, checkpoint, result, rejected)
-                result.checkpoint = max(response.checkpoint, checkpoint)
-                if pipeline is not None and settles(response):
-                    pipeline.close()
-                    pipeline = None
-                # A request sent ahead could not see what applying the rounds before it changed
-                # locally (an ON DELETE CASCADE, say): the sync ends only once that is pushed too.
-                if last and not (pulled is not None and self._collect(result.checkpoint, {}, rejected).payloads):
-                    return
+                    result.checkpoint = max(response.checkpoint, checkpoint)
+                    if pipeline is not None and settles(response):
+                        pipeline.close()
+                        pipeline = None
+                    remaining = COMMIT_INTERVAL - (time.monotonic() - opened)
+                    if not (pipeline is not None and remaining > 0 and pipeline.ready(remaining)):
+                        held.close()
+                        opened = None
+                    # A request sent ahead could not see what applying the rounds before it changed
+                    # locally (an ON DELETE CASCADE, say): the sync ends only once that is pushed too.
+                    if last and not (pulled is not None and self._collect(result.checkpoint, {}, rejected).payloads):
+                        return
         finally:
             if pipeline is not None:
                 pipeline.close()

@@ -13,6 +13,7 @@ from .protocols import ByteTransport, Transport
 Round = tuple[int, SyncManifest, SyncManifest]
 """(checkpoint the request was made from, request, response)."""
 _Answer = tuple[int, SyncManifest, SyncManifest | bytes] | BaseException | None
+_NOTHING = object()
 
 
 def settles(response: SyncManifest) -> bool:
@@ -28,8 +29,8 @@ class PullPipeline:
     cursors; ``pull`` builds it), so the server prepares page n+1 while the
     client applies page n. A :class:`ByteTransport` answer is only previewed
     here (:func:`preview_sealed`) and decoded by :meth:`next`, on the sync's
-    own thread, so the worker mostly waits on the network. At most one answer
-    waits in the pipeline, so memory stays bounded by a page or two. It stops
+    own thread, so the worker mostly waits on the network. At most two answers
+    wait in the pipeline, so memory stays bounded by a few pages. It stops
     after an answer that :func:`settles`; a failed exchange ends it too, and
     :meth:`next` raises that failure in order.
     """
@@ -41,6 +42,8 @@ class PullPipeline:
         self._transport = transport
         self._pull = pull
         self._answers: queue.Queue[_Answer] = queue.Queue(1)
+        self._early: _Answer | object = _NOTHING
+        """An answer :meth:`ready` took from the queue ahead of :meth:`next`."""
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._run, args=(checkpoint, request), name="sync-pull", daemon=True)
         self._worker.start()
@@ -48,7 +51,8 @@ class PullPipeline:
     def next(self) -> Round | None:
         """The next round, in order; None once the pipeline has ended (after an answer that settled,
         as far as the worker could tell). Raises what ended the pipeline if that comes first."""
-        answer = self._answers.get()
+        answer = self._answers.get() if self._early is _NOTHING else self._early
+        self._early = _NOTHING
         if answer is None:
             return None
         if isinstance(answer, BaseException):
@@ -57,6 +61,16 @@ class PullPipeline:
         if isinstance(response, bytes):
             response = self._transport.decode(response)  # type: ignore[attr-defined]
         return checkpoint, request, response
+
+    def ready(self, timeout: float) -> bool:
+        """Whether :meth:`next` will hand over a round without waiting, once it had up to ``timeout``
+        seconds to arrive. (The answer leaves the queue, so the worker may fetch one more.)"""
+        if self._early is _NOTHING:
+            try:
+                self._early = self._answers.get(timeout=timeout)
+            except queue.Empty:
+                return False
+        return self._early is not None
 
     def close(self) -> None:
         """Stop sending; wait for an exchange in flight (its answer is dropped)."""

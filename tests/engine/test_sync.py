@@ -200,6 +200,31 @@ def test_pages_are_pulled_ahead_and_a_write_made_while_one_is_applied_is_still_p
     assert rows(node, LIST) == rows(server, LIST)
 
 
+def test_a_failure_while_pages_are_applied_keeps_what_was_committed_and_the_next_sync_resumes_exactly_once() -> None:
+    server = make_server(batch_size=2)
+    other = make_client(server, "other")
+    keys = [new_key() for _ in range(14)]
+    for key in keys:
+        other.storage.write(LIST, key, {"name": key[:4]})
+    other.sync()
+
+    def fail_on_the_fourth_page(stage: SyncStage, current: int, total: int) -> None:
+        if stage is SyncStage.MUTATE and len(node.transport.responses) == 4:  # type: ignore[attr-defined]
+            raise RuntimeError("disk full")
+
+    node = make_client(server, "node", progress=fail_on_the_fourth_page)
+    with pytest.raises(RuntimeError, match="disk full"):
+        node.sync()
+    kept = set(rows(node, LIST))
+    assert len(kept) < 6  # the failed page, and any page committed with it, is undone
+    node.progress = None
+    node.transport.reset()  # type: ignore[attr-defined]
+    node.sync()
+    delivered = node.transport.counts("pull", LIST)  # type: ignore[attr-defined]
+    assert set(delivered) == set(keys) - kept and set(delivered.values()) == {1}
+    assert rows(node, LIST) == rows(server, LIST)
+
+
 def test_dry_run_changes_nothing_anywhere() -> None:
     server = make_server()
     a, b = make_client(server, "a"), make_client(server, "b")
