@@ -52,10 +52,9 @@ class SyncService:
         return await asyncio.wrap_future(self._worker.submit(work))
 
     def process(self, manifest: SyncManifest) -> tuple[SyncManifest, DatabaseResult]:
-        """One round, on the database thread, in one write transaction with the clock's moves inside it:
-        a refused or failed round leaves the database exactly as it was."""
-        with self._storage.transaction():
-            answer = self._engine.process(manifest)
+        """One round, on the database thread. The engine runs it in one write transaction with the
+        clock's moves inside it: a refused or failed round leaves the database exactly as it was."""
+        answer = self._engine.process(manifest)
         self._purge_if_due()
         return answer
 
