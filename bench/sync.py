@@ -16,7 +16,10 @@ HttpTransport, in a child process of its own so its peak RSS is its own):
 
 These machines are noisy: the initial sync and its baseline run ``--repeat``
 times, alternated, and the no-op syncs alternate with the bare POSTs; the
-report shows medians (and each initial run's own ratio).
+report shows medians (and each initial run's own ratio), and the CPU time the
+client and the server process each spent on the initial sync (the server's
+read from /proc, so on Linux only): where the two together come near the wall
+time times the cores, the sync is bound by the machine, not by waiting.
 
 Targets (PROTOCOL.md 14 / issue 4): initial <= 3x, no-op <= 2x, peak RSS < 200 MB.
 """
@@ -27,6 +30,7 @@ import argparse
 import gzip
 import json
 import multiprocessing
+import os
 import resource
 import socket
 import sqlite3
@@ -119,8 +123,8 @@ def _record(data: dict[str, Any], stamp: int) -> SyncRecord:
 
 
 @contextmanager
-def running_server(config_path: Path) -> Iterator[str]:
-    """``python -m server_stub`` in a subprocess on a free loopback port; yields the base URL."""
+def running_server(config_path: Path) -> Iterator[tuple[str, int]]:
+    """``python -m server_stub`` in a subprocess on a free loopback port; yields the base URL and its pid."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -138,7 +142,7 @@ def running_server(config_path: Path) -> Iterator[str]:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("server_stub did not start") from None
                 time.sleep(0.05)
-        yield base
+        yield base, server.pid
     finally:
         server.terminate()
         server.wait(30)
@@ -160,11 +164,12 @@ def initial_phase(url: str, path: str) -> dict[str, Any]:
     """Runs in a fresh process: the first sync of an empty client, and that process's peak RSS."""
     create_schema(ServerConfig(database=Path(path), models=MODELS, schema=SCHEMA))
     storage, http, recorder, engine = open_client(url, path)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = engine.sync()
     elapsed = time.perf_counter() - started
     report = {
         "initial_s": elapsed,
+        "initial_cpu_s": time.process_time() - cpu_started,
         "initial_rounds": result.rounds,
         "initial_bytes": http.bytes_received,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -250,6 +255,15 @@ def store_plain(connection: sqlite3.Connection, manifest: dict[str, Any]) -> int
     return stored
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (from /proc; 0.0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fetch_bodies(base: str, requests: list[dict[str, Any]]) -> list[bytes]:
     """The server's answers to the recorded requests, as they crossed the wire (gzip)."""
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", "Accept-Encoding": "gzip"}
@@ -312,11 +326,15 @@ def main(argv: list[str] | None = None) -> int:
                                + "".join(f'{table} = "{label}"\n' for table, label in MODELS.items()) + limits)
         print(f"seeding the server with {args.rows} tasks ...", flush=True)
         seed_server(ServerConfig(database=folder / "server.db", models=MODELS, schema=SCHEMA, node_id="server"), args.rows)
-        with running_server(config_path) as base:
+        with running_server(config_path) as (base, server_pid):
             initial_runs, baseline_runs, peak_rss = [], [], 0.0
+            client_cpu, server_cpu = [], []
             for run in range(args.repeat):  # alternated, so both see the same machine
                 client = str(folder / f"client-{run}.db")
+                server_cpu_before = cpu_seconds(server_pid)
                 report = in_child(initial_phase, base, client)
+                server_cpu.append(cpu_seconds(server_pid) - server_cpu_before)
+                client_cpu.append(report["initial_cpu_s"])
                 bodies = fetch_bodies(base, report["initial_requests"])
                 initial_base, stored = initial_baseline(bodies, folder / f"plain-initial-{run}.db")
                 del bodies
@@ -338,8 +356,10 @@ def main(argv: list[str] | None = None) -> int:
          report["incremental_s"], incremental_base, None),
         ("no-op sync", f"medians of {args.noops}", report["noop_s"], report["noop_base_s"], 2.0),
     ])
+    server_share = f", server process {statistics.median(server_cpu):.2f} s" if all(server_cpu) else ""
+    print(f"\ninitial sync CPU (medians): client process {statistics.median(client_cpu):.2f} s{server_share}")
     rss_ok = peak_rss < 200
-    print(f"\npeak client RSS: {peak_rss:.0f} MB (target < 200 MB) {'ok' if rss_ok else 'OVER TARGET'}")
+    print(f"peak client RSS: {peak_rss:.0f} MB (target < 200 MB) {'ok' if rss_ok else 'OVER TARGET'}")
     if stored != rows + LISTS:
         print(f"warning: the baseline stored {stored} rows, the sync {rows + LISTS}")
     return 0
