@@ -23,6 +23,15 @@ def test_round_trip_in_any_chunking(data: bytes, cut: int) -> None:
     assert inflater.finish() == data
 
 
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 511, 512, 513, 32767, 32768, 32769, 200_000])
+def test_bodies_of_every_window_size_round_trip_and_compress(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    packed = gzip_bytes(data)
+    assert gzip.decompress(packed) == data and inflate(packed, size) == data
+    if size > 1000:
+        assert len(packed) < size / 10
+
+
 def test_the_limit_is_inclusive_and_one_byte_more_is_refused() -> None:
     packed = gzip_bytes(b"a" * 1000)
     assert inflate(packed, 1000) == b"a" * 1000
