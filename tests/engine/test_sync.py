@@ -34,6 +34,17 @@ def two_nodes_sharing_a_row(wall: Wall) -> tuple[DatabaseEngine, DatabaseEngine,
     return server, a, b, key
 
 
+def server_paging_lists(count: int) -> tuple[DatabaseEngine, list[str]]:
+    """A server answering in pages of two rows, holding ``count`` list rows another node pushed."""
+    server = make_server(batch_size=2)
+    other = make_client(server, "other")
+    keys = [new_key() for _ in range(count)]
+    for key in keys:
+        other.storage.write(LIST, key, {"name": key[:4]})
+    other.sync()
+    return server, keys
+
+
 def test_three_nodes_converge_field_by_field() -> None:
     wall = Wall()
     server = make_server(wall)
@@ -176,12 +187,7 @@ def test_a_write_made_during_a_round_is_never_skipped() -> None:
 
 
 def test_pages_are_pulled_ahead_and_a_write_made_while_one_is_applied_is_still_pushed() -> None:
-    server = make_server(batch_size=2)
-    other = make_client(server, "other")
-    keys = [new_key() for _ in range(7)]
-    for key in keys:
-        other.storage.write(LIST, key, {"name": key[:4]})
-    other.sync()
+    server, keys = server_paging_lists(7)
     late = new_key()
     writes: list[str] = []
 
@@ -201,12 +207,7 @@ def test_pages_are_pulled_ahead_and_a_write_made_while_one_is_applied_is_still_p
 
 
 def test_a_failure_while_pages_are_applied_keeps_what_was_committed_and_the_next_sync_resumes_exactly_once() -> None:
-    server = make_server(batch_size=2)
-    other = make_client(server, "other")
-    keys = [new_key() for _ in range(14)]
-    for key in keys:
-        other.storage.write(LIST, key, {"name": key[:4]})
-    other.sync()
+    server, keys = server_paging_lists(14)
 
     def fail_on_the_fourth_page(stage: SyncStage, current: int, total: int) -> None:
         if stage is SyncStage.MUTATE and len(node.transport.responses) == 4:  # type: ignore[attr-defined]
