@@ -63,14 +63,15 @@ class PullPipeline:
         return checkpoint, request, response
 
     def ready(self, timeout: float) -> bool:
-        """Whether :meth:`next` will hand over a round without waiting, once it had up to ``timeout``
-        seconds to arrive. (The answer leaves the queue, so the worker may fetch one more.)"""
+        """Whether :meth:`next` will hand over a round (not the end, not a failure) without waiting,
+        once it had up to ``timeout`` seconds to arrive. (The answer leaves the queue, so the worker
+        may fetch one more.)"""
         if self._early is _NOTHING:
             try:
                 self._early = self._answers.get(timeout=timeout)
             except queue.Empty:
                 return False
-        return self._early is not None
+        return isinstance(self._early, tuple)
 
     def close(self) -> None:
         """Stop sending; wait for an exchange in flight (its answer is dropped)."""

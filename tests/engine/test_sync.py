@@ -11,6 +11,7 @@ from client_sdk import (
     InvalidParameterError,
     PayloadLimitError,
     PayloadReconciler,
+    SyncManifest,
     SyncPhase,
     SyncStage,
     TransportRequiredError,
@@ -220,6 +221,34 @@ def test_a_failure_while_pages_are_applied_keeps_what_was_committed_and_the_next
     assert len(kept) < 6  # the failed page, and any page committed with it, is undone
     node.progress = None
     node.transport.reset()  # type: ignore[attr-defined]
+    node.sync()
+    delivered = node.transport.counts("pull", LIST)  # type: ignore[attr-defined]
+    assert set(delivered) == set(keys) - kept and set(delivered.values()) == {1}
+    assert rows(node, LIST) == rows(server, LIST)
+
+
+class PullsFailAfter(Recorder):
+    """Carries ``good`` requests, then fails every one: a link that goes down in the middle of a pull."""
+
+    def __init__(self, inner: object, good: int) -> None:
+        super().__init__(inner)
+        self.good = good
+
+    def send(self, manifest: SyncManifest) -> bytes:
+        if len(self.requests) >= self.good:
+            raise ConnectionError("link down")
+        return super().send(manifest)
+
+
+def test_a_link_that_fails_in_the_middle_of_a_pull_keeps_every_page_applied_before_it() -> None:
+    server, keys = server_paging_lists(14)
+    node = make_client(server, "node")
+    node.transport = PullsFailAfter(node.transport.inner, good=3)  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionError, match="link down"):
+        node.sync()
+    kept = set(rows(node, LIST))
+    assert len(kept) == 6  # three pages of two rows: committed before the failure was met
+    node.transport = Recorder(node.transport.inner)  # type: ignore[attr-defined]
     node.sync()
     delivered = node.transport.counts("pull", LIST)  # type: ignore[attr-defined]
     assert set(delivered) == set(keys) - kept and set(delivered.values()) == {1}
