@@ -55,7 +55,8 @@ COMMIT_INTERVAL = 0.25
 """Seconds one write transaction may span consecutive pulled rounds. Each commit writes every
 page it dirtied, and a page of rows at random keys dirties leaves all over the tables: committing
 a few pages at once writes far less. Each round stays atomic (its checkpoint commits with its
-rows); other writers wait at most this long more, and a crash loses at most this much work."""
+rows); other writers wait at most this long more, and a crash or a round that fails (a bad
+answer, a resolver that raises) undoes at most this much work besides its own."""
 
 PhaseCallback = Callable[[SyncPhase], None]
 ProgressCallback = Callable[[SyncStage, int, int], None]
