@@ -19,7 +19,9 @@ Two deliberate departures from the existing implementation (PROTOCOL.md 14):
 While the client pages through a large pull, a worker thread sends each
 pull as soon as the answer before it arrives (``pipeline.py``), so the server
 reads page n+1 while the client writes page n; answers are still accepted
-and applied one round at a time, in order, on the sync's own thread.
+and applied one round at a time, in order, on the sync's own thread, and
+rounds whose answers keep arriving share one write transaction for up to
+``COMMIT_INTERVAL`` (each round's checkpoint still commits with its rows).
 """
 
 from __future__ import annotations
