@@ -657,11 +657,13 @@ class DatabaseEngine:
         problems = self._invalid_records(payload)
         for key, message in problems.items():
             result.errors.append({"key": key, "model_label": label, "message": message})
-        records = {key: record for key, record in payload.records.items() if key not in problems}
+        records = payload.records
+        if problems:
+            records = {key: record for key, record in records.items() if key not in problems}
         keys = [*records, *payload.deletes]
         pending = self.storage.get_pending_keys(label, keys)
-        local = self.storage.get_records(label, [key for key in keys if key in pending])
-        clean_records = {k: r for k, r in records.items() if k not in pending}
+        local = self.storage.get_records(label, [key for key in keys if key in pending]) if pending else {}
+        clean_records = {k: r for k, r in records.items() if k not in pending} if pending else records
         clean_deletes = {k: s for k, s in payload.deletes.items() if k not in local}
         # Rows without pending local changes take the server's answer as it is: the server already
         # reconciled it, and a guard here would keep a row the server's resolver replaced by an older one.
@@ -670,7 +672,8 @@ class DatabaseEngine:
         result.add("applied", label, list(clean_records))
         result.add("deleted", label, list(clean_deletes))
         self._report(SyncStage.CLASSIFY, len(keys), len(keys))
-        self._merge_pending(label, records, payload.deletes, pending, local, checkpoint, result)
+        if pending:
+            self._merge_pending(label, records, payload.deletes, pending, local, checkpoint, result)
 
     def _merge_pending(
         self,
