@@ -30,7 +30,7 @@ from . import changelog
 from .clock import SqliteClockState
 from .ddl import APPLYING, GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, Tracked, storage_ddl, trigger_ddl
 from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
-from .schema import PREFIX, ForeignKey, TableSchema, introspect, quote
+from .schema import PREFIX, ForeignKey, TableSchema, affinity, introspect, quote
 from .transaction import Transactions
 from .values import INT64_MAX, INT64_MIN, ColumnKind, ValueMappingError, to_json, to_sqlite
 
@@ -84,6 +84,17 @@ class _Model:
     @cached_property
     def field_set(self) -> frozenset[str]:
         return frozenset(self.tracked.fields)
+
+    @cached_property
+    def text_references(self) -> tuple[tuple[ForeignKey, int], ...]:
+        """Single-column FOREIGN KEYs whose column keeps bound text as it is (TEXT or no affinity),
+        each with the column's index in a row of ``tracked.fields``."""
+        declared = {column.name: column.declared_type for column in self.schema.columns}
+        return tuple(
+            (fk, self.tracked.fields.index(fk.columns[0]))
+            for fk in self.schema.foreign_keys
+            if len(fk.columns) == 1 and fk.columns[0] in declared and affinity(declared[fk.columns[0]]) in ("TEXT", "BLOB")
+        )
 
     @cached_property
     def plain(self) -> bool:
@@ -161,6 +172,9 @@ class SqliteSyncStorage:
         self._tx = Transactions(self.connection)
         self._models: dict[str, _Model] = {}
         self._labels_by_table: dict[str, str] = {}
+        self._bound_references: dict[tuple[str, ForeignKey], set[Any] | None] = {}
+        """(label, text FOREIGN KEY) -> the values writes bound to its column since :meth:`reference_violations`
+        last looked; None once a write bound it row by row (see ``_write_rows``)."""
         try:
             self._setup(models, node_id)
         except BaseException:
@@ -356,11 +370,14 @@ class SqliteSyncStorage:
         (foreign keys are deferred while sync applies a page): (label, key, parent label, parent key).
 
         Only what the round can have broken is read: the written rows' references, and the rows
-        referring to deleted ones. A constraint on other columns than the parent's key is checked
-        over the whole table, with ``PRAGMA foreign_key_check``.
+        referring to deleted ones. Written rows are read back only if a value they bound to the
+        key is missing from its parent table (the distinct values, a few per page, are looked up
+        first). A constraint on other columns than the parent's key is checked over the whole
+        table, with ``PRAGMA foreign_key_check``.
         """
         found = []
         whole_tables = set()
+        bound_references, self._bound_references = self._bound_references, {}
         for label, model in self._models.items():
             children = written.get(label, ())
             for fk in model.schema.foreign_keys:
@@ -370,7 +387,8 @@ class SqliteSyncStorage:
                 column = parent_key if by_key else fk.parent_columns[0]
                 single = len(fk.columns) == 1 and column is not None
                 gone = deleted.get(parent_label, ()) if parent_label else ()
-                if single and children:
+                bound = bound_references.get((label, fk))
+                if single and children and not (by_key and bound is not None and self._all_present(fk, column, bound)):
                     found += self._dangling(model, fk, column, f"c.{model.tracked.key_column} IN {IN_KEYS}", children)
                 if by_key and gone:
                     found += self._dangling(model, fk, column, f"c.{quote(fk.columns[0])} IN {IN_KEYS}", gone)
@@ -380,6 +398,18 @@ class SqliteSyncStorage:
         for table in sorted(whole_tables):
             found += self._table_violations(table)
         return list(dict.fromkeys(found))
+
+    def _all_present(self, fk: ForeignKey, parent_column: str, values: set[Any]) -> bool:
+        """Every one of ``values`` (text, or NULL) names a row of ``fk``'s parent table."""
+        if not set(map(type, values)) <= {str, type(None)}:
+            return False
+        texts = [value for value in values if value is not None]
+        if not texts:
+            return True
+        parent = f"SELECT 1 FROM {quote(fk.parent)} AS p WHERE p.{quote(parent_column)} = value"
+        row = self.connection.execute(f"SELECT NOT EXISTS (SELECT 1 FROM json_each(?) WHERE NOT EXISTS ({parent}))",
+                                      (json.dumps(texts),)).fetchone()
+        return bool(row[0])
 
     def _dangling(
         self, model: _Model, fk: ForeignKey, parent_column: str, where: str, keys: Collection[str]
@@ -454,6 +484,7 @@ class SqliteSyncStorage:
         t = model.tracked
         plain = _plain_rows(model, records)
         groups = {t.fields: plain} if plain is not None else _value_rows(model, records)
+        self._note_references(model, plain)
         shadow_rows = _shadow_rows(t, records, received_at)
         keys = _keys_json(records)
         self.connection.execute("PRAGMA defer_foreign_keys = ON")  # a page may hold children before parents
@@ -477,6 +508,17 @@ class SqliteSyncStorage:
             self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
         self.connection.execute(f'DELETE FROM {APPLYING} WHERE "tbl" = ?', (t.id,))
         changelog.write_clock(self.connection, max(row[1] for row in shadow_rows))
+
+    def _note_references(self, model: _Model, plain: list[Sequence[Any]] | None) -> None:
+        """Remember what a page bound to its text FOREIGN KEY columns, for :meth:`reference_violations`.
+        (Rows bound one by one, with converted values, are not followed: they are read back.)"""
+        for fk, index in model.text_references:
+            slot = (model.tracked.label, fk)
+            values = self._bound_references.setdefault(slot, set())
+            if plain is None:
+                self._bound_references[slot] = None
+            elif values is not None:
+                values.update(map(itemgetter(index), plain))
 
     @_serialized
     def delete_many(self, label: str, deletes: dict[str, int], *, guard: bool = True) -> list[str]:

@@ -251,6 +251,41 @@ def test_reference_violations_reads_only_what_the_round_touched(tmp_path: Path) 
     storage.close()
 
 
+def test_written_rows_are_read_back_only_when_a_reference_they_bound_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "lookups.db"
+    with sqlite3.connect(path) as setup:
+        setup.executescript(
+            "CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT);"
+            "CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, list_id TEXT REFERENCES lists(id));"
+            "INSERT INTO lists VALUES ('A', 'a'), ('B', 'b');"
+        )
+    storage = SqliteSyncStorage(path, MODELS)
+    page = {f"t{i}": task(f"t{i}", 7, list_id="AB"[i % 2]) for i in range(50)}
+    seen: list[str] = []
+
+    def violations(written: dict[str, list[str]]) -> list[tuple[str, str, str | None, object]]:
+        seen.clear()
+        storage.connection.set_trace_callback(seen.append)
+        try:
+            return storage.reference_violations(written, {})
+        finally:
+            storage.connection.set_trace_callback(None)
+
+    def read_back() -> bool:
+        return any('FROM "tasks" AS c' in sql for sql in seen)
+
+    with undone(storage):
+        storage.upsert_many(TASK, page)
+        assert violations({TASK: list(page)}) == [] and not read_back()  # two parents looked up, no task read
+    with undone(storage):
+        storage.upsert_many(TASK, {**page, "lost": task("lost", 7, list_id="nowhere")})
+        assert violations({TASK: [*page, "lost"]}) == [(TASK, "lost", LIST, "nowhere")] and read_back()
+    with undone(storage):  # a record without every field is bound on its own, and its row read back
+        storage.upsert_many(TASK, {"partial": SyncRecord({"id": "partial", "list_id": "nowhere"}, {"id": 7, "list_id": 7})})
+        assert violations({TASK: ["partial"]}) == [(TASK, "partial", LIST, "nowhere")] and read_back()
+    storage.close()
+
+
 def test_pages_are_served_by_the_last_modified_indexes(path: Path) -> None:
     def plan(store: SqliteSyncStorage, read) -> str:
         seen: list[str] = []
