@@ -16,7 +16,8 @@ from client_sdk.engine.engine import _all_storable, _record_problems
 from client_sdk.errors import SyncError
 from client_sdk.protocol.wire import _plain_records
 from client_sdk.sqlite import SqliteSyncStorage
-from client_sdk.sqlite.storage import _plain_rows, _value_rows
+from client_sdk.sqlite.storage import _json_column, _plain_rows, _value_rows
+from client_sdk.sqlite.values import ColumnKind, to_json
 
 LABEL = "todo.Task"
 FIELDS = ("id", "title", "done", "priority", "notes")
@@ -110,3 +111,10 @@ def test_binding_a_page_agrees_with_binding_record_by_record(task_model: Any, ra
     except SyncError:
         pytest.fail("the fast path bound a page the exact path refuses")
     assert exact == {FIELDS: [list(row) for row in fast]}
+
+
+@given(values=st.lists(st.none() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.text(max_size=2), max_size=6))
+def test_reading_a_boolean_column_agrees_with_reading_value_by_value(values: list[Any]) -> None:
+    column = tuple(values)
+    assert _json_column(ColumnKind.BOOLEAN, column) == tuple(to_json(ColumnKind.BOOLEAN, value) for value in column)
+    assert list(map(type, _json_column(ColumnKind.BOOLEAN, column))) == [type(to_json(ColumnKind.BOOLEAN, v)) for v in column]

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from itertools import chain, repeat
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
 from typing import Any
 
@@ -63,6 +64,12 @@ class SyncRecord:
     def is_ghost(self) -> bool:
         return not self.timestamps
 
+    @property
+    def canonical_text(self) -> str | None:
+        """The canonical JSON of :meth:`to_dict` when it is already at hand, else None. (A storage
+        may make it for a whole page of rows it serves; see ``sqlite/served.py``.)"""
+        return None
+
     def user_data(self) -> JsonDict:
         """``data`` without the server meta fields."""
         return {k: v for k, v in self.data.items() if k not in META_FIELDS}
@@ -113,6 +120,17 @@ class ModelPayload:
         stamps = chain.from_iterable(map(dict.values, map(attrgetter("timestamps"), records)))
         received = max(map(attrgetter("received_at"), records), default=0)
         return max(max(stamps, default=0), received, max(self.deletes.values(), default=0))
+
+    def canonical_text(self) -> str | None:
+        """The canonical JSON of :meth:`to_dict`, put together from its records' own texts if every
+        record has one at hand (see :attr:`SyncRecord.canonical_text`), else None."""
+        texts = [record.canonical_text for record in self.records.values()]
+        if not texts or None in texts or set(map(type, self.records)) != {str}:
+            return None
+        keys, texts = zip(*sorted(zip(self.records, texts)))  # by key, as sort_keys orders them
+        records = ", ".join(map("%s: %s".__mod__, zip(map(encode_basestring_ascii, keys), texts)))
+        deletes, label = _canonical_json(dict(self.deletes)), _canonical_json(self.model_label)
+        return f'{{"deletes": {deletes}, "model_label": {label}, "records": {{{records}}}}}'
 
     def to_dict(self) -> JsonDict:
         return {
@@ -232,7 +250,7 @@ class SyncManifest:
     def seal(self) -> SyncManifest:
         """Set ``checksum`` from the current content and return self. A sealed manifest is final:
         :meth:`to_json` sends the content as sealed (seal again after changing it)."""
-        self._sealed_json = _canonical_json(self._checksum_body())
+        self._sealed_json = self._canonical_text()
         self.checksum = self._wire_checksum = _sha256(self._sealed_json)
         return self
 
@@ -249,6 +267,14 @@ class SyncManifest:
             raise ManifestChecksumError("manifest has no checksum")
         if self.checksum != expected:
             raise ManifestChecksumError(f"manifest checksum mismatch: got {self.checksum}, content hashes to {expected}")
+
+    def _canonical_text(self) -> str:
+        """The canonical JSON of the covered keys, reusing the payloads' own texts where they have them."""
+        texts = [payload.canonical_text() for payload in self.payloads]
+        if None in texts:
+            return _canonical_json(self._checksum_body())
+        head = _canonical_json({"checkpoint": self.checkpoint, "node_id": self.node_id, "node_time": self.node_time})
+        return f'{head[:-1]}, "payloads": [{", ".join(texts)}]}}'  # type: ignore[arg-type]
 
     def _checksum_body(self) -> JsonDict:
         return {

@@ -30,6 +30,7 @@ from . import changelog
 from .clock import SqliteClockState
 from .ddl import APPLYING, GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, Tracked, storage_ddl, trigger_ddl
 from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
+from .served import served_records
 from .schema import PREFIX, ForeignKey, TableSchema, affinity, introspect, quote
 from .transaction import Transactions
 from .values import INT64_MAX, INT64_MIN, ColumnKind, ValueMappingError, to_json, to_sqlite
@@ -108,8 +109,9 @@ class _Model:
         """(index, kind) of the columns whose values need :func:`to_json` even when no value is bytes."""
         return tuple((index, column.kind) for index, column in enumerate(self.schema.columns) if column.kind is not ColumnKind.PLAIN)
 
-    def records(self, rows: list[tuple[Any, ...]]) -> list[tuple[str, SyncRecord]]:
-        """Rows of :attr:`select` as (key, record), in order.
+    def records(self, rows: list[tuple[Any, ...]], *, served: bool = False) -> list[tuple[str, SyncRecord]]:
+        """Rows of :attr:`select` as (key, record), in order; ``served``: records to be sent, which
+        carry their wire text (see ``served.py``).
 
         Built column by column with C-level passes (this runs for every row
         served); values are mapped per column kind, and a page with no bytes in
@@ -118,18 +120,24 @@ class _Model:
         if not rows:
             return []
         n = len(self.tracked.fields)
-        converted = self._converted
-        if bytes in set(map(type, chain.from_iterable(rows))):
-            converted = tuple(enumerate(column.kind for column in self.schema.columns))
         columns = list(zip(*map(itemgetter(slice(2 + n, None)), rows)))
+        converted = self._converted
+        if bytes in set(map(type, chain.from_iterable(columns))):
+            converted = tuple(enumerate(column.kind for column in self.schema.columns))
         for index, kind in converted:
-            columns[index] = tuple(map(to_json, repeat(kind), columns[index]))
+            columns[index] = _json_column(kind, columns[index])
+        keys = list(map(itemgetter(0), rows))
+        if served and self.schema.fields == self.tracked.fields:
+            stamp_columns = list(zip(*map(itemgetter(slice(2, 2 + n)), rows)))
+            page = served_records(self.tracked.fields, columns, stamp_columns, list(map(itemgetter(1), rows)))
+            if page is not None:
+                return list(zip(keys, page))
         datas = map(dict, map(zip, repeat(self.schema.fields), zip(*columns)))
         stamps = list(map(itemgetter(slice(2, 2 + n)), rows))
         timestamps = list(map(dict, map(zip, repeat(self.tracked.fields), stamps)))
         if None in set(chain.from_iterable(stamps)):  # fields with no stamp are left out of the map
             timestamps = [{name: stamp for name, stamp in m.items() if stamp is not None} for m in timestamps]
-        return list(zip(map(itemgetter(0), rows), map(SyncRecord, datas, timestamps, map(itemgetter(1), rows))))
+        return list(zip(keys, map(SyncRecord, datas, timestamps, map(itemgetter(1), rows))))
 
 
 class SqliteSyncStorage:
@@ -346,7 +354,7 @@ class SqliteSyncStorage:
         model = self._model(label)
         self._prepare()
         where, params = _position(since, after)
-        return self._page(model, where, params, limit)
+        return self._page(model, where, params, limit, served=True)
 
     @_serialized
     def get_deletes_since(self, label: str, since: int) -> dict[str, int]:
@@ -446,10 +454,12 @@ class SqliteSyncStorage:
         self._prepare()
         return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (_keys_json(keys),)))
 
-    def _page(self, model: _Model, where: str, params: list[Any], limit: int | None) -> list[tuple[str, SyncRecord]]:
+    def _page(
+        self, model: _Model, where: str, params: list[Any], limit: int | None, *, served: bool = False
+    ) -> list[tuple[str, SyncRecord]]:
         sql = f"{model.select} WHERE {where} ORDER BY s.{S_LM}, s.{S_KEY} LIMIT ?"
         rows = self.connection.execute(sql, [*params, -1 if limit is None else limit])
-        return model.records(rows.fetchall())
+        return model.records(rows.fetchall(), served=served)
 
     # ------------------------------------------------------------------ writing what sync decided
 
@@ -703,6 +713,14 @@ def _grow_cache(connection: sqlite3.Connection) -> None:
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_AS_BOOLEAN = {0: False, 1: True}
+
+
+def _json_column(kind: ColumnKind, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`to_json` of each value of a column; a BOOLEAN column of integers in one C-level pass."""
+    if kind is ColumnKind.BOOLEAN and set(map(type, values)) <= {int, type(None)}:
+        return tuple(map(_AS_BOOLEAN.get, values, values))  # 0 and 1 become booleans, the rest stays
+    return tuple(map(to_json, repeat(kind), values))
 
 
 def _value_rows(model: _Model, records: dict[str, SyncRecord]) -> dict[tuple[str, ...], list[Sequence[Any]]]:
