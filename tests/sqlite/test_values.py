@@ -59,13 +59,17 @@ def test_mapping_details() -> None:
         to_sqlite(ColumnKind.PLAIN, 2**64)
 
 
+def things(folder: Path, role: str) -> SqliteSyncStorage:
+    """A storage of one table with a column of every declared type."""
+    columns = ", ".join(f"{name} {declared}" for name, (declared, _) in COLUMNS.items())
+    with sqlite3.connect(folder / "things.db") as setup:
+        setup.execute(f"CREATE TABLE things (id TEXT PRIMARY KEY, {columns})")
+    return SqliteSyncStorage(folder / "things.db", {"things": "app.Thing"}, role=role)
+
+
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory: pytest.TempPathFactory) -> SqliteSyncStorage:
-    db: Path = tmp_path_factory.mktemp("values") / "values.db"
-    columns = ", ".join(f"{name} {declared}" for name, (declared, _) in COLUMNS.items())
-    with sqlite3.connect(db) as setup:
-        setup.execute(f"CREATE TABLE things (id TEXT PRIMARY KEY, {columns})")
-    return SqliteSyncStorage(db, {"things": "app.Thing"})
+    return things(tmp_path_factory.mktemp("values"), "client")
 
 
 def same(a: Any, b: Any) -> bool:
@@ -99,11 +103,7 @@ def test_a_value_the_column_cannot_hold_is_a_record_error(storage: SqliteSyncSto
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> SqliteSyncStorage:
     """A server's storage of the same table, for the pages it serves."""
-    db: Path = tmp_path_factory.mktemp("served") / "served.db"
-    columns = ", ".join(f"{name} {declared}" for name, (declared, _) in COLUMNS.items())
-    with sqlite3.connect(db) as setup:
-        setup.execute(f"CREATE TABLE things (id TEXT PRIMARY KEY, {columns})")
-    return SqliteSyncStorage(db, {"things": "app.Thing"}, role="server")
+    return things(tmp_path_factory.mktemp("served"), "server")
 
 
 @settings(max_examples=150, deadline=None)
