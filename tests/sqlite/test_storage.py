@@ -217,18 +217,24 @@ def undone(storage: SqliteSyncStorage) -> Iterator[None]:
             raise _Undo
 
 
-def test_reference_violations_reads_only_what_the_round_touched(tmp_path: Path) -> None:
-    path = tmp_path / "refs.db"
+def storage_over(path: Path, script: str, models: dict[str, str]) -> SqliteSyncStorage:
+    """A storage of ``models`` in a new database file that ``script`` sets up."""
     with sqlite3.connect(path) as setup:
-        setup.executescript(
-            "CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT UNIQUE);"
-            "CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, list_id TEXT REFERENCES lists(id));"
-            "CREATE TABLE tags (id TEXT PRIMARY KEY, list_name TEXT REFERENCES lists(name));"
-            "INSERT INTO lists VALUES ('L', 'home');"
-            "INSERT INTO tasks VALUES ('old', NULL, 0, 0, 'gone-before');"  # dangling before sync: not this round's doing
-        )
+        setup.executescript(script)
+    return SqliteSyncStorage(path, models)
+
+
+def test_reference_violations_reads_only_what_the_round_touched(tmp_path: Path) -> None:
     tag = "todo.Tag"
-    storage = SqliteSyncStorage(path, {**MODELS, "tags": tag})
+    storage = storage_over(
+        tmp_path / "refs.db",
+        "CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT UNIQUE);"
+        "CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, list_id TEXT REFERENCES lists(id));"
+        "CREATE TABLE tags (id TEXT PRIMARY KEY, list_name TEXT REFERENCES lists(name));"
+        "INSERT INTO lists VALUES ('L', 'home');"
+        "INSERT INTO tasks VALUES ('old', NULL, 0, 0, 'gone-before');",  # dangling before sync: not this round's doing
+        {**MODELS, "tags": tag},
+    )
     with undone(storage):
         storage.upsert_many(TASK, {"orphan": task("orphan", 7, list_id="nowhere"), "fine": task("fine", 7, list_id="L")})
         assert storage.reference_violations({TASK: ["orphan", "fine"]}, {}) == [(TASK, "orphan", LIST, "nowhere")]
@@ -252,14 +258,13 @@ def test_reference_violations_reads_only_what_the_round_touched(tmp_path: Path) 
 
 
 def test_written_rows_are_read_back_only_when_a_reference_they_bound_is_missing(tmp_path: Path) -> None:
-    path = tmp_path / "lookups.db"
-    with sqlite3.connect(path) as setup:
-        setup.executescript(
-            "CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT);"
-            "CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, list_id TEXT REFERENCES lists(id));"
-            "INSERT INTO lists VALUES ('A', 'a'), ('B', 'b');"
-        )
-    storage = SqliteSyncStorage(path, MODELS)
+    storage = storage_over(
+        tmp_path / "lookups.db",
+        "CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT);"
+        "CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, list_id TEXT REFERENCES lists(id));"
+        "INSERT INTO lists VALUES ('A', 'a'), ('B', 'b');",
+        MODELS,
+    )
     page = {f"t{i}": task(f"t{i}", 7, list_id="AB"[i % 2]) for i in range(50)}
     seen: list[str] = []
 
