@@ -121,7 +121,7 @@ class ModelPayload:
         received = max(map(attrgetter("received_at"), records), default=0)
         return max(max(stamps, default=0), received, max(self.deletes.values(), default=0))
 
-    def canonical_text(self) -> str | None:
+    def _canonical_text(self) -> str | None:
         """The canonical JSON of :meth:`to_dict`, put together from its records' own texts if every
         record has one at hand (see :attr:`SyncRecord.canonical_text`), else None."""
         texts = [record.canonical_text for record in self.records.values()]
@@ -270,7 +270,7 @@ class SyncManifest:
 
     def _canonical_text(self) -> str:
         """The canonical JSON of the covered keys, reusing the payloads' own texts where they have them."""
-        texts = [payload.canonical_text() for payload in self.payloads]
+        texts = [payload._canonical_text() for payload in self.payloads]
         if None in texts:
             return _canonical_json(self._checksum_body())
         head = _canonical_json({"checkpoint": self.checkpoint, "node_id": self.node_id, "node_time": self.node_time})
