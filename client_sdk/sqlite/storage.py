@@ -127,7 +127,7 @@ class _Model:
         for index, kind in converted:
             columns[index] = _json_column(kind, columns[index])
         keys = list(map(itemgetter(0), rows))
-        if served and self.schema.fields == self.tracked.fields:
+        if served:
             stamp_columns = list(zip(*map(itemgetter(slice(2, 2 + n)), rows)))
             page = served_records(self.tracked.fields, columns, stamp_columns, list(map(itemgetter(1), rows)))
             if page is not None:
