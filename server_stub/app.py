@@ -4,15 +4,14 @@ A request is checked in the order that costs least first: auth, headers,
 size and gzip (``reading.py``), then JSON, the manifest, and the node id the
 token may sync as. Only a manifest that passes all of them reaches the
 engine, so a malformed request is refused with a 4xx and never touches the
-database. Parsing, ``process`` and encoding run together on the database
-thread: one hop off the event loop per round (JSON work holds the GIL
-anyway, so it gains nothing from more threads).
+database. Parsing, ``process`` and encoding run together, as one call of
+``SyncService.run``: at most one hop off the event loop per round (JSON work
+holds the GIL anyway, so it gains nothing from more threads).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -39,7 +38,7 @@ from client_sdk.transport.compression import gzip_bytes
 
 from .config import ServerConfig
 from .reading import Refusal, accepts_gzip, authorize, read_json_body
-from .service import SyncService
+from .service import INLINE_BYTES_MAX, SyncService, is_lock_error
 
 log = logging.getLogger("server_stub")
 
@@ -53,7 +52,7 @@ def create_app(config: ServerConfig) -> Starlette:
             allowed = authorize(request, config)
             body = await read_json_body(request, config.request_bytes_max)
             gzipped = accepts_gzip(request)
-            return await service.run(lambda: answer(service, body, allowed, gzipped))
+            return await service.run(lambda: answer(service, body, allowed, gzipped), inline=len(body) <= INLINE_BYTES_MAX)
         except Refusal as refusal:
             return error_response(refusal.status, refusal.text, extra=refusal.extra)
 
@@ -81,7 +80,7 @@ def error_response(
 
 
 def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gzipped: bool) -> Response:
-    """One round, on the database thread: parse, check the node id, ``process``, encode."""
+    """One round, as ``SyncService.run`` calls it: parse, check the node id, ``process``, encode."""
     manifest = parse_manifest(body)
     if allowed is not None and manifest.node_id not in allowed:
         raise Refusal(403, NODE_FORBIDDEN)
@@ -90,10 +89,10 @@ def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gz
     except MANIFEST_ERRORS as exc:  # a value the server's column cannot hold (e.g. an integer past 64 bits)
         raise Refusal(400, invalid_manifest(exc)) from exc
     except Exception as exc:
-        if not (is_refusal(exc) or _is_lock_error(exc)):
+        if not (is_refusal(exc) or is_lock_error(exc)):
             raise
         log.info("sync from %r aborted: %s", manifest.node_id, exc)
-        reason = abort_reason(exc) or ("lock_contention" if _is_lock_error(exc) else None)
+        reason = abort_reason(exc) or ("lock_contention" if is_lock_error(exc) else None)
         extra = {"detail": str(exc)} if reason is None else {"reason": reason, "detail": str(exc)}
         raise Refusal(409, SYNC_ABORTED, extra) from exc
     return _encode(response_json(response, result), gzipped)
@@ -121,11 +120,6 @@ def _encode(body: str, gzipped: bool) -> Response:
         content = gzip_bytes(content)
         headers["Content-Encoding"] = "gzip"
     return Response(content, media_type="application/json", headers=headers)
-
-
-def _is_lock_error(exc: Exception) -> bool:
-    """SQLite gave up waiting for another process's lock (its busy timeout ran out)."""
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

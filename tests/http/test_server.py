@@ -9,6 +9,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -203,6 +204,30 @@ def test_refused_requests_never_change_the_database(todo_server: ServerFactory, 
     assert post(url, not_json).json()["error"] == "Invalid JSON in request body"
     assert post(url, manifest(), {"Content-Type": "text/plain"}).status_code == 415
     assert dump(database) == before
+
+
+def test_a_round_waits_out_another_process_lock_while_the_server_keeps_answering(
+    todo_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A small round may run on the event loop, but one that finds the file locked waits on the database
+    thread: /health still answers, and the round applies (once) when the lock is gone, not a 409."""
+    url = todo_server()
+    key, record = task_list()
+    holder = sqlite3.connect(tmp_path / "server.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(post, url, manifest(payloads=[ModelPayload(LIST, {key: record})]))
+            time.sleep(0.3)  # time for the round to reach the lock (if it has not, the test proves less, never fails)
+            assert httpx.get(url + "/health", timeout=10).status_code == 200
+            assert not waiting.done()
+            holder.execute("ROLLBACK")
+            answer = waiting.result(timeout=60)
+    finally:
+        holder.close()
+    assert (answer.status_code, answer.json()["ok"], answer.json()["skipped"]) == (200, True, 0)
+    stored = post(url, manifest(node_id="device-b")).json()
+    assert [list(payload["records"]) for payload in stored["payloads"] if payload["model_label"] == LIST] == [[key]]
 
 
 def test_an_unstorable_value_is_a_per_key_error_and_the_rest_applies(url: str) -> None:
