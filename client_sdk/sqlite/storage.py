@@ -475,7 +475,7 @@ class SqliteSyncStorage:
                 return []
             skipped = self._stale(t, records) if guard else []
             stale = set(skipped)
-            accepted = {key: record for key, record in records.items() if key not in stale}
+            accepted = {key: record for key, record in records.items() if key not in stale} if stale else records
             if accepted:
                 self._write_rows(model, accepted, received_at or 0)
             return skipped
@@ -517,7 +517,7 @@ class SqliteSyncStorage:
         if self.connection.execute(f"SELECT EXISTS (SELECT 1 FROM {t.tomb})").fetchone()[0]:  # none on a first sync
             self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
         self.connection.execute(f'DELETE FROM {APPLYING} WHERE "tbl" = ?', (t.id,))
-        changelog.write_clock(self.connection, max(row[1] for row in shadow_rows))
+        changelog.write_clock(self.connection, max(map(itemgetter(1), shadow_rows)))
 
     def _note_references(self, model: _Model, plain: list[Sequence[Any]] | None) -> None:
         """Remember what a page bound to its text FOREIGN KEY columns, for :meth:`reference_violations`.
