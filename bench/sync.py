@@ -18,11 +18,11 @@ These machines are noisy: the initial sync and its baseline run ``--repeat``
 times, alternated, and the no-op syncs alternate with the bare POSTs. Each run
 is divided by the baseline run beside it, so a drift in the machine's speed
 between runs cancels out; the ratio reported is the median of those paired
-ratios (the time columns show the medians of each side). The report also shows
-each initial run's own ratio, and the CPU time the
-client and the server process each spent on the initial sync (the server's
-read from /proc, so on Linux only): where the two together come near the wall
-time times the cores, the sync is bound by the machine, not by waiting.
+ratios (the time columns show the medians of each side). The report also
+shows each initial run's own ratio, and the CPU time the client and the
+server process each spent on the initial sync (the server's read from /proc,
+so on Linux only): where the two together come near the wall time times the
+cores, the sync is bound by the machine, not by waiting.
 
 Targets (PROTOCOL.md 14 / issue 4): initial <= 3x, no-op <= 2x, peak RSS < 200 MB.
 """
