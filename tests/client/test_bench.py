@@ -1,0 +1,23 @@
+"""The benchmarks ``make bench`` runs still run, end to end, at a tiny size. Their figures are not
+checked here (timings prove nothing in a test); that each phase is measured and reported is."""
+
+from __future__ import annotations
+
+import re
+
+from .conftest import run
+
+
+def test_the_sync_bench_reports_every_phase_against_its_baseline() -> None:
+    report = run("bench/sync.py", "--rows", "300", "--edits", "20", "--repeat", "2", "--noops", "3").stdout
+    for phase in ("initial sync", "incremental sync", "no-op sync"):  # time, baseline, ratio
+        assert re.search(rf"^{phase} +[\d.]+ m?s +[\d.]+ m?s +\d+\.\d\dx ", report, re.MULTILINE), report
+    assert "300 rows" in report and "20 edits pushed" in report
+    assert "peak client RSS" in report and "warning" not in report  # the baseline stored what the sync did
+
+
+def test_the_capture_bench_reports_every_statement_and_fold() -> None:
+    report = run("bench/capture.py", "--rows", "300", "--single", "10", "--lookups", "10", "--repeat", "1").stdout
+    for statement in ("bulk insert", "bulk update", "autocommit update", "full scan", "point lookups", "delete all"):
+        assert any(line.startswith(statement) for line in report.splitlines()), report
+    assert "fold of the change log" in report
