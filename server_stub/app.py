@@ -52,7 +52,8 @@ def create_app(config: ServerConfig) -> Starlette:
             allowed = authorize(request, config)
             body = await read_json_body(request, config.request_bytes_max)
             gzipped = accepts_gzip(request)
-            return await service.run(lambda: answer(service, body, allowed, gzipped), inline=len(body) <= INLINE_BYTES_MAX)
+            small = len(body) <= INLINE_BYTES_MAX
+            return await service.run(lambda: answer(service, body, allowed, gzipped), inline=small)
         except Refusal as refusal:
             return error_response(refusal.status, refusal.text, extra=refusal.extra)
 

@@ -85,7 +85,7 @@ class SyncService:
         try:
             answer = self._engine.process(manifest)
         except sqlite3.OperationalError as exc:
-            if self._inline and is_lock_error(exc):  # nothing of the round committed: process() commits once, last
+            if self._inline and is_lock_error(exc):  # nothing of it committed (process() commits last)
                 raise _WouldWait from exc
             raise
         self._purge_if_due()  # never due on the event loop: run() leaves a due purge to the thread

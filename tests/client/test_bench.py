@@ -17,7 +17,10 @@ def test_the_sync_bench_reports_every_phase_against_its_baseline() -> None:
 
 
 def test_the_capture_bench_reports_every_statement_and_fold() -> None:
-    report = run("bench/capture.py", "--rows", "300", "--single", "10", "--lookups", "10", "--repeat", "1").stdout
+    done = run("bench/capture.py", "--rows", "300", "--single", "10", "--lookups", "10", "--repeat", "1", check=False)
+    report = done.stdout
+    missed_a_target = done.returncode == 1 and "OVER" in report and not done.stderr
+    assert done.returncode == 0 or missed_a_target, done.stderr
     for statement in ("bulk insert", "bulk update", "autocommit update", "full scan", "point lookups", "delete all"):
         assert any(line.startswith(statement) for line in report.splitlines()), report
     assert "fold of the change log" in report
