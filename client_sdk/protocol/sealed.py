@@ -1,11 +1,12 @@
 """Reading the bodies :meth:`SyncManifest.to_json` writes without encoding or decoding them twice.
 
 A sealed manifest goes on the wire as the canonical text of its covered keys
-(the text its checksum hashed), less the closing brace, then the other keys.
-Canonical JSON separates with ``", "`` and escapes the quotes inside strings,
-so the bytes ``],"`` first occur right after the covered ``payloads`` list:
-that is where the two parts meet. Bodies in any other layout are read the
-ordinary way.
+(the text its checksum hashed), less the closing brace, then the other keys,
+compact and starting with ``after_keys``. Canonical JSON separates with ``", "``
+and escapes the quotes inside strings, so it never holds the bytes ``],"``: the
+seam ``],"after_keys":`` is where the two parts meet, and it is looked for from
+the end, past the few bytes of the other keys instead of the whole page of
+records. Bodies in any other layout are read the ordinary way.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from typing import Any
 from ..errors import ManifestFieldError
 from .wire import CHECKSUM_KEYS, JsonDict, parse_after_keys, parse_json
 
-_SEAM = b'],"'
+_SEAM = b'],"after_keys":'
 _CHECKPOINT = re.compile(rb'\{"checkpoint": (\d{1,20}), ')
 
 
 def _seam(body: bytes) -> int | None:
     """Index of the ``]`` closing the covered ``payloads`` list, if the body is laid out as sealed."""
-    end = body.find(_SEAM)
+    end = body.rfind(_SEAM)
     return end if end > 0 and body.startswith(b'{"checkpoint": ') else None
 
 

@@ -298,7 +298,8 @@ class SyncManifest:
         """The wire JSON of :meth:`to_dict` plus ``extra`` top-level keys, ASCII only.
 
         A sealed manifest's records are not encoded again: the canonical text
-        its checksum was computed from is the start of the body.
+        its checksum was computed from is the start of the body, and ``after_keys``
+        comes right after it (``sealed.py`` finds the seam by it).
         """
         if self._sealed_json is None:
             return json.dumps(self.to_dict() | extra, separators=(",", ":"))
