@@ -4,6 +4,7 @@ answer, or it declines and leaves the page to the exact path. Never a different 
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from client_sdk.engine.engine import _all_storable, _record_problems
 from client_sdk.errors import SyncError
 from client_sdk.protocol.wire import _plain_records
 from client_sdk.sqlite import SqliteSyncStorage
-from client_sdk.sqlite.storage import _json_column, _plain_rows, _value_rows
+from client_sdk.sqlite.storage import _json_column, _value_rows
 from client_sdk.sqlite.values import ColumnKind, to_json
 
 LABEL = "todo.Task"
@@ -34,7 +35,8 @@ def raw_records(draw: st.DrawFn) -> dict[Any, Any]:
     complete and valid, the case the fast paths are for), otherwise anything, mostly near-valid."""
     keys = draw(st.lists(st.sampled_from(["a", "b", "c", ""]), unique=True, max_size=4))
     if draw(st.booleans()):
-        clean = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=4)
+        clean = json_values if draw(st.integers(0, 3)) == 0 else (  # now and then a value to convert or refuse
+            st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=4))
         return {
             key: {"data": {"id": key} | {name: draw(clean) for name in FIELDS[1:]},
                   "timestamps": {name: draw(st.integers(0, 2**40)) for name in FIELDS}}
@@ -47,7 +49,8 @@ def raw_records(draw: st.DrawFn) -> dict[Any, Any]:
             continue
         names = set(FIELDS) if draw(st.booleans()) else draw(st.sets(field_names, max_size=4))
         record: dict[str, Any] = {
-            "data": {name: draw(scalars) for name in names} | ({"id": key} if draw(st.booleans()) else {}),
+            "data": {name: draw(json_values if draw(st.integers(0, 5)) == 0 else scalars) for name in names}
+            | ({"id": key} if draw(st.booleans()) else {}),
             "timestamps": {name: draw(stamps if draw(st.integers(0, 5)) == 0 else st.integers(0, 2**40)) for name in names},
         }
         if draw(st.integers(0, 7)) == 0:
@@ -87,30 +90,56 @@ def test_the_engine_finds_a_payload_storable_only_if_every_record_is(raw: dict[A
         assert _record_problems(ModelPayload(LABEL, records), "id", fields) == {}
 
 
-@pytest.fixture(scope="module")
-def task_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    path: Path = tmp_path_factory.mktemp("fast") / "app.db"
-    with sqlite3.connect(path) as setup:
-        setup.execute("CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, notes TEXT)")
-    storage = SqliteSyncStorage(path, {"tasks": LABEL})
-    yield storage._model(LABEL)
-    storage.close()
+TASKS = "CREATE TABLE {} (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, notes TEXT)"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def rows_of(connection: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
+    return connection.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+
+
+@settings(max_examples=300, deadline=None)
 @given(raw=raw_records())
-def test_binding_a_page_agrees_with_binding_record_by_record(task_model: Any, raw: dict[Any, Any]) -> None:
+def test_storing_a_page_writes_what_binding_it_record_by_record_writes(raw: dict[Any, Any]) -> None:
+    """The page goes to SQLite as decoded when it can (values the binding refuses send it down the
+    exact path): the table must end up as if every record's converted values had been bound."""
     records = payloads(raw)
     if not records:
         return
-    fast = _plain_rows(task_model, records)
-    if fast is None:
-        return
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "app.db"
+        with sqlite3.connect(path) as setup:
+            setup.execute(TASKS.format("tasks"))
+            setup.execute(TASKS.format("twin"))
+        storage = SqliteSyncStorage(path, {"tasks": LABEL})
+        try:
+            try:
+                exact = _value_rows(storage._model(LABEL), records)
+            except SyncError:
+                with pytest.raises(SyncError):
+                    storage.upsert_many(LABEL, records)
+                assert rows_of(storage.connection, "tasks") == []
+                return
+            storage.upsert_many(LABEL, records)
+            for names, rows in exact.items():
+                marks = ", ".join("?" for _ in names)
+                storage.connection.executemany(f"INSERT INTO twin ({', '.join(names)}) VALUES ({marks})", rows)
+            assert rows_of(storage.connection, "tasks") == rows_of(storage.connection, "twin")
+        finally:
+            storage.close()
+
+
+def test_an_adapter_the_app_registered_does_not_change_what_a_page_stores(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "app.db") as setup:
+        setup.execute(TASKS.format("tasks"))
+    storage = SqliteSyncStorage(tmp_path / "app.db", {"tasks": LABEL})
+    record = SyncRecord({"id": "a", "title": ["x", "y"], "done": True, "priority": 1, "notes": None}, dict.fromkeys(FIELDS, 5))
+    sqlite3.register_adapter(list, repr)
     try:
-        exact = _value_rows(task_model, records)
-    except SyncError:
-        pytest.fail("the fast path bound a page the exact path refuses")
-    assert exact == {FIELDS: [list(row) for row in fast]}
+        storage.upsert_many(LABEL, {"a": record})
+    finally:
+        del sqlite3.adapters[(list, sqlite3.PrepareProtocol)]
+    assert rows_of(storage.connection, "tasks") == [("a", '["x","y"]', 1, 1, None)]
+    storage.close()
 
 
 @given(values=st.lists(st.none() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.text(max_size=2), max_size=6))

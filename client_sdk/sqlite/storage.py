@@ -33,7 +33,7 @@ from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
 from .served import served_records
 from .schema import PREFIX, ForeignKey, TableSchema, affinity, introspect, quote
 from .transaction import Transactions
-from .values import INT64_MAX, INT64_MIN, ColumnKind, ValueMappingError, to_json, to_sqlite
+from .values import ColumnKind, ValueMappingError, to_json, to_sqlite
 
 ROLES = ("client", "server")
 DEFAULT_TOMBSTONE_RETENTION = 90 * 24 * 3600.0
@@ -492,21 +492,16 @@ class SqliteSyncStorage:
 
     def _write_rows(self, model: _Model, records: dict[str, SyncRecord], received_at: int) -> None:
         t = model.tracked
-        plain = _plain_rows(model, records)
-        groups = {t.fields: plain} if plain is not None else _value_rows(model, records)
-        self._note_references(model, plain)
         shadow_rows = _shadow_rows(t, records, received_at)
         keys = _keys_json(records)
         self.connection.execute("PRAGMA defer_foreign_keys = ON")  # a page may hold children before parents
         self.connection.execute(f'INSERT OR IGNORE INTO {APPLYING} ("tbl", "key") SELECT ?, value FROM json_each(?)', (t.id, keys))
-        for names, rows in groups.items():
-            columns = ", ".join(quote(name) for name in names)
-            marks = ", ".join("?" for _ in names)
-            updates = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in names if name != t.key)
-            action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-            self.connection.executemany(
-                f"INSERT INTO {t.base} ({columns}) VALUES ({marks}) ON CONFLICT ({t.key_column}) {action}", rows
-            )
+        plain = _plain_rows(model, records)
+        if plain is None or not self._upsert_as_bound(t, plain):
+            plain = None
+            for names, rows in _value_rows(model, records).items():
+                self.connection.executemany(_upsert_sql(t, names), rows)
+        self._note_references(model, plain)
         stamp_columns = ", ".join(quote(name) for name in t.fields)
         marks = ", ".join("?" for _ in range(3 + len(t.fields)))
         self.connection.executemany(
@@ -518,6 +513,18 @@ class SqliteSyncStorage:
             self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
         self.connection.execute(f'DELETE FROM {APPLYING} WHERE "tbl" = ?', (t.id,))
         changelog.write_clock(self.connection, max(map(itemgetter(1), shadow_rows)))
+
+    def _upsert_as_bound(self, t: Tracked, rows: list[Sequence[Any]]) -> bool:
+        """Upsert rows whose values bind as they are; False if the binding refuses one (a list, an
+        object, an integer past 64 bits). The rows before that one are written then, with the very
+        values the record-by-record path binds for them (it converts only what does not bind), so
+        writing the page again that way repeats them harmlessly; no savepoint is taken for it (see
+        :meth:`Transactions.write`)."""
+        try:
+            self.connection.executemany(_upsert_sql(t, t.fields), rows)
+        except (OverflowError, sqlite3.ProgrammingError):
+            return False
+        return True
 
     def _note_references(self, model: _Model, plain: list[Sequence[Any]] | None) -> None:
         """Remember what a page bound to its text FOREIGN KEY columns, for :meth:`reference_violations`.
@@ -712,7 +719,6 @@ def _grow_cache(connection: sqlite3.Connection) -> None:
         connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
 _AS_BOOLEAN = {0: False, 1: True}
 
 
@@ -742,12 +748,32 @@ def _value_rows(model: _Model, records: dict[str, SyncRecord]) -> dict[tuple[str
     return groups
 
 
+_JSON_TYPES = frozenset({str, int, float, bool, list, dict, type(None)})
+
+
+def _json_types_adapted() -> bool:
+    """The app registered an ``sqlite3`` adapter for a type JSON decodes to: a value bound as it is
+    would then be stored as the adapter makes it, not as :func:`to_sqlite` maps it."""
+    return not _JSON_TYPES.isdisjoint(kind for kind, _protocol in sqlite3.adapters)
+
+
+def _upsert_sql(t: Tracked, names: Sequence[str]) -> str:
+    """Insert a row of the fields ``names`` (the key among them), or update the row with its key."""
+    columns = ", ".join(quote(name) for name in names)
+    marks = ", ".join("?" for _ in names)
+    updates = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in names if name != t.key)
+    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+    return f"INSERT INTO {t.base} ({columns}) VALUES ({marks}) ON CONFLICT ({t.key_column}) {action}"
+
+
 def _plain_rows(model: _Model, records: dict[str, SyncRecord]) -> list[Sequence[Any]] | None:
     """The fast path of ``_value_rows``, made with whole-page operations: when every record carries
-    exactly the table's fields, its key as identity, and JSON scalars only, in a table whose columns
-    bind JSON scalars unchanged (plain or boolean). None: take the record-by-record path."""
+    exactly the table's fields and its key as identity, in a table whose columns bind JSON scalars
+    unchanged (plain or boolean). None: take the record-by-record path. The values are not looked
+    at: a scalar binds as :func:`to_sqlite` would map it, and the binding refuses the rest (see
+    ``SqliteSyncStorage._upsert_as_bound``)."""
     t = model.tracked
-    if not model.plain:
+    if not model.plain or _json_types_adapted():
         return None
     fields = model.field_set
     datas = [record.data for record in records.values()]
@@ -756,16 +782,7 @@ def _plain_rows(model: _Model, records: dict[str, SyncRecord]) -> list[Sequence[
         return None
     if list(map(itemgetter(t.key), datas)) != list(records):
         return None
-    rows = list(map(itemgetter(*t.fields), datas)) if len(t.fields) > 1 else [(key,) for key in records]
-    values = list(chain.from_iterable(rows))
-    types = set(map(type, values))
-    if not types <= _SCALARS:
-        return None
-    if int in types:
-        integers = [value for value in values if type(value) is int]
-        if min(integers) < INT64_MIN or max(integers) > INT64_MAX:
-            return None
-    return rows
+    return list(map(itemgetter(*t.fields), datas)) if len(t.fields) > 1 else [(key,) for key in records]
 
 
 def _shadow_rows(t: Tracked, records: dict[str, SyncRecord], received_at: int) -> list[Sequence[Any]]:
