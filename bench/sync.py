@@ -16,10 +16,10 @@ HttpTransport, in a child process of its own so its peak RSS is its own):
 
 These machines are noisy: the initial sync and its baseline run ``--repeat``
 times, alternated, and the no-op syncs alternate with the bare POSTs. Each run
-is divided by the baseline run beside it, so a drift in the machine's speed
-between runs cancels out; the ratio reported is the median of those paired
-ratios (the time columns show the medians of each side). The report also
-shows each initial run's own ratio, and the CPU time the client and the
+is divided by the mean of the baseline runs just before and just after it, so
+a drift in the machine's speed cancels out; the ratio reported is the median
+of those paired ratios (the time columns show the medians of each side). The
+report also shows each initial run's own ratio, and the CPU time the client and the
 server process each spent on the initial sync (the server's read from /proc,
 so on Linux only): where the two together come near the wall time times the
 cores, the sync is bound by the machine, not by waiting.
@@ -208,7 +208,7 @@ def later_phases(url: str, path: str, edits: int, noops: int) -> dict[str, Any]:
             bare.append(bare_post(client, url))
     report["noop_s"] = statistics.median(durations)
     report["noop_base_s"] = statistics.median(bare)
-    report["noop_ratio"] = paired_ratio(durations, bare)
+    report["noop_ratio"] = statistics.median(pair_ratios(durations, bare))
     http.close()
     storage.close()
     return report
@@ -350,12 +350,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = report["rows"]
     initial_s = statistics.median(initial_runs)
-    ratios = ", ".join(f"{run / base:.2f}x" for run, base in zip(initial_runs, baseline_runs))
+    ratios = ", ".join(f"{ratio:.2f}x" for ratio in pair_ratios(initial_runs, baseline_runs))
     print_report([
         ("initial sync", f"{rows} rows, {report['initial_rounds']} rounds, {rows / initial_s:,.0f} rows/s, "
                          f"{report['initial_bytes'] / max(rows, 1):.1f} wire bytes/row; {args.repeat} runs "
                          f"(each: {ratios})",
-         initial_s, statistics.median(baseline_runs), paired_ratio(initial_runs, baseline_runs), 3.0),
+         initial_s, statistics.median(baseline_runs), statistics.median(pair_ratios(initial_runs, baseline_runs)), 3.0),
         ("incremental sync", f"{report['incremental_pushed']} edits pushed, {report['incremental_rounds']} rounds",
          report["incremental_s"], incremental_base, report["incremental_s"] / incremental_base, None),
         ("no-op sync", f"{args.noops} runs", report["noop_s"], report["noop_base_s"], report["noop_ratio"], 2.0),
@@ -369,9 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def paired_ratio(runs: list[float], baselines: list[float]) -> float:
-    """Median of each run's time over its own baseline's, taken beside it."""
-    return statistics.median(run / base for run, base in zip(runs, baselines))
+def pair_ratios(runs: list[float], baselines: list[float]) -> list[float]:
+    """Each run's time over its baseline's: runs and baseline runs alternate, so each run comes
+    between two baseline runs and is divided by their mean (the first run, by the one after it)."""
+    beside = baselines[:1] + [(before + after) / 2 for before, after in zip(baselines, baselines[1:])]
+    return [run / base for run, base in zip(runs, beside)]
 
 
 def print_report(phases: list[tuple[str, str, float, float, float, float | None]]) -> None:
