@@ -45,6 +45,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
 def pair_ratios(runs: list[float], baselines: list[float]) -> list[float]:
     """Each run's time over its baseline's: runs and baseline runs alternate, so each run comes
     between two baseline runs and is divided by their mean (the first run, by the one after it)."""
-    beside = baselines[:1] + [(before + after) / 2 for before, after in zip(baselines, baselines[1:])]
+    beside = baselines[:1] + [(before + after) / 2 for before, after in pairwise(baselines)]
     return [run / base for run, base in zip(runs, beside)]
 
 
