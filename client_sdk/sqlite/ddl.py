@@ -12,9 +12,17 @@ Capture is split in two so that the app's write path stays cheap:
    field, ``last_modified`` and the pending mark) and the tombstone table; the
    HLC stamps are assigned there, in log order, with the HLC ``now()`` rule.
 
-Writes made by sync itself are not logged: their keys sit in
-``_sync_applying`` while they are applied, and the triggers' WHEN skips them.
-Rows that other rows' foreign-key actions change meanwhile are still logged.
+Writes made by sync itself are not logged: while sync writes a page, the
+keys it writes sit in ``_sync_unlogged`` as ranges of one key each, and the
+triggers' WHEN skips a row whose key falls in a range of its table. Rows that
+other rows' foreign-key actions or the app's own triggers change meanwhile are
+still logged. Where nothing but sync's own statement can write a table while
+it upserts a page (no trigger of the app's on it, no foreign key acting on its
+updates, no secondary UNIQUE constraint), one range without an end covers the
+whole table instead, which spares writing and deleting a row per key. Either
+way the WHEN reads one entry: the range that starts last at or before the key.
+(``_sync_applying``, the per-key list earlier versions kept, stays in their
+files, empty, for the triggers they made.)
 """
 
 from __future__ import annotations
@@ -41,7 +49,9 @@ CREATE TABLE IF NOT EXISTS "{PREFIX}log" (
     "seq" INTEGER PRIMARY KEY, "tbl" INTEGER NOT NULL, "key" TEXT NOT NULL,
     "mask" INTEGER, "more" TEXT, "at" REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS "{PREFIX}applying" ("tbl" INTEGER NOT NULL, "key" TEXT NOT NULL, PRIMARY KEY ("tbl", "key")) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS "{PREFIX}unlogged" (
+    "tbl" INTEGER NOT NULL, "key" TEXT NOT NULL, "through" TEXT, PRIMARY KEY ("tbl", "key")
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS "{PREFIX}lock" (
     "id" INTEGER PRIMARY KEY CHECK ("id" = 0), "token" TEXT NOT NULL, "pid" INTEGER NOT NULL,
     "started" TEXT, "host" TEXT NOT NULL, "acquired_at" REAL NOT NULL, "updated_at" REAL NOT NULL, "phase" TEXT NOT NULL
@@ -54,7 +64,8 @@ META = quote(f"{PREFIX}meta")
 CLOCK = quote(f"{PREFIX}clock")
 TABLES = quote(f"{PREFIX}tables")
 LOG = quote(f"{PREFIX}log")
-APPLYING = quote(f"{PREFIX}applying")
+UNLOGGED = quote(f"{PREFIX}unlogged")
+"""Ranges of keys, from ``key`` through ``through`` (NULL: no end), whose writes the triggers do not log."""
 LOCK = quote(f"{PREFIX}lock")
 
 # Meta columns of a shadow table; user columns may not use the prefix, so they never clash with stamp columns.
@@ -153,7 +164,9 @@ def trigger_ddl(t: Tracked) -> dict[str, str]:
     columns = '("tbl", "key", "mask", "more", "at")'
 
     def not_applying(ref: str) -> str:
-        return f'NOT EXISTS (SELECT 1 FROM {APPLYING} WHERE "tbl" = {t.id} AND "key" = {ref}.{key})'
+        """No range of ``_sync_unlogged`` holds the key: the one starting last at or before it ends before it."""
+        return (f'coalesce((SELECT "through" IS NOT NULL AND "through" < {ref}.{key} FROM {UNLOGGED} '
+                f'WHERE "tbl" = {t.id} AND "key" <= {ref}.{key} ORDER BY "key" DESC LIMIT 1), 1)')
 
     def row(ref: str, masks: list[str]) -> str:
         more = f"json_array({', '.join(masks[1:])})" if len(masks) > 1 else "NULL"

@@ -11,8 +11,8 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property, wraps
 from itertools import chain, repeat
@@ -28,7 +28,7 @@ from ..protocol.hlc import HybridLogicalClock, system_ms
 from ..protocol.wire import META_FIELDS, SyncRecord
 from . import changelog
 from .clock import SqliteClockState
-from .ddl import APPLYING, GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, Tracked, storage_ddl, trigger_ddl
+from .ddl import GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, Tracked, UNLOGGED, storage_ddl, trigger_ddl
 from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
 from .served import served_records
 from .schema import PREFIX, ForeignKey, TableSchema, affinity, introspect, quote
@@ -183,6 +183,8 @@ class SqliteSyncStorage:
         self._bound_references: dict[tuple[str, ForeignKey], set[Any] | None] = {}
         """(label, text FOREIGN KEY) -> the values writes bound to its column since :meth:`reference_violations`
         last looked; None once a write bound it row by row (see ``_write_rows``)."""
+        self._writes_alone: dict[str, tuple[int, bool]] = {}
+        """Table -> (schema version, what :meth:`_upsert_writes_alone` found then)."""
         try:
             self._setup(models, node_id)
         except BaseException:
@@ -495,12 +497,12 @@ class SqliteSyncStorage:
         shadow_rows = _shadow_rows(t, records, received_at)
         keys = _keys_json(records)
         self.connection.execute("PRAGMA defer_foreign_keys = ON")  # a page may hold children before parents
-        self.connection.execute(f'INSERT OR IGNORE INTO {APPLYING} ("tbl", "key") SELECT ?, value FROM json_each(?)', (t.id, keys))
-        plain = _plain_rows(model, records)
-        if plain is None or not self._upsert_as_bound(t, plain):
-            plain = None
-            for names, rows in _value_rows(model, records).items():
-                self.connection.executemany(_upsert_sql(t, names), rows)
+        with self._unlogged(t, None if self._upsert_writes_alone(model) else keys):
+            plain = _plain_rows(model, records)
+            if plain is None or not self._upsert_as_bound(t, plain):
+                plain = None
+                for names, rows in _value_rows(model, records).items():
+                    self.connection.executemany(_upsert_sql(t, names), rows)
         self._note_references(model, plain)
         stamp_columns = ", ".join(quote(name) for name in t.fields)
         marks = ", ".join("?" for _ in range(3 + len(t.fields)))
@@ -511,8 +513,41 @@ class SqliteSyncStorage:
         )
         if self.connection.execute(f"SELECT EXISTS (SELECT 1 FROM {t.tomb})").fetchone()[0]:  # none on a first sync
             self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
-        self.connection.execute(f'DELETE FROM {APPLYING} WHERE "tbl" = ?', (t.id,))
         changelog.write_clock(self.connection, max(map(itemgetter(1), shadow_rows)))
+
+    @contextmanager
+    def _unlogged(self, t: Tracked, keys: str | None) -> Iterator[None]:
+        """Keep the capture triggers from logging the block's writes to the rows ``keys`` (a JSON array)
+        or, with None, to any row of the table. (A block that raises fails the transaction, which
+        takes the mark away with it.)"""
+        if keys is None:  # '' starts before every key (keys compare as text)
+            self.connection.execute(f'INSERT INTO {UNLOGGED} ("tbl", "key", "through") VALUES (?, \'\', NULL)', (t.id,))
+        else:
+            self.connection.execute(
+                f'INSERT OR IGNORE INTO {UNLOGGED} ("tbl", "key", "through") SELECT ?, value, value FROM json_each(?)', (t.id, keys)
+            )
+        yield
+        self.connection.execute(f'DELETE FROM {UNLOGGED} WHERE "tbl" = ?', (t.id,))
+
+    def _upsert_writes_alone(self, model: _Model) -> bool:
+        """Whether upserting rows of the table can write no other row of it: no trigger of the app's
+        is on it, no foreign key acts on an update of it, and it has no secondary UNIQUE constraint
+        (one declared ON CONFLICT REPLACE would delete another row). Then every write to the table
+        while a page is upserted is the page's own. Read again whenever the schema changed."""
+        t = model.tracked
+        version = self.connection.execute("PRAGMA schema_version").fetchone()[0]
+        known = self._writes_alone.get(t.table)
+        if known is not None and known[0] == version:
+            return known[1]
+        others = self.connection.execute(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE "
+            "AND name NOT GLOB ?2) OR EXISTS (SELECT 1 FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
+            "WHERE m.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE AND f.on_update IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))",
+            (t.table, f"{PREFIX}*"),
+        ).fetchone()[0]
+        alone = not others and not t.sweep
+        self._writes_alone[t.table] = (version, alone)
+        return alone
 
     def _upsert_as_bound(self, t: Tracked, rows: list[Sequence[Any]]) -> bool:
         """Upsert rows whose values bind as they are; False if the binding refuses one (a list, an
@@ -550,18 +585,17 @@ class SqliteSyncStorage:
             accepted = {key: stamp for key, stamp in deletes.items() if key not in skipped}
             if accepted:
                 keys = _keys_json(accepted)
-                self.connection.execute(f'INSERT OR IGNORE INTO {APPLYING} ("tbl", "key") SELECT ?, value FROM json_each(?)', (t.id, keys))
                 # ON DELETE actions still fire other rows' triggers: those rows become local changes.
                 # A child left dangling is found before the round commits (reference_violations).
                 self.connection.execute("PRAGMA defer_foreign_keys = ON")
-                self.connection.execute(f"DELETE FROM {t.base} WHERE {t.key_column} IN {IN_KEYS}", (keys,))
+                with self._unlogged(t, keys):
+                    self.connection.execute(f"DELETE FROM {t.base} WHERE {t.key_column} IN {IN_KEYS}", (keys,))
                 self.connection.execute(f"DELETE FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
                 self.connection.executemany(
                     f'INSERT INTO {t.tomb} ("key", "stamp", "pending") VALUES (?, ?, 0) '
                     'ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "pending" = 0',
                     accepted.items(),
                 )
-                self.connection.execute(f'DELETE FROM {APPLYING} WHERE "tbl" = ?', (t.id,))
                 changelog.write_clock(self.connection, max(accepted.values()))
             return skipped
 

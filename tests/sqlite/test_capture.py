@@ -252,6 +252,31 @@ def test_sync_writes_are_not_captured(storage: SqliteSyncStorage, app: sqlite3.C
     assert storage.get_records(TASK, ["r1"])["r1"].timestamps == {"id": 5, "title": 7}
 
 
+def test_a_row_an_app_trigger_writes_while_sync_applies_is_a_local_change(storage: SqliteSyncStorage, app: sqlite3.Connection) -> None:
+    storage.upsert_many(TASK, {"r0": SyncRecord({"id": "r0", "title": "before the trigger"}, {"id": 5, "title": 5})})
+    app.execute("CREATE TRIGGER spawn AFTER INSERT ON tasks WHEN NEW.title = 'spawn' BEGIN "
+                "INSERT INTO tasks (id, title) VALUES (NEW.id || '-child', 'spawned'), ('0-' || NEW.id, 'spawned'); END")
+    page = {key: SyncRecord({"id": key, "title": "spawn"}, {"id": 5, "title": 7}) for key in ("r1", "r2")}
+    storage.upsert_many(TASK, page, guard=False)
+    assert set(pending(storage)) == {"r1-child", "0-r1", "r2-child", "0-r2"}  # keys after, before and between the page's
+
+
+def test_a_row_a_foreign_key_action_changes_while_sync_applies_is_a_local_change(tmp_path: Path) -> None:
+    db = tmp_path / "tree.db"
+    with sqlite3.connect(db) as setup:
+        setup.execute("CREATE TABLE nodes (id TEXT PRIMARY KEY, code TEXT UNIQUE, "
+                      "parent_code TEXT REFERENCES nodes (code) ON UPDATE CASCADE)")
+    storage = SqliteSyncStorage(db, {"nodes": "app.Node"})
+    stamps = dict.fromkeys(("id", "code", "parent_code"), 5)
+    storage.upsert_many("app.Node", {"a": SyncRecord({"id": "a", "code": "x", "parent_code": None}, stamps),
+                                     "b": SyncRecord({"id": "b", "code": "y", "parent_code": "x"}, stamps)})
+    storage.upsert_many("app.Node", {"a": SyncRecord({"id": "a", "code": "z", "parent_code": None}, dict.fromkeys(stamps, 9))},
+                        guard=False)
+    changed = pending(storage, "app.Node")
+    assert set(changed) == {"b"} and changed["b"].data["parent_code"] == "z"
+    storage.close()
+
+
 def test_a_table_wider_than_one_mask_word(tmp_path: Path) -> None:
     db = tmp_path / "wide.db"
     columns = ", ".join(f"c{i} INTEGER" for i in range(70))
