@@ -495,9 +495,8 @@ class SqliteSyncStorage:
     def _write_rows(self, model: _Model, records: dict[str, SyncRecord], received_at: int) -> None:
         t = model.tracked
         shadow_rows = _shadow_rows(t, records, received_at)
-        keys = _keys_json(records)
         self.connection.execute("PRAGMA defer_foreign_keys = ON")  # a page may hold children before parents
-        with self._unlogged(t, None if self._upsert_writes_alone(model) else keys):
+        with self._unlogged(t, None if self._upsert_writes_alone(model) else _keys_json(records)):
             plain = _plain_rows(model, records)
             if plain is None or not self._upsert_as_bound(t, plain):
                 plain = None
@@ -512,7 +511,7 @@ class SqliteSyncStorage:
             shadow_rows,
         )
         if self.connection.execute(f"SELECT EXISTS (SELECT 1 FROM {t.tomb})").fetchone()[0]:  # none on a first sync
-            self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
+            self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (_keys_json(records),))
         changelog.write_clock(self.connection, max(map(itemgetter(1), shadow_rows)))
 
     @contextmanager
