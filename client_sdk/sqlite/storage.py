@@ -183,8 +183,8 @@ class SqliteSyncStorage:
         self._bound_references: dict[tuple[str, ForeignKey], set[Any] | None] = {}
         """(label, text FOREIGN KEY) -> the values writes bound to its column since :meth:`reference_violations`
         last looked; None once a write bound it row by row (see ``_write_rows``)."""
-        self._writes_alone: dict[str, tuple[int, bool]] = {}
-        """Table -> (schema version, what :meth:`_upsert_writes_alone` found then)."""
+        self._writes_alone: dict[str, tuple[tuple[int, int], bool]] = {}
+        """Table -> (schema versions of main and temp, what :meth:`_upsert_writes_alone` found then)."""
         try:
             self._setup(models, node_id)
         except BaseException:
@@ -534,14 +534,16 @@ class SqliteSyncStorage:
         (one declared ON CONFLICT REPLACE would delete another row). Then every write to the table
         while a page is upserted is the page's own. Read again whenever the schema changed."""
         t = model.tracked
-        version = self.connection.execute("PRAGMA schema_version").fetchone()[0]
+        version = (self.connection.execute("PRAGMA main.schema_version").fetchone()[0],
+                   self.connection.execute("PRAGMA temp.schema_version").fetchone()[0])
         known = self._writes_alone.get(t.table)
         if known is not None and known[0] == version:
             return known[1]
         others = self.connection.execute(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE "
-            "AND name NOT GLOB ?2) OR EXISTS (SELECT 1 FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
-            "WHERE m.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE AND f.on_update IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))",
+            "SELECT EXISTS (SELECT 1 FROM (SELECT * FROM sqlite_master UNION ALL SELECT * FROM sqlite_temp_master) "
+            "WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE AND name NOT GLOB ?2) "
+            "OR EXISTS (SELECT 1 FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f WHERE m.type = 'table' "
+            "AND f.\"table\" = ?1 COLLATE NOCASE AND f.on_update IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))",
             (t.table, f"{PREFIX}*"),
         ).fetchone()[0]
         alone = not others and not t.sweep

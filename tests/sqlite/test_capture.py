@@ -261,6 +261,14 @@ def test_a_row_an_app_trigger_writes_while_sync_applies_is_a_local_change(storag
     assert set(pending(storage)) == {"r1-child", "0-r1", "r2-child", "0-r2"}  # keys after, before and between the page's
 
 
+def test_a_row_a_temporary_trigger_of_the_sync_connection_writes_is_a_local_change(storage: SqliteSyncStorage) -> None:
+    storage.upsert_many(TASK, {"r0": SyncRecord({"id": "r0", "title": "before the trigger"}, {"id": 5, "title": 5})})
+    storage.connection.execute("CREATE TEMP TRIGGER echo AFTER UPDATE OF title ON tasks WHEN NEW.title = 'echo' "
+                               "BEGIN INSERT INTO tasks (id, title) VALUES ('echoed', 'yes'); END")
+    storage.upsert_many(TASK, {"r0": SyncRecord({"id": "r0", "title": "echo"}, {"id": 5, "title": 8})}, guard=False)
+    assert set(pending(storage)) == {"echoed"}
+
+
 def test_a_row_a_foreign_key_action_changes_while_sync_applies_is_a_local_change(tmp_path: Path) -> None:
     db = tmp_path / "tree.db"
     with sqlite3.connect(db) as setup:
