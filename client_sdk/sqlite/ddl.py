@@ -17,9 +17,9 @@ keys it writes sit in ``_sync_unlogged`` as ranges of one key each, and the
 triggers' WHEN skips a row whose key falls in a range of its table. Rows that
 other rows' foreign-key actions or the app's own triggers change meanwhile are
 still logged. Where nothing but sync's own statement can write a table while
-it upserts a page (no trigger of the app's on it, no foreign key acting on its
-updates, no secondary UNIQUE constraint), one range without an end covers the
-whole table instead, which spares writing and deleting a row per key. Either
+it upserts a page (no trigger of the app's on it, no secondary UNIQUE
+constraint), one range without an end covers the whole table instead, which
+spares writing and deleting a row per key. Either
 way the WHEN reads one entry: the range that starts last at or before the key.
 (``_sync_applying``, the per-key list earlier versions kept, stays in their
 files, empty, for the triggers they made.)

@@ -529,24 +529,23 @@ class SqliteSyncStorage:
         self.connection.execute(f'DELETE FROM {UNLOGGED} WHERE "tbl" = ?', (t.id,))
 
     def _upsert_writes_alone(self, model: _Model) -> bool:
-        """Whether upserting rows of the table can write no other row of it: no trigger of the app's
-        is on it, no foreign key acts on an update of it, and it has no secondary UNIQUE constraint
-        (one declared ON CONFLICT REPLACE would delete another row). Then every write to the table
-        while a page is upserted is the page's own. Read again whenever the schema changed."""
+        """Whether upserting rows of the table can write no other row: no trigger of the app's is on
+        it (TEMP ones included), and it has no secondary UNIQUE constraint. (Without one, an upsert,
+        which never changes a row's key, changes no column a FOREIGN KEY can refer to, so no foreign
+        key action fires; and no REPLACE can delete another row.) Then every write to the table while
+        a page is upserted is the page's own. Read again whenever the schema changed."""
         t = model.tracked
         version = (self.connection.execute("PRAGMA main.schema_version").fetchone()[0],
                    self.connection.execute("PRAGMA temp.schema_version").fetchone()[0])
         known = self._writes_alone.get(t.table)
         if known is not None and known[0] == version:
             return known[1]
-        others = self.connection.execute(
+        triggers = self.connection.execute(
             "SELECT EXISTS (SELECT 1 FROM (SELECT * FROM sqlite_master UNION ALL SELECT * FROM sqlite_temp_master) "
-            "WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE AND name NOT GLOB ?2) "
-            "OR EXISTS (SELECT 1 FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f WHERE m.type = 'table' "
-            "AND f.\"table\" = ?1 COLLATE NOCASE AND f.on_update IN ('CASCADE', 'SET NULL', 'SET DEFAULT'))",
+            "WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE AND name NOT GLOB ?)",
             (t.table, f"{PREFIX}*"),
         ).fetchone()[0]
-        alone = not others and not t.sweep
+        alone = not triggers and not t.sweep
         self._writes_alone[t.table] = (version, alone)
         return alone
 
