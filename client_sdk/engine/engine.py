@@ -340,8 +340,13 @@ class DatabaseEngine:
             {k: r for k, r in payload.records.items() if k not in skip},
             {k: stamp for k, stamp in payload.deletes.items() if k not in skip},
         )
-        local = self.storage.get_records(label, [*clean.records, *clean.deletes])
-        outcome = self.reconciler.reconcile(clean, local, checkpoint)
+        stored = self.storage.get_records(label, [*clean.records, *clean.deletes])
+        # Whether the client has seen a row is a matter of delivery (received_at); which write wins,
+        # a delete's included, is decided by the writes' own stamps alone.
+        local = {key: _own_stamps(record) for key, record in stored.items()}
+        outcome = self.reconciler.reconcile(
+            clean, local, checkpoint, unsynced=lambda key, _record: stored[key].last_modified > checkpoint
+        )
         self._report(SyncStage.CLASSIFY, len(clean), len(clean))
         created = set(outcome.created)
         # A row new to us is guarded (7.6): a newer tombstone stays, and goes back to the client.
@@ -354,7 +359,7 @@ class DatabaseEngine:
         self.storage.upsert_many(
             label, {k: r for k, r in outcome.to_upsert.items() if k not in created}, received_at=now, guard=False
         )
-        self.storage.delete_many(label, {key: now for key in outcome.to_delete}, guard=False)
+        self.storage.delete_many(label, outcome.to_delete, received_at=now, guard=False)
         self._renew_tombstones(label, clean.deletes, local, now)
         self._report(SyncStage.MUTATE, len(outcome.to_upsert) + len(outcome.to_delete), len(clean))
         result.merge_reconciliation(outcome)
@@ -393,7 +398,8 @@ class DatabaseEngine:
         if not absent:
             return
         ours = self.storage.get_tombstones(label, absent)
-        self.storage.delete_many(label, {key: now for key in absent if key in ours and ours[key] < deletes[key]}, guard=False)
+        newer = {key: deletes[key] for key in absent if key in ours and ours[key] < deletes[key]}
+        self.storage.delete_many(label, newer, received_at=now, guard=False)
 
     def _tombstones_for(self, model: _ServedModel, incoming: SyncManifest, has_more: bool) -> dict[str, int]:
         """Tombstones in this answer's window, so paging sends each exactly once.
@@ -407,8 +413,8 @@ class DatabaseEngine:
         high = model.position.timestamp if has_more and model.position is not None else None
         window = {
             key: stamp
-            for key, stamp in self.storage.get_deletes_since(model.label, low).items()
-            if (high is None or stamp <= high) and key not in model.sent_keys and key not in model.records
+            for key, stamp in self.storage.get_deletes_since(model.label, low, until=high).items()
+            if key not in model.sent_keys and key not in model.records
         }
         return {**window, **model.stale_deletes}
 
@@ -783,6 +789,11 @@ _STORAGE_METHODS = (
     "get_changed_since", "get_deletes_since", "get_records", "upsert_many", "delete_many",
     "get_checkpoint", "save_checkpoint", "get_after_keys",
 )
+
+
+def _own_stamps(record: SyncRecord) -> SyncRecord:
+    """``record`` as its writes stamped it, without the server's receive time."""
+    return SyncRecord(record.data, record.timestamps) if record.received_at else record
 
 
 def _record_problems(payload: ModelPayload, identity_field: str, known: frozenset[str] | None) -> dict[str, str]:

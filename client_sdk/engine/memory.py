@@ -18,12 +18,25 @@ from .protocols import Cursor
 class _Model:
     rows: dict[str, SyncRecord] = field(default_factory=dict)
     tombstones: dict[str, int] = field(default_factory=dict)
+    """key -> the delete's own stamp."""
+    delivered: dict[str, int] = field(default_factory=dict)
+    """key -> the tombstone's place in delivery order (when a server stored it)."""
     pending: set[str] = field(default_factory=set)
     pending_deletes: set[str] = field(default_factory=set)
 
     def copy(self) -> _Model:
         """Records are replaced, never mutated in place, so copying the containers is enough."""
-        return _Model(dict(self.rows), dict(self.tombstones), set(self.pending), set(self.pending_deletes))
+        return _Model(dict(self.rows), dict(self.tombstones), dict(self.delivered), set(self.pending),
+                      set(self.pending_deletes))
+
+    def bury(self, key: str, stamp: int, delivered: int) -> None:
+        """Keep a tombstone; neither its own stamp nor its delivery ever moves back."""
+        self.tombstones[key] = max(stamp, self.tombstones.get(key, 0))
+        self.delivered[key] = max(delivered, self.delivered.get(key, 0))
+
+    def unbury(self, key: str) -> None:
+        self.tombstones.pop(key, None)
+        self.delivered.pop(key, None)
 
 
 def _after(record_key: tuple[int, str], after: Cursor | None, since: int) -> bool:
@@ -71,7 +84,7 @@ class MemoryStorage:
             for name in (data if current is None else changed):
                 stamps[name] = stamp
             model.rows[key] = SyncRecord(data=data, timestamps=stamps)
-            model.tombstones.pop(key, None)
+            model.unbury(key)
             model.pending_deletes.discard(key)
             model.pending.add(key)
 
@@ -82,7 +95,8 @@ class MemoryStorage:
             if model.rows.pop(key, None) is None:
                 return
             model.pending.discard(key)
-            model.tombstones[key] = self.clock.now()
+            stamp = self.clock.now()
+            model.bury(key, stamp, stamp)
             model.pending_deletes.add(key)
 
     def rows(self, label: str) -> dict[str, dict]:
@@ -104,8 +118,10 @@ class MemoryStorage:
     def get_changed_since(self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None):
         return self._ordered(self._model(label).rows.items(), since, after, limit)
 
-    def get_deletes_since(self, label: str, since: int) -> dict[str, int]:
-        return {key: stamp for key, stamp in self._model(label).tombstones.items() if stamp > since}
+    def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
+        model = self._model(label)
+        return {key: stamp for key, stamp in model.tombstones.items()
+                if since < model.delivered[key] and (until is None or model.delivered[key] <= until)}
 
     def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
         rows = self._model(label).rows
@@ -127,12 +143,14 @@ class MemoryStorage:
             data = {name: value for name, value in record.user_data().items()}
             data[self.identity_field] = key
             model.rows[key] = SyncRecord(data, dict(record.timestamps), received_at if received_at is not None else 0)
-            model.tombstones.pop(key, None)
+            model.unbury(key)
             model.pending.discard(key)
             model.pending_deletes.discard(key)
         return skipped
 
-    def delete_many(self, label: str, deletes: dict[str, int], *, guard: bool = True) -> list[str]:
+    def delete_many(
+        self, label: str, deletes: dict[str, int], *, received_at: int | None = None, guard: bool = True
+    ) -> list[str]:
         model = self._model(label)
         skipped = []
         for key, stamp in deletes.items():
@@ -143,7 +161,7 @@ class MemoryStorage:
             model.rows.pop(key, None)
             model.pending.discard(key)
             model.pending_deletes.discard(key)
-            model.tombstones[key] = max(stamp, model.tombstones.get(key, 0))
+            model.bury(key, stamp, stamp if received_at is None else received_at)
         return skipped
 
     def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None):

@@ -46,8 +46,11 @@ class DatabaseSyncStorage(Protocol):
         """Rows with last_modified > ``since`` (or after ``after``), in (last_modified, key) order."""
         ...
 
-    def get_deletes_since(self, label: str, since: int) -> dict[str, int]:
-        """Tombstones newer than ``since``: key -> delete stamp."""
+    def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
+        """Tombstones delivered after ``since`` (and at or before ``until``): key -> the delete's own stamp.
+
+        A tombstone's place in delivery order is when it was stored, as ``received_at`` is for
+        a row; the stamp returned, sent on the wire and compared with writes, is the delete's own."""
         ...
 
     def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
@@ -55,7 +58,7 @@ class DatabaseSyncStorage(Protocol):
         ...
 
     def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
-        """The tombstones among ``keys``: key -> delete stamp."""
+        """The tombstones among ``keys``: key -> the delete's own stamp."""
         ...
 
     # -- writing what sync decided --
@@ -66,9 +69,12 @@ class DatabaseSyncStorage(Protocol):
         last_modified is newer than the incoming record's is kept and its key returned."""
         ...
 
-    def delete_many(self, label: str, deletes: dict[str, int], *, guard: bool = True) -> list[str]:
-        """Delete rows and keep tombstones stamped as given. With ``guard``, a row
-        modified after the tombstone is kept and its key returned."""
+    def delete_many(
+        self, label: str, deletes: dict[str, int], *, received_at: int | None = None, guard: bool = True
+    ) -> list[str]:
+        """Delete rows and keep tombstones stamped as given (each delete's own stamp); with
+        ``received_at`` (a server storing them), they are delivered from then on. With ``guard``,
+        a row modified after the tombstone is kept and its key returned."""
         ...
 
     # -- client role: local changes not yet acknowledged by the server --

@@ -130,7 +130,7 @@ def _fold_table(connection: sqlite3.Connection, t: Tracked) -> None:
     # gone keys: a pending tombstone stamped by the last logged event
     connection.execute(
         f"""INSERT INTO {t.tomb} ("key", "stamp", "pending") SELECT "key", "last", 1 FROM {FOLD_KEYS} WHERE NOT "alive"
-        ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "pending" = 1"""
+        ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "hlc" = NULL, "pending" = 1"""
     )
     connection.execute(f'DELETE FROM {t.shadow} WHERE {S_KEY} IN (SELECT "key" FROM {FOLD_KEYS} WHERE NOT "alive")')
     connection.execute(f"DROP TABLE {FOLD_KEYS}")
@@ -146,7 +146,7 @@ def sweep_orphans(connection: sqlite3.Connection, t: Tracked, stamp: int) -> Non
     gone = f"NOT EXISTS (SELECT 1 FROM {t.base} WHERE {t.key_column} = s.{S_KEY})"
     connection.execute(
         f"""INSERT INTO {t.tomb} ("key", "stamp", "pending") SELECT s.{S_KEY}, ?, 1 FROM {t.shadow} AS s WHERE {gone}
-        ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "pending" = 1""",
+        ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "hlc" = NULL, "pending" = 1""",
         (stamp,),
     )
     connection.execute(f"DELETE FROM {t.shadow} AS s WHERE {gone}")

@@ -129,6 +129,12 @@ class Tracked:
         return divmod(index, WORD_BITS)
 
 
+TOMB_HLC = 'coalesce("hlc", "stamp")'
+"""A tombstone's own stamp: the HLC of the delete itself, which decides against writes. ``"stamp"``
+orders delivery; on a server it is when the tombstone was stored, and ``"hlc"`` keeps the delete's
+own stamp when that is older (NULL: the same as ``"stamp"``, as it always is on a client)."""
+
+
 def storage_ddl(t: Tracked, role: str) -> list[str]:
     """The shadow and tombstone tables and the indexes the role's queries use."""
     stamps = "".join(f", {quote(name)} INTEGER DEFAULT 0" for name in t.fields)
@@ -136,7 +142,7 @@ def storage_ddl(t: Tracked, role: str) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {t.shadow} ({S_KEY} TEXT PRIMARY KEY, {S_LM} INTEGER NOT NULL, "
         f"{S_RECEIVED} INTEGER NOT NULL DEFAULT 0, {S_PENDING} INTEGER NOT NULL DEFAULT 0{stamps}) WITHOUT ROWID",
         f'CREATE TABLE IF NOT EXISTS {t.tomb} ("key" TEXT PRIMARY KEY, "stamp" INTEGER NOT NULL, '
-        f'"pending" INTEGER NOT NULL) WITHOUT ROWID',
+        f'"pending" INTEGER NOT NULL, "hlc" INTEGER) WITHOUT ROWID',
     ]
     if role == "server":
         # get_changed_since / get_deletes_since: a page costs O(page)

@@ -24,11 +24,13 @@ import sqlite_utils
 from ..engine.protocols import Cursor
 from ..errors import InvalidParameterError, RecordFieldError, UnknownModelError
 from ..protocol.graph import DependencyGraph
-from ..protocol.hlc import HybridLogicalClock, system_ms
+from ..protocol.hlc import HLC_MAX, HybridLogicalClock, system_ms
 from ..protocol.wire import META_FIELDS, SyncRecord
 from . import changelog
 from .clock import SqliteClockState
-from .ddl import GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, Tracked, UNLOGGED, storage_ddl, trigger_ddl
+from .ddl import (
+    GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, TOMB_HLC, Tracked, UNLOGGED, storage_ddl, trigger_ddl,
+)
 from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
 from .served import served_records
 from .schema import PREFIX, ForeignKey, TableSchema, affinity, introspect, quote
@@ -204,7 +206,10 @@ class SqliteSyncStorage:
                 self.connection.execute(statement)
             self.node_id = self._node_id(node_id)
             registry = changelog.read_registry(self.connection)
-            changelog.fold(self.connection, self._fold_targets(registry))  # with the fields the triggers were made for
+            targets = self._fold_targets(registry)
+            for t in targets:
+                _add_tombstone_hlc(self.connection, t)
+            changelog.fold(self.connection, targets)  # with the fields the triggers were made for
             if models is None:
                 models = {name: t.label for name, t in registry.items()}
                 if not models:
@@ -359,10 +364,13 @@ class SqliteSyncStorage:
         return self._page(model, where, params, limit, served=True)
 
     @_serialized
-    def get_deletes_since(self, label: str, since: int) -> dict[str, int]:
+    def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
         t = self._model(label).tracked
         self._prepare()
-        return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "stamp" > ?', (since,)))
+        return dict(self.connection.execute(
+            f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "stamp" > ? AND "stamp" <= ?',
+            (since, HLC_MAX if until is None else until),
+        ))
 
     @_serialized
     def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
@@ -454,7 +462,7 @@ class SqliteSyncStorage:
     def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         t = self._model(label).tracked
         self._prepare()
-        return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (_keys_json(keys),)))
+        return dict(self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (_keys_json(keys),)))
 
     def _page(
         self, model: _Model, where: str, params: list[Any], limit: int | None, *, served: bool = False
@@ -486,7 +494,7 @@ class SqliteSyncStorage:
         """Keys of ``records`` older than the row or tombstone stored here (the staleness guard, 7.6)."""
         keys = _keys_json(records)
         stored = dict(self.connection.execute(f"SELECT {S_KEY}, {S_LM} FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,)))
-        tombs = dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,)))
+        tombs = dict(self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,)))
         return [
             key for key, record in records.items()
             if (stored[key] if key in stored else tombs.get(key, -1)) > record.last_modified
@@ -573,7 +581,9 @@ class SqliteSyncStorage:
                 values.update(map(itemgetter(index), plain))
 
     @_serialized
-    def delete_many(self, label: str, deletes: dict[str, int], *, guard: bool = True) -> list[str]:
+    def delete_many(
+        self, label: str, deletes: dict[str, int], *, received_at: int | None = None, guard: bool = True
+    ) -> list[str]:
         t = self._model(label).tracked
         with self._tx.write():
             self._prepare()
@@ -591,12 +601,15 @@ class SqliteSyncStorage:
                 with self._unlogged(t, keys):
                     self.connection.execute(f"DELETE FROM {t.base} WHERE {t.key_column} IN {IN_KEYS}", (keys,))
                 self.connection.execute(f"DELETE FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
+                # with received_at, the tombstone is delivered from then on and keeps the delete's own stamp
+                rows = accepted.items() if received_at is None else [(key, received_at, own) for key, own in accepted.items()]
                 self.connection.executemany(
-                    f'INSERT INTO {t.tomb} ("key", "stamp", "pending") VALUES (?, ?, 0) '
-                    'ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "pending" = 0',
-                    accepted.items(),
+                    f'INSERT INTO {t.tomb} ("key", "stamp", "hlc", "pending") VALUES (?, ?, {"NULL" if received_at is None else "?"}, 0) '
+                    'ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), '
+                    f'"hlc" = CASE WHEN excluded."hlc" IS NULL THEN NULL ELSE max({TOMB_HLC}, excluded."hlc") END, "pending" = 0',
+                    rows,
                 )
-                changelog.write_clock(self.connection, max(accepted.values()))
+                changelog.write_clock(self.connection, max(*accepted.values(), received_at or 0))
             return skipped
 
     # ------------------------------------------------------------------ client role: pending local changes
@@ -827,6 +840,13 @@ def _shadow_rows(t: Tracked, records: dict[str, SyncRecord], received_at: int) -
         newest = [max(received_at, stamp) for stamp in newest]
     stamp_columns = [list(map(dict.get, maps, repeat(name))) for name in t.fields]
     return list(zip(records, newest, repeat(received_at), *stamp_columns))
+
+
+def _add_tombstone_hlc(connection: sqlite3.Connection, t: Tracked) -> None:
+    """Files made before tombstones kept their delete's own stamp get the column (NULL: as "stamp")."""
+    columns = {name for (name,) in connection.execute("SELECT name FROM pragma_table_info(?)", (t.name("tomb"),))}
+    if columns and "hlc" not in columns:
+        connection.execute(f'ALTER TABLE {t.tomb} ADD COLUMN "hlc" INTEGER')
 
 
 def _position(since: int, after: Cursor | None) -> tuple[str, list[Any]]:

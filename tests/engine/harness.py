@@ -75,9 +75,18 @@ class LegacyServerEngine(DatabaseEngine):
         return checkpoint
 
 
+class LegacyServerStorage(MemoryStorage):
+    """Stamps the deletes it stores with the server's clock, as the existing server does (PROTOCOL.md 7.5)."""
+
+    def delete_many(self, label, deletes, *, received_at=None, guard=True):  # type: ignore[override]
+        if received_at is not None:
+            deletes = dict.fromkeys(deletes, received_at)
+        return super().delete_many(label, deletes, received_at=received_at, guard=guard)
+
+
 def make_server(wall: Wall | None = None, engine_class: type[DatabaseEngine] = DatabaseEngine, **options) -> DatabaseEngine:
     clock = HybridLogicalClock(MemoryClockState(), wall_ms=wall or Wall())
-    storage = MemoryStorage(GRAPH, clock)
+    storage = (LegacyServerStorage if issubclass(engine_class, LegacyServerEngine) else MemoryStorage)(GRAPH, clock)
     return engine_class(storage, DependencyGraph(GRAPH), clock, "server", transaction=storage.transaction, **options)
 
 
