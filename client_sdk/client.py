@@ -141,7 +141,10 @@ class SyncClient:
 
     # -- syncing --
     def sync(self, dry_run: bool = False) -> DatabaseResult:
-        """Exchange changes with the server until both sides are quiet; one sync at a time.
+        """Push what is pending and pull what the server has, in as few rounds as that takes; one sync at a time.
+
+        Changes other writers make while it runs are pushed if a round collects them, else by the
+        next sync: it always returns after a bounded number of rounds.
 
         Raises a :class:`SyncError` (recorded in ``last_sync``) when the server
         is away or refuses; local data stays as it was and nothing is lost.

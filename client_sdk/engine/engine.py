@@ -60,6 +60,11 @@ a few pages at once writes far less. Each round stays atomic (its checkpoint com
 rows); other writers wait at most this long more, and a crash or a round that fails (a bad
 answer, a resolver that raises) undoes at most this much work besides its own."""
 
+FOLLOW_UP_ROUNDS = 2
+"""Rounds a sync may run after the first complete answer that carried changes: enough to push what
+applying it produced (a merged row, a cascade) and to take the answer to that. Past them, changes
+other writers keep making wait for the next sync, so that ``sync()`` returns under any load."""
+
 PhaseCallback = Callable[[SyncPhase], None]
 ProgressCallback = Callable[[SyncStage, int, int], None]
 
@@ -421,7 +426,8 @@ class DatabaseEngine:
     # ------------------------------------------------------------------ client
 
     def sync(self, dry_run: bool = False) -> DatabaseResult:
-        """Run rounds until both sides are quiet (PROTOCOL.md 11). ``dry_run`` pulls once and changes nothing."""
+        """Run rounds until the server's answer is complete and empty (PROTOCOL.md 11 waits for a quiet round
+        instead; see :data:`FOLLOW_UP_ROUNDS` for the bound under load). ``dry_run`` pulls once and changes nothing."""
         if self.transport is None:
             raise TransportRequiredError("this engine has no transport: pass transport= to sync as a client")
         guard = self.lock.hold() if self.lock is not None else nullcontext()
@@ -446,6 +452,7 @@ class DatabaseEngine:
         rejected: dict[str, set[str]] = {}
         pipeline: PullPipeline | None = None
         opened: float | None = None  # when the transaction ``held`` began, while it is open
+        follow_ups = 0
         try:
             with ExitStack() as held:  # the write transaction, held over consecutive pipelined rounds
                 while True:
@@ -469,8 +476,10 @@ class DatabaseEngine:
                         self._phase(SyncPhase.EXCHANGING)
                         response = self.transport.exchange(request)  # type: ignore[union-attr]
                     self._phase(SyncPhase.RECONCILING)
-                    quiet = request.change_count == 0 and response.change_count == 0
-                    last = quiet and not request.has_more and not response.has_more
+                    complete = not request.has_more and not response.has_more
+                    # An empty complete answer leaves this sync nothing to do: what is pending now was
+                    # written while the round was in flight, and waits for the next sync.
+                    last = complete and response.change_count == 0
                     if opened is None:
                         held.enter_context(self.transaction())
                         opened = time.monotonic()
@@ -491,6 +500,10 @@ class DatabaseEngine:
                     # locally (an ON DELETE CASCADE, say): the sync ends only once that is pushed too.
                     if last and not (pulled is not None and self._collect(result.checkpoint, {}, rejected).payloads):
                         return
+                    if complete and not last:
+                        follow_ups += 1
+                        if follow_ups > FOLLOW_UP_ROUNDS:
+                            return
         finally:
             if pipeline is not None:
                 pipeline.close()
