@@ -5,11 +5,12 @@ Pure: it reads records and returns decisions. Storage applies them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import InvalidParameterError
-from ..protocol.wire import META_FIELDS, ModelPayload, SyncRecord
+from ..protocol.wire import META_FIELDS, JsonDict, ModelPayload, SyncRecord
 from .resolvers import FieldTimestampWins
 from .types import ConflictResolver, ConflictType, FieldConflict, RecordConflict, RecordResolution, ResolutionSource
 
@@ -50,6 +51,30 @@ def field_conflicts(local: SyncRecord, remote: SyncRecord, checkpoint: int) -> l
         if local_value != remote_value or type(local_value) is not type(remote_value):
             clashes.append(FieldConflict(name, local_value, remote_value, local_stamp, remote_stamp))
     return clashes
+
+
+def join_fields(kept: SyncRecord, incoming: SyncRecord) -> SyncRecord:
+    """Per field, the value with the newer stamp; the same whichever argument comes first.
+
+    This is how a server folds an edit into what a delete erased (the row's last values,
+    which it keeps with the tombstone): a later edit then brings the row back with every
+    field's newest value, whatever order the edit and the delete reached it in. Equal
+    stamps are settled by the values' canonical JSON, so the join does not depend on order.
+    """
+    data: JsonDict = {}
+    stamps: dict[str, int] = {}
+    for name in sorted((kept.data.keys() | incoming.data.keys()) - META_FIELDS):
+        candidates = [(record.timestamps.get(name, 0), _canonical(record.data[name]), record)
+                      for record in (kept, incoming) if name in record.data]
+        stamp, _text, winner = max(candidates, key=lambda candidate: candidate[:2])
+        data[name] = winner.data[name]
+        if name in winner.timestamps:
+            stamps[name] = stamp
+    return SyncRecord(data, stamps)
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 class PayloadReconciler:

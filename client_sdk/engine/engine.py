@@ -26,13 +26,16 @@ rounds whose answers keep arriving share one write transaction for up to
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
+from math import isfinite
+from operator import is_
 from typing import Any
 
-from ..conflict.reconciler import ConflictEntry, PayloadReconciler
+from ..conflict.reconciler import ConflictEntry, PayloadReconciler, join_fields
 from ..conflict.types import ConflictType, FieldConflict, RecordConflict, ResolutionSource
 from ..errors import (
     ClockDriftError,
@@ -44,7 +47,7 @@ from ..errors import (
 )
 from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HLC_MAX, HybridLogicalClock, wall_of
-from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord
+from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord, is_text
 from .budget import Budget, record_size
 from .pipeline import PullPipeline, settles
 from .protocols import Cursor, DatabaseSyncStorage, SyncLock, Transport
@@ -189,11 +192,16 @@ class DatabaseEngine:
             self.progress(stage, current, total)
 
     def _invalid_records(self, payload: ModelPayload) -> dict[str, str]:
-        """Records this node cannot store as sent: key -> reason. Field names are only compared, never used in SQL."""
+        """Records this node cannot store as sent: key -> reason. Field names are only compared, never used in SQL.
+        Then the storage, if it can tell, names the records holding a value their column cannot take."""
         known = self._fields(payload.model_label)
-        if _all_storable(payload.records, self.identity_field, known):
-            return {}
-        return _record_problems(payload, self.identity_field, known)
+        problems = {} if _all_storable(payload.records, self.identity_field, known) else \
+            _record_problems(payload, self.identity_field, known)
+        check = getattr(self.storage, "invalid_values", None)
+        if callable(check) and len(problems) < len(payload.records):
+            rest = {k: r for k, r in payload.records.items() if k not in problems} if problems else payload.records
+            problems.update(check(payload.model_label, rest))
+        return problems
 
     def _fields(self, label: str) -> frozenset[str] | None:
         fields = getattr(self.storage, "fields", None)
@@ -354,10 +362,8 @@ class DatabaseEngine:
         )
         self._report(SyncStage.CLASSIFY, len(clean), len(clean))
         created = set(outcome.created)
-        # A row new to us is guarded (7.6): a newer tombstone stays, and goes back to the client.
-        stale = self.storage.upsert_many(
-            label, {k: r for k, r in outcome.to_upsert.items() if k in created}, received_at=now, guard=True
-        )
+        revived, stale = self._over_tombstones(label, {k: r for k, r in outcome.to_upsert.items() if k in created})
+        self.storage.upsert_many(label, revived, received_at=now, guard=False)
         # Everything else was decided against the stored rows inside this same transaction: a row the
         # client saw at its checkpoint is superseded by its edit, a conflict by its resolution. Guarding
         # these against our received_at would drop edits whose stamps predate our storing the row.
@@ -373,12 +379,36 @@ class DatabaseEngine:
         for kind in ("created", "applied"):
             getattr(result, kind)[label] = [k for k in getattr(result, kind).get(label, []) if k not in stale]
         answers = dict(outcome.response_records)
-        answers.update(self.storage.get_records(label, stale))
+        answers.update((key, record) for key, record in revived.items() if not _same_record(record, outcome.to_upsert[key]))
         for key, record in answers.items():
             budget.take_record(record)
             model.records[key] = record
         model.stale_deletes = {key: stamp for key, stamp in self.storage.get_tombstones(label, stale).items()
                                if key not in answers}
+
+    def _over_tombstones(self, label: str, records: dict[str, SyncRecord]) -> tuple[dict[str, SyncRecord], list[str]]:
+        """Split rows new to us into those to store and the keys of stale ones (7.6, by the writes' own stamps).
+
+        A row we hold a tombstone for comes back only if it is newer than the delete, and then
+        joined with what the delete erased (:func:`join_fields`); an older one is stale, and its
+        values join what the tombstone keeps. So the row a later edit brings back holds every
+        field's newest value, whichever reached us first, the delete or an older edit.
+        """
+        tombstones = self.storage.get_tombstones(label, records) if records else {}
+        if not tombstones:
+            return records, []
+        erased = self.storage.get_buried(label, tombstones)
+        revived: dict[str, SyncRecord] = {}
+        stale: dict[str, SyncRecord] = {}
+        for key, record in records.items():
+            joined = join_fields(erased[key], record) if key in erased else record
+            if key not in tombstones or _own_stamps(record).last_modified > tombstones[key]:
+                revived[key] = joined
+            else:
+                stale[key] = joined
+        if stale:
+            self.storage.keep_buried(label, stale)
+        return revived, list(stale)
 
     def _check_references(self, incoming: SyncManifest) -> None:
         """Before the round commits: a FOREIGN KEY left pointing at nothing names the incoming change to refuse."""
@@ -641,11 +671,15 @@ class DatabaseEngine:
         self, request: SyncManifest, response: SyncManifest, checkpoint: int, result: DatabaseResult
     ) -> None:
         """A record we pushed came back with other values in fields we changed: the server's resolver
-        replaced our edits there. (Fields only the other side changed merged cleanly: no conflict.)"""
+        replaced our edits there. (Fields only the other side changed merged cleanly: no conflict.)
+        Or it came back deleted: a newer delete beat our edit."""
         for sent_payload in request.payloads:
             returned_payload = response.payload(sent_payload.model_label)
             if returned_payload is None:
                 continue
+            for key in sent_payload.records.keys() & returned_payload.deletes.keys():
+                self._log_discarded_edit(sent_payload.model_label, key, sent_payload.records[key],
+                                         returned_payload.deletes[key], checkpoint, result)
             for key, returned in returned_payload.records.items():
                 sent = sent_payload.records.get(key)
                 if sent is None:
@@ -711,6 +745,9 @@ class DatabaseEngine:
             {k: s for k, s in deletes.items() if k in local},
         )
         outcome = self.reconciler.reconcile(contested, local, checkpoint, unsynced=lambda _key, _record: True)
+        for key in contested.deletes.keys() & outcome.to_delete.keys():
+            if key not in outcome.conflicts:  # a delete newer than our pending edit simply won: say so
+                self._log_discarded_edit(label, key, local[key], contested.deletes[key], checkpoint, result)
         self.storage.upsert_many(label, outcome.to_upsert, guard=False)
         self.storage.delete_many(label, outcome.to_delete, guard=False)
         self.storage.mark_pending(label, outcome.response_records)
@@ -720,6 +757,19 @@ class DatabaseEngine:
         tombstones = self.storage.get_tombstones(label, deleted_here) if deleted_here else {}
         for key in deleted_here:
             self._modify_vs_local_delete(label, key, records[key], tombstones.get(key, 0), result)
+
+    @staticmethod
+    def _log_discarded_edit(
+        label: str, key: str, edited: SyncRecord, tombstone: int, checkpoint: int, result: DatabaseResult
+    ) -> None:
+        """Log that a delete beat a local edit the server had not taken yet: each field the edit
+        changed, with the value it lost. (Against a server that stamps deletes with its own clock,
+        such a delete may even be older than the edit; the log is how the app finds out.)"""
+        clashes = [FieldConflict(name, edited.data.get(name), None, stamp, tombstone)
+                   for name, stamp in sorted(edited.timestamps.items()) if stamp > checkpoint and name not in META_FIELDS]
+        conflict = RecordConflict(key, label, ConflictType.DELETE_VS_MODIFY, clashes, edited, None)
+        result.conflict_log.append(ConflictEntry(conflict, ResolutionSource.REMOTE))
+        result.add("conflicts", label, [key])
 
     def _modify_vs_local_delete(
         self, label: str, key: str, remote: SyncRecord, tombstone: int, result: DatabaseResult
@@ -804,6 +854,10 @@ _STORAGE_METHODS = (
 )
 
 
+def _same_record(a: SyncRecord, b: SyncRecord) -> bool:
+    return a.data == b.data and a.timestamps == b.timestamps
+
+
 def _own_stamps(record: SyncRecord) -> SyncRecord:
     """``record`` as its writes stamped it, without the server's receive time."""
     return SyncRecord(record.data, record.timestamps) if record.received_at else record
@@ -824,6 +878,10 @@ def _record_problems(payload: ModelPayload, identity_field: str, known: frozense
         if oversized:
             problems[key] = f"integer out of the 64-bit range in field(s) {', '.join(sorted(oversized)[:5])}"
             continue
+        unfit = _unfit_values(record.data)
+        if unfit:
+            problems[key] = unfit
+            continue
         if known is not None:
             unknown = (set(record.data) | set(record.timestamps)) - known - META_FIELDS
             if unknown:
@@ -840,16 +898,71 @@ def _all_storable(records: dict[str, SyncRecord], identity_field: str, known: fr
     if not all(stamps) or list(map(dict.get, datas, repeat(identity_field), records)) != list(records):
         return False
     values = list(chain.from_iterable(map(dict.values, datas)))
-    if any(issubclass(kind, int) and kind not in (int, bool) for kind in set(map(type, values))):
-        return False  # an int subclass (never from JSON): leave it to the exact check
-    integers = [value for value in values if type(value) is int]
+    types = list(map(type, values))
+    kinds = set(types)
+    if not kinds <= _JSON_TYPES:
+        return False  # e.g. an int subclass (never from JSON): leave it to the exact checks
+    integers = list(compress(values, map(is_, types, repeat(int))))
     if integers and (min(integers) < -HLC_MAX - 1 or max(integers) > HLC_MAX):
+        return False
+    if float in kinds and not isfinite(sum(compress(values, map(is_, types, repeat(float))))):
+        return False  # a NaN or an infinity (or finite numbers whose sum is too large: the exact check tells)
+    if str in kinds and not is_text("".join(compress(values, map(is_, types, repeat(str))))):
+        return False
+    if not kinds.isdisjoint(_CONTAINERS) and not _encodable(list(compress(values, map(_CONTAINERS.__contains__, types)))):
         return False
     if known is None:
         return True
     names = set(chain.from_iterable(datas))
     names.update(chain.from_iterable(stamps))
     return names <= known | META_FIELDS
+
+
+_JSON_TYPES = frozenset({str, int, float, bool, type(None), dict, list})
+_CONTAINERS = frozenset({dict, list})
+NON_FINITE = "non-finite number (NaN or Infinity, which JSON cannot carry)"
+LONE_SURROGATE = "text with a lone surrogate (not valid Unicode)"
+
+
+def _unfit_values(data: dict[str, Any]) -> str | None:
+    """Why no node may store or send these values, naming the fields: a non-finite number, or text
+    with a lone surrogate, as a value or anywhere inside one. None if there is neither."""
+    found: dict[str, list[str]] = {}
+    for name, value in data.items():
+        reason = _value_problem(value)
+        if reason is not None:
+            found.setdefault(reason, []).append(repr(name)[:40])
+    return "; ".join(f"{reason} in field(s) {', '.join(sorted(names)[:5])}" for reason, names in found.items()) or None
+
+
+def _value_problem(value: object) -> str | None:
+    """:data:`NON_FINITE` or :data:`LONE_SURROGATE` if ``value`` is or holds one (looked for without
+    recursion: nesting is as deep as the parser allowed), else None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not isfinite(item):
+                return NON_FINITE
+        elif isinstance(item, str):
+            if not is_text(item):
+                return LONE_SURROGATE
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _encodable(containers: list[Any]) -> bool:
+    """Whether the objects and lists are strict JSON that UTF-8 can encode, in one C-level pass
+    (False also for what is too deep or not JSON at all: the exact check then looks)."""
+    try:
+        json.dumps(containers, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return False
+    return True
 
 
 def _out_of_range(value: object) -> bool:

@@ -21,13 +21,15 @@ class _Model:
     """key -> the delete's own stamp."""
     delivered: dict[str, int] = field(default_factory=dict)
     """key -> the tombstone's place in delivery order (when a server stored it)."""
+    buried: dict[str, SyncRecord] = field(default_factory=dict)
+    """key -> what a delete a server stored erased."""
     pending: set[str] = field(default_factory=set)
     pending_deletes: set[str] = field(default_factory=set)
 
     def copy(self) -> _Model:
         """Records are replaced, never mutated in place, so copying the containers is enough."""
-        return _Model(dict(self.rows), dict(self.tombstones), dict(self.delivered), set(self.pending),
-                      set(self.pending_deletes))
+        return _Model(dict(self.rows), dict(self.tombstones), dict(self.delivered), dict(self.buried),
+                      set(self.pending), set(self.pending_deletes))
 
     def bury(self, key: str, stamp: int, delivered: int) -> None:
         """Keep a tombstone; neither its own stamp nor its delivery ever moves back."""
@@ -37,6 +39,7 @@ class _Model:
     def unbury(self, key: str) -> None:
         self.tombstones.pop(key, None)
         self.delivered.pop(key, None)
+        self.buried.pop(key, None)
 
 
 def _after(record_key: tuple[int, str], after: Cursor | None, since: int) -> bool:
@@ -131,6 +134,14 @@ class MemoryStorage:
         tombstones = self._model(label).tombstones
         return {key: tombstones[key] for key in keys if key in tombstones}
 
+    def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
+        buried = self._model(label).buried
+        return {key: copy.deepcopy(buried[key]) for key in keys if key in buried}
+
+    def keep_buried(self, label: str, records: dict[str, SyncRecord]) -> None:
+        model = self._model(label)
+        model.buried.update((key, record) for key, record in records.items() if key in model.tombstones)
+
     def upsert_many(self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True) -> list[str]:
         model = self._model(label)
         skipped = []
@@ -158,10 +169,12 @@ class MemoryStorage:
             if guard and stored is not None and stored.last_modified > stamp:
                 skipped.append(key)
                 continue
-            model.rows.pop(key, None)
+            erased = model.rows.pop(key, None)
             model.pending.discard(key)
             model.pending_deletes.discard(key)
             model.bury(key, stamp, stamp if received_at is None else received_at)
+            if received_at is not None and erased is not None:
+                model.buried[key] = SyncRecord(erased.data, erased.timestamps)
         return skipped
 
     def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None):

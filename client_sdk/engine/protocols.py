@@ -61,6 +61,15 @@ class DatabaseSyncStorage(Protocol):
         """The tombstones among ``keys``: key -> the delete's own stamp."""
         ...
 
+    def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
+        """What the deletes among ``keys`` erased, where a server kept it (``delete_many`` with
+        ``received_at``): the row's last values and stamps, for ``join_fields``."""
+        ...
+
+    def keep_buried(self, label: str, records: dict[str, SyncRecord]) -> None:
+        """Replace what the tombstones of ``records``' keys keep (an edit older than the delete, joined in)."""
+        ...
+
     # -- writing what sync decided --
     def upsert_many(
         self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True
@@ -73,7 +82,8 @@ class DatabaseSyncStorage(Protocol):
         self, label: str, deletes: dict[str, int], *, received_at: int | None = None, guard: bool = True
     ) -> list[str]:
         """Delete rows and keep tombstones stamped as given (each delete's own stamp); with
-        ``received_at`` (a server storing them), they are delivered from then on. With ``guard``,
+        ``received_at`` (a server storing them), they are delivered from then on and keep the
+        row they erased (see :meth:`get_buried`). With ``guard``,
         a row modified after the tombstone is kept and its key returned."""
         ...
 

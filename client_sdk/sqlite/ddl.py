@@ -132,7 +132,8 @@ class Tracked:
 TOMB_HLC = 'coalesce("hlc", "stamp")'
 """A tombstone's own stamp: the HLC of the delete itself, which decides against writes. ``"stamp"``
 orders delivery; on a server it is when the tombstone was stored, and ``"hlc"`` keeps the delete's
-own stamp when that is older (NULL: the same as ``"stamp"``, as it always is on a client)."""
+own stamp when that is older (NULL: the same as ``"stamp"``, as it always is on a client). A server
+also keeps in ``"row"`` what the delete erased, as a record's JSON (see ``join_fields``)."""
 
 
 def storage_ddl(t: Tracked, role: str) -> list[str]:
@@ -142,7 +143,7 @@ def storage_ddl(t: Tracked, role: str) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {t.shadow} ({S_KEY} TEXT PRIMARY KEY, {S_LM} INTEGER NOT NULL, "
         f"{S_RECEIVED} INTEGER NOT NULL DEFAULT 0, {S_PENDING} INTEGER NOT NULL DEFAULT 0{stamps}) WITHOUT ROWID",
         f'CREATE TABLE IF NOT EXISTS {t.tomb} ("key" TEXT PRIMARY KEY, "stamp" INTEGER NOT NULL, '
-        f'"pending" INTEGER NOT NULL, "hlc" INTEGER) WITHOUT ROWID',
+        f'"pending" INTEGER NOT NULL, "hlc" INTEGER, "row" TEXT) WITHOUT ROWID',
     ]
     if role == "server":
         # get_changed_since / get_deletes_since: a page costs O(page)

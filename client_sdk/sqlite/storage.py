@@ -35,7 +35,7 @@ from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
 from .served import served_records
 from .schema import PREFIX, ForeignKey, TableSchema, affinity, introspect, quote
 from .transaction import Transactions
-from .values import ColumnKind, ValueMappingError, to_json, to_sqlite
+from .values import ColumnKind, ValueMappingError, ValueRule, rule_for, to_json, to_sqlite
 
 ROLES = ("client", "server")
 DEFAULT_TOMBSTONE_RETENTION = 90 * 24 * 3600.0
@@ -62,6 +62,8 @@ def _keys_json(keys: Iterable[str]) -> str:
 
 
 IN_KEYS = "(SELECT value FROM json_each(?))"
+_ABSENT = object()
+"""A field a record leaves out (``invalid_values``)."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,8 @@ class SqliteSyncStorage:
         last looked; None once a write bound it row by row (see ``_write_rows``)."""
         self._writes_alone: dict[str, tuple[tuple[int, int], bool]] = {}
         """Table -> (schema versions of main and temp, what :meth:`_upsert_writes_alone` found then)."""
+        self._rules: dict[str, tuple[tuple[str, ValueRule], ...]] = {}
+        """Label -> (column, the values it takes) for :meth:`invalid_values`, the key column left out."""
         try:
             self._setup(models, node_id)
         except BaseException:
@@ -208,7 +212,7 @@ class SqliteSyncStorage:
             registry = changelog.read_registry(self.connection)
             targets = self._fold_targets(registry)
             for t in targets:
-                _add_tombstone_hlc(self.connection, t)
+                _migrate_tombstones(self.connection, t)
             changelog.fold(self.connection, targets)  # with the fields the triggers were made for
             if models is None:
                 models = {name: t.label for name, t in registry.items()}
@@ -324,6 +328,39 @@ class SqliteSyncStorage:
         """The table's column names: records may carry no other fields."""
         return frozenset(self._model(label).tracked.fields)
 
+    @_serialized
+    def invalid_values(self, label: str, records: Mapping[str, SyncRecord]) -> dict[str, str]:
+        """Records holding a value its column cannot take as sent (see :func:`values.rule_for`): key ->
+        each such field, with what its column takes. Fields a record leaves out or the table lacks are
+        not looked at. A page is checked a column at a time by the set of types in it; only a column
+        holding a type that needs a closer look (a float in an INTEGER column, base64 text for a BLOB)
+        is read value by value."""
+        datas = [record.data for record in records.values()]
+        found: dict[int, list[str]] = {}
+        for name, rule in self._value_rules(label) if datas else ():
+            column = list(map(dict.get, datas, repeat(name), repeat(_ABSENT)))
+            if set(map(type, column)) - {object} <= rule.held:
+                continue
+            for index, value in enumerate(column):
+                problem = None if value is _ABSENT else rule.problem(name, value)
+                if problem is not None:
+                    found.setdefault(index, []).append(problem)
+        keys = list(records)
+        return {keys[index]: "; ".join(problems[:5]) for index, problems in found.items()}
+
+    def _value_rules(self, label: str) -> tuple[tuple[str, ValueRule], ...]:
+        rules = self._rules.get(label)
+        if rules is None:
+            model = self._model(label)
+            table, key = model.tracked.table, model.tracked.key
+            not_null = dict(self.connection.execute('SELECT name, "notnull" FROM pragma_table_info(?)', (table,)))
+            rules = self._rules[label] = tuple(
+                (column.name, rule_for(column.kind, affinity(column.declared_type), nullable=not not_null.get(column.name)))
+                for column in model.schema.columns
+                if column.name != key
+            )
+        return rules
+
     def _model(self, label: str) -> _Model:
         try:
             return self._models[label]
@@ -376,8 +413,29 @@ class SqliteSyncStorage:
     def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
         model = self._model(label)
         self._prepare()
-        rows = self.connection.execute(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (_keys_json(keys),))
+        return self._read_records(model, _keys_json(keys))
+
+    def _read_records(self, model: _Model, keys: str) -> dict[str, SyncRecord]:
+        rows = self.connection.execute(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (keys,))
         return dict(model.records(rows.fetchall()))
+
+    @_serialized
+    def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
+        t = self._model(label).tracked
+        self._prepare()
+        rows = self.connection.execute(
+            f'SELECT "key", "row" FROM {t.tomb} WHERE "row" IS NOT NULL AND "key" IN {IN_KEYS}', (_keys_json(keys),)
+        )
+        return {key: SyncRecord.from_dict(json.loads(text), key=key, label=label) for key, text in rows}
+
+    @_serialized
+    def keep_buried(self, label: str, records: dict[str, SyncRecord]) -> None:
+        t = self._model(label).tracked
+        with self._tx.write():
+            self.connection.executemany(
+                f'UPDATE {t.tomb} SET "row" = ? WHERE "key" = ?',
+                [(_record_json(record), key) for key, record in records.items()],
+            )
 
     @_serialized
     def reference_violations(
@@ -584,7 +642,8 @@ class SqliteSyncStorage:
     def delete_many(
         self, label: str, deletes: dict[str, int], *, received_at: int | None = None, guard: bool = True
     ) -> list[str]:
-        t = self._model(label).tracked
+        model = self._model(label)
+        t = model.tracked
         with self._tx.write():
             self._prepare()
             if not deletes:
@@ -595,18 +654,22 @@ class SqliteSyncStorage:
             accepted = {key: stamp for key, stamp in deletes.items() if key not in skipped}
             if accepted:
                 keys = _keys_json(accepted)
+                erased = {} if received_at is None else self._read_records(model, keys)
                 # ON DELETE actions still fire other rows' triggers: those rows become local changes.
                 # A child left dangling is found before the round commits (reference_violations).
                 self.connection.execute("PRAGMA defer_foreign_keys = ON")
                 with self._unlogged(t, keys):
                     self.connection.execute(f"DELETE FROM {t.base} WHERE {t.key_column} IN {IN_KEYS}", (keys,))
                 self.connection.execute(f"DELETE FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
-                # with received_at, the tombstone is delivered from then on and keeps the delete's own stamp
-                rows = accepted.items() if received_at is None else [(key, received_at, own) for key, own in accepted.items()]
+                # with received_at, the tombstone is delivered from then on, keeps the delete's own
+                # stamp and what it erased
+                rows = [(key, own if received_at is None else received_at, None if received_at is None else own,
+                         _record_json(erased.get(key))) for key, own in accepted.items()]
                 self.connection.executemany(
-                    f'INSERT INTO {t.tomb} ("key", "stamp", "hlc", "pending") VALUES (?, ?, {"NULL" if received_at is None else "?"}, 0) '
+                    f'INSERT INTO {t.tomb} ("key", "stamp", "hlc", "row", "pending") VALUES (?, ?, ?, ?, 0) '
                     'ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), '
-                    f'"hlc" = CASE WHEN excluded."hlc" IS NULL THEN NULL ELSE max({TOMB_HLC}, excluded."hlc") END, "pending" = 0',
+                    f'"hlc" = CASE WHEN excluded."hlc" IS NULL THEN NULL ELSE max({TOMB_HLC}, excluded."hlc") END, '
+                    '"row" = coalesce(excluded."row", "row"), "pending" = 0',
                     rows,
                 )
                 changelog.write_clock(self.connection, max(*accepted.values(), received_at or 0))
@@ -842,11 +905,17 @@ def _shadow_rows(t: Tracked, records: dict[str, SyncRecord], received_at: int) -
     return list(zip(records, newest, repeat(received_at), *stamp_columns))
 
 
-def _add_tombstone_hlc(connection: sqlite3.Connection, t: Tracked) -> None:
-    """Files made before tombstones kept their delete's own stamp get the column (NULL: as "stamp")."""
+def _record_json(record: SyncRecord | None) -> str | None:
+    return None if record is None else json.dumps(record.to_dict(), separators=(",", ":"))
+
+
+def _migrate_tombstones(connection: sqlite3.Connection, t: Tracked) -> None:
+    """Files made before tombstones kept their delete's own stamp and erased row get the columns
+    (NULL: the delete's stamp is the tombstone's; nothing kept)."""
     columns = {name for (name,) in connection.execute("SELECT name FROM pragma_table_info(?)", (t.name("tomb"),))}
-    if columns and "hlc" not in columns:
-        connection.execute(f'ALTER TABLE {t.tomb} ADD COLUMN "hlc" INTEGER')
+    for name, kind in (("hlc", "INTEGER"), ("row", "TEXT")):
+        if columns and name not in columns:
+            connection.execute(f'ALTER TABLE {t.tomb} ADD COLUMN "{name}" {kind}')
 
 
 def _position(since: int, after: Cursor | None) -> tuple[str, list[Any]]:
