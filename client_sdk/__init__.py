@@ -1,7 +1,7 @@
 """Offline-first sync for apps that keep their data in SQLite."""
 
 from .autosync import AutoSync
-from .client import PendingChange, SyncClient
+from .client import PendingChange, QuarantinedRow, SyncClient
 from .conflict import (
     ConflictResolver,
     ConflictType,
@@ -86,6 +86,7 @@ __all__ = [
     "PayloadLimitError",
     "PayloadReconciler",
     "PendingChange",
+    "QuarantinedRow",
     "ReconciliationResult",
     "RecordConflict",
     "RecordFieldError",

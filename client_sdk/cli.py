@@ -119,6 +119,12 @@ def _status(client: SyncClient) -> int:
         print(f"  {change.kind:<6} {change.table} {change.key}")
     if len(pending) > 10:
         print(f"  ... and {len(pending) - 10} more")
+    held = client.quarantined()
+    print(f"not pushed:       {len(held)} (fix these rows; they go with the next sync)" if held else "not pushed:       0")
+    for row in held[:10]:
+        print(f"  {row.table} {row.key}: {row.reason}")
+    if len(held) > 10:
+        print(f"  ... and {len(held) - 10} more")
     last = client.last_sync
     if last is None:
         print("last sync:        never")

@@ -38,6 +38,14 @@ class PendingChange(NamedTuple):
     last_modified: int
 
 
+class QuarantinedRow(NamedTuple):
+    """A pending row sync does not push: what is wrong with it."""
+
+    table: str
+    key: str
+    reason: str
+
+
 class SyncClient:
     """An app's synced SQLite database.
 
@@ -193,6 +201,13 @@ class SyncClient:
             if any(deleted > stamp for deleted in self.storage.get_pending_deletes(label).values()):
                 return True
         return False
+
+    def quarantined(self) -> list[QuarantinedRow]:
+        """Pending rows that sync leaves out until the app fixes them: values no node could store
+        as they are (a non-finite number, text that is not valid UTF-8, a value the column's type
+        does not allow). Each stays pending and goes with the first sync after the fix."""
+        return [QuarantinedRow(self.storage.table_for(row["model_label"]), row["key"], row["message"])
+                for row in self.engine.unpushable()]
 
     def pending_changes(self) -> list[PendingChange]:
         """Local changes not yet acknowledged by the server, oldest first."""

@@ -502,7 +502,7 @@ class DatabaseEngine:
                             pipeline.close()
                             pipeline = None
                         checkpoint = self.storage.get_checkpoint()
-                        request = self._collect(checkpoint, self.storage.get_after_keys(), rejected)
+                        request = self._collect(checkpoint, self.storage.get_after_keys(), rejected, result.errors)
                         self._phase(SyncPhase.EXCHANGING)
                         response = self.transport.exchange(request)  # type: ignore[union-attr]
                     self._phase(SyncPhase.RECONCILING)
@@ -561,13 +561,21 @@ class DatabaseEngine:
         """A request that pushes nothing (see :class:`PullPipeline`)."""
         return self._manifest(checkpoint, [], after_keys, False)
 
-    def _collect(self, checkpoint: int, after_keys: dict[str, dict], rejected: dict[str, set[str]]) -> SyncManifest:
-        """Pending local changes, in dependency order, within the budget."""
+    def _collect(
+        self, checkpoint: int, after_keys: dict[str, dict], rejected: dict[str, set[str]],
+        errors: list[dict[str, str]] | None = None,
+    ) -> SyncManifest:
+        """Pending local changes, in dependency order, within the budget.
+
+        A row no node could store as it is (a non-finite number, text that is not valid UTF-8,
+        a value its column's type does not allow) is quarantined: left out, reported in
+        ``errors`` once per sync, and still pending, so it goes as soon as the app fixes it.
+        """
         budget = Budget(self.batch_size, self.batch_bytes)
         payloads = []
         has_more = False
         for label in self._order:
-            skip = rejected.get(label, set())
+            skip = rejected.setdefault(label, set())
             deletes: dict[str, int] = {}
             for key, stamp in sorted(self.storage.get_pending_deletes(label).items(), key=lambda item: (item[1], item[0])):
                 if key in skip:
@@ -580,6 +588,10 @@ class DatabaseEngine:
             position: Cursor | None = None
             while not has_more:
                 rows = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
+                for key, message in self._invalid_records(ModelPayload(label, dict(rows))).items():
+                    if key not in skip and errors is not None:
+                        errors.append({"key": key, "model_label": label, "message": f"not pushed: {message}"})
+                    skip.add(key)
                 for key, record in rows:
                     position = Cursor(record.last_modified, key)
                     if key in skip:
@@ -595,6 +607,21 @@ class DatabaseEngine:
         request = self._manifest(checkpoint, payloads, after_keys, has_more)
         self._check_limits(request)
         return request
+
+    def unpushable(self) -> list[dict[str, str]]:
+        """The pending rows a sync leaves out because no node could store them as they are
+        (see :meth:`_collect`): ``{"key", "model_label", "message"}`` each, in sync order."""
+        found = []
+        for label in self._order:
+            position: Cursor | None = None
+            while True:
+                rows = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
+                found += [{"key": key, "model_label": label, "message": message}
+                          for key, message in self._invalid_records(ModelPayload(label, dict(rows))).items()]
+                if len(rows) < READ_CHUNK:
+                    break
+                position = Cursor(rows[-1][1].last_modified, rows[-1][0])
+        return found
 
     def _check_limits(self, request: SyncManifest) -> None:
         if self.payload_records_max is not None and request.change_count > self.payload_records_max:
@@ -801,7 +828,7 @@ class DatabaseEngine:
         result.rounds = 1
         self._phase(SyncPhase.COLLECTING)
         checkpoint = self.storage.get_checkpoint()
-        would_push = self._collect(checkpoint, self.storage.get_after_keys(), {})
+        would_push = self._collect(checkpoint, self.storage.get_after_keys(), {}, result.errors)
         for payload in would_push.payloads:
             result.add("pushed", payload.model_label, [*payload.records, *payload.deletes])
         self._phase(SyncPhase.EXCHANGING)

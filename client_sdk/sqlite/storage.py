@@ -416,8 +416,7 @@ class SqliteSyncStorage:
         return self._read_records(model, _keys_json(keys))
 
     def _read_records(self, model: _Model, keys: str) -> dict[str, SyncRecord]:
-        rows = self.connection.execute(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (keys,))
-        return dict(model.records(rows.fetchall()))
+        return dict(model.records(self._fetch_all(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (keys,))))
 
     @_serialized
     def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
@@ -526,8 +525,21 @@ class SqliteSyncStorage:
         self, model: _Model, where: str, params: list[Any], limit: int | None, *, served: bool = False
     ) -> list[tuple[str, SyncRecord]]:
         sql = f"{model.select} WHERE {where} ORDER BY s.{S_LM}, s.{S_KEY} LIMIT ?"
-        rows = self.connection.execute(sql, [*params, -1 if limit is None else limit])
-        return model.records(rows.fetchall(), served=served)
+        return model.records(self._fetch_all(sql, [*params, -1 if limit is None else limit]), served=served)
+
+    def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of a query. Another program may have stored bytes that are not UTF-8 in a TEXT
+        column, which fails the read: it is then read again with such bytes as lone surrogates,
+        so that the row can be named and quarantined instead of failing every sync."""
+        try:
+            return self.connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            factory = self.connection.text_factory
+            self.connection.text_factory = _lenient_text
+            try:
+                return self.connection.execute(sql, params).fetchall()
+            finally:
+                self.connection.text_factory = factory
 
     # ------------------------------------------------------------------ writing what sync decided
 
@@ -903,6 +915,10 @@ def _shadow_rows(t: Tracked, records: dict[str, SyncRecord], received_at: int) -
         newest = [max(received_at, stamp) for stamp in newest]
     stamp_columns = [list(map(dict.get, maps, repeat(name))) for name in t.fields]
     return list(zip(records, newest, repeat(received_at), *stamp_columns))
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _record_json(record: SyncRecord | None) -> str | None:
