@@ -1,19 +1,22 @@
 """The Starlette app: ``POST /sync/`` (PROTOCOL.md section 5) and ``GET /health``.
 
 A request is checked in the order that costs least first: auth, headers,
-size and gzip (``reading.py``), then JSON, the manifest, and the node id the
-token may sync as. Only a manifest that passes all of them reaches the
-engine, so a malformed request is refused with a 4xx and never touches the
-database. Parsing, ``process`` and encoding run together, as one call of
-``SyncService.run``: at most one hop off the event loop per round (JSON work
-holds the GIL anyway, so it gains nothing from more threads).
+size and gzip (``reading.py``), then JSON, the number of records per model,
+the manifest, and the node id the token may sync as. Only a manifest that
+passes all of them reaches the engine, so a malformed request is refused with
+a 4xx and never touches the database. Parsing, ``process`` and encoding run
+together, as one call of ``SyncService.run``: at most one hop off the event
+loop per round (JSON work holds the GIL anyway, so it gains nothing from more
+threads).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -37,6 +40,7 @@ from client_sdk.transport.binding import (
 from client_sdk.transport.compression import gzip_bytes
 
 from .config import ServerConfig
+from .guards import AcceptFailureLog
 from .reading import Refusal, accepts_gzip, authorize, read_json_body
 from .service import INLINE_BYTES_MAX, SyncService, is_lock_error
 
@@ -50,21 +54,25 @@ def create_app(config: ServerConfig) -> Starlette:
     async def sync(request: Request) -> Response:
         try:
             allowed = authorize(request, config)
-            body = await read_json_body(request, config.request_bytes_max)
+            body = await read_json_body(request, config.request_bytes_max, config.body_timeout)
             gzipped = accepts_gzip(request)
             small = len(body) <= INLINE_BYTES_MAX
             return await service.run(lambda: answer(service, body, allowed, gzipped), inline=small)
         except Refusal as refusal:
-            return error_response(refusal.status, refusal.text, extra=refusal.extra)
+            return error_response(refusal.status, refusal.text, refusal.headers, refusal.extra)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "node_id": service.node_id})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(AcceptFailureLog(previous))
         try:
             yield
         finally:
+            loop.set_exception_handler(previous)
             service.close()
 
     return Starlette(
@@ -82,7 +90,7 @@ def error_response(
 
 def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gzipped: bool) -> Response:
     """One round, as ``SyncService.run`` calls it: parse, check the node id, ``process``, encode."""
-    manifest = parse_manifest(body)
+    manifest = parse_manifest(body, service.config.records_per_model_max)
     if allowed is not None and manifest.node_id not in allowed:
         raise Refusal(403, NODE_FORBIDDEN)
     try:
@@ -99,19 +107,41 @@ def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gz
     return _encode(response_json(response, result), gzipped)
 
 
-def parse_manifest(body: bytes) -> SyncManifest:
+def parse_manifest(body: bytes, records_per_model_max: int) -> SyncManifest:
     try:
         raw = parse_json(body)
     except (ValueError, RecursionError) as exc:
         raise Refusal(400, INVALID_JSON) from exc
     if not isinstance(raw, dict):
         raise Refusal(400, NOT_AN_OBJECT)
+    check_record_counts(raw, records_per_model_max)
     try:
         return SyncManifest.from_dict(raw)
     except MANIFEST_ERRORS as exc:
         raise Refusal(400, invalid_manifest(exc)) from exc
     except RecursionError as exc:  # nesting deep enough to pass json.loads but not the checksum's dumps
         raise Refusal(400, invalid_manifest("data nested too deeply")) from exc
+
+
+def check_record_counts(raw: dict[str, Any], limit: int) -> None:
+    """413 if one payload (one model: labels are unique) holds more than ``limit`` records and deletes.
+
+    Counted on the decoded JSON, before a single record is built or checked:
+    an oversized request costs its parse and nothing more. Shapes that are
+    wrong are left to ``SyncManifest.from_dict`` to name.
+    """
+    payloads = raw.get("payloads")
+    if not isinstance(payloads, list):
+        return
+    for index, payload in enumerate(payloads):
+        if not isinstance(payload, dict):
+            continue
+        count = sum(len(part) for part in (payload.get("records"), payload.get("deletes")) if isinstance(part, dict))
+        if count > limit:
+            label = payload.get("model_label")
+            where = f"model {label[:100]!r}" if isinstance(label, str) else f"payload {index}"
+            raise Refusal(413, f"Too many records: {where} has {count} records and deletes in this request, "
+                               f"over the limit of {limit} per model per request; send them in smaller batches")
 
 
 def _encode(body: str, gzipped: bool) -> Response:

@@ -12,6 +12,7 @@ from client_sdk.errors import InvalidParameterError
 
 from .app import create_app
 from .config import load_config
+from .guards import deadline_protocol
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        app = create_app(load_config(args.config))
+        config = load_config(args.config)
+        app = create_app(config)
     except InvalidParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    protocol = deadline_protocol(config.header_timeout, config.body_timeout)  # deadlines no ASGI app can keep
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=protocol)
     return 0

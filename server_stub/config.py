@@ -6,6 +6,7 @@ refused, so a typo cannot silently switch a limit or the auth off.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,15 +19,21 @@ MiB = 1024 * 1024
 DEFAULT_REQUEST_BYTES_MAX = 50 * MiB
 DEFAULT_BATCH_SIZE = 2000
 """Records per response page: big enough for few rounds, small enough that a client parses a page in little memory."""
+DEFAULT_RECORDS_PER_MODEL_MAX = 5000
+"""Records and deletes of one model in one request (PROTOCOL.md section 12); the SDK pushes 1,000 at most."""
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
 
 _TOP_KEYS = {"database", "schema", "schema_file", "node_id", "models", "auth", "limits"}
-_LIMIT_KEYS = {"request_bytes_max", "batch_size", "clock_drift_max", "tombstone_retention_days"}
+_LIMIT_KEYS = {"request_bytes_max", "records_per_model_max", "batch_size", "clock_drift_max", "tombstone_retention_days",
+               "header_timeout", "body_timeout"}
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything ``create_app`` needs. ``tokens`` maps bearer token -> node ids it may sync as;
-    empty means no auth. ``clock_drift_max=None`` disables the drift check."""
+    empty means no auth. ``clock_drift_max=None`` disables the drift check. ``header_timeout`` and
+    ``body_timeout`` (seconds) bound how long a client may take to send a request's head and its body."""
 
     database: Path
     models: Mapping[str, str]
@@ -37,6 +44,9 @@ class ServerConfig:
     batch_size: int | None = DEFAULT_BATCH_SIZE
     clock_drift_max: int | None = 300
     tombstone_retention_days: int | None = None
+    records_per_model_max: int = DEFAULT_RECORDS_PER_MODEL_MAX
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
 
     def __post_init__(self) -> None:
         _require(isinstance(self.database, Path), "database must be a path")
@@ -59,6 +69,10 @@ class ServerConfig:
                  "limits.clock_drift_max must be a non-negative integer (seconds), or false to disable the check")
         _require(self.tombstone_retention_days is None or (_int(self.tombstone_retention_days) and self.tombstone_retention_days > 0),
                  "limits.tombstone_retention_days must be a positive integer")
+        _require(_int(self.records_per_model_max) and self.records_per_model_max > 0,
+                 "limits.records_per_model_max must be a positive integer")
+        for name in ("header_timeout", "body_timeout"):
+            _require(_seconds(getattr(self, name)), f"limits.{name} must be a positive number of seconds")
 
     @property
     def auth_required(self) -> bool:
@@ -116,6 +130,9 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
         batch_size=limits.get("batch_size", DEFAULT_BATCH_SIZE),
         clock_drift_max=None if drift is False else drift,
         tombstone_retention_days=limits.get("tombstone_retention_days"),
+        records_per_model_max=limits.get("records_per_model_max", DEFAULT_RECORDS_PER_MODEL_MAX),
+        header_timeout=limits.get("header_timeout", DEFAULT_HEADER_TIMEOUT),
+        body_timeout=limits.get("body_timeout", DEFAULT_BODY_TIMEOUT),
     )
 
 
@@ -135,3 +152,7 @@ def _text(value: object) -> bool:
 
 def _int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(value: object) -> bool:
+    return (_int(value) or isinstance(value, float)) and 0 < value < math.inf  # type: ignore[operator]

@@ -6,6 +6,7 @@ section 5, before anything reaches the engine.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import zlib
 
@@ -25,16 +26,20 @@ from client_sdk.transport.compression import BoundedBody
 
 from .config import ServerConfig
 
+BODY_TIMEOUT = "Request body not received in time"
+
 
 class Refusal(Exception):
     """A request the server answers with a 4xx and ``{"ok": false, "error": text}``."""
 
-    def __init__(self, status: int, text: str, extra: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, text: str, extra: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(text)
         self.status = status
         self.text = text
         self.extra = extra or {}
         """Keys added to the body beside ``error`` (a 409's ``reason`` and ``detail``)."""
+        self.headers = headers
 
 
 def authorize(request: Request, config: ServerConfig) -> frozenset[str] | None:
@@ -47,11 +52,12 @@ def authorize(request: Request, config: ServerConfig) -> frozenset[str] | None:
         for known, nodes in config.tokens.items():  # compare_digest: no timing hint of how much matched
             if hmac.compare_digest(known.encode(), token.encode("utf-8", "replace")):
                 return nodes
-    raise Refusal(401, AUTH_REQUIRED)
+    raise Refusal(401, AUTH_REQUIRED, headers={"WWW-Authenticate": "Bearer"})  # RFC 6750: the scheme to use
 
 
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """The body as JSON bytes, inflated if gzipped; 413 once it passes ``limit`` bytes as sent or inflated."""
+async def read_json_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body as JSON bytes, inflated if gzipped; 413 once it passes ``limit`` bytes as sent or inflated,
+    408 (and the connection closed) unless all of it arrives within ``timeout`` seconds."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json":
         raise Refusal(415, BAD_CONTENT_TYPE)
@@ -66,9 +72,12 @@ async def read_json_body(request: Request, limit: int) -> bytes:
             raise Refusal(413, TOO_LARGE)
     body = BoundedBody(limit, gzipped=encoding == "gzip")
     try:
-        async for chunk in request.stream():
-            body.feed(chunk)
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body.feed(chunk)
         return body.finish()
+    except TimeoutError as exc:
+        raise Refusal(408, BODY_TIMEOUT, headers={"Connection": "close"}) from exc
     except DecompressionLimitError as exc:
         raise Refusal(413, TOO_LARGE) from exc
     except zlib.error as exc:
