@@ -32,12 +32,35 @@ def is_stamp(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= HLC_MAX
 
 
+def is_text(value: object) -> bool:
+    """A string UTF-8 can encode: no lone surrogate, which a ``\\ud800``-``\\udfff`` escape (or those
+    code points' bytes, which ``json.loads`` passes through) makes. SQLite cannot store one."""
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+NOT_TEXT = "valid Unicode text (no lone surrogate)"
+
+
 def _manifest_error(path: str, expected: str, value: object) -> ManifestFieldError:
-    return ManifestFieldError(f"{path}: expected {expected}, got {_show(value)}")
+    return ManifestFieldError(_escaped(f"{path}: expected {expected}, got {_show(value)}"))
 
 
 def _record_error(label: str, key: object, path: str, expected: str, value: object) -> RecordFieldError:
-    return RecordFieldError(f"{label} record {_show(key)}: {path}: expected {expected}, got {_show(value)}")
+    return RecordFieldError(_escaped(f"{label} record {_show(key)}: {path}: expected {expected}, got {_show(value)}"))
+
+
+def _escaped(message: str) -> str:
+    """``message`` with any lone surrogate (from a name it quotes) written as its escape, so that the
+    error can be encoded wherever it goes: a 400 body, a log, a terminal."""
+    return message if is_text(message) else message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _show(value: object) -> str:
@@ -84,6 +107,8 @@ class SyncRecord:
     def from_dict(cls, raw: object, *, key: object = None, label: str = "") -> SyncRecord:
         if not isinstance(key, str) or not key:
             raise _record_error(label, key, "key", "a non-empty string", key)
+        if not is_text(key):
+            raise _record_error(label, key, "key", NOT_TEXT, key)
         if not isinstance(raw, dict):
             raise _record_error(label, key, "record", "an object", raw)
         data = raw.get("data")
@@ -147,6 +172,8 @@ class ModelPayload:
         label = raw.get("model_label")
         if not isinstance(label, str) or not label:
             raise _manifest_error(f"{where}.model_label", "a non-empty string", label)
+        if not is_text(label):
+            raise _manifest_error(f"{where}.model_label", NOT_TEXT, label)
         raw_records = raw.get("records", {})
         if not isinstance(raw_records, dict):
             raise _manifest_error(f"{where}.records", "an object", raw_records)
@@ -156,6 +183,8 @@ class ModelPayload:
         for key, stamp in raw_deletes.items():
             if not key:
                 raise _manifest_error(f"{where}.deletes", "non-empty keys", key)
+            if not is_text(key):
+                raise _manifest_error(f"{where}.deletes", f"keys of {NOT_TEXT}", key)
             if not is_stamp(stamp):
                 raise _manifest_error(f"{where}.deletes.{key}", "a non-negative 64-bit integer", stamp)
         both = raw_records.keys() & raw_deletes.keys()
@@ -179,6 +208,8 @@ def _plain_records(raw_records: dict) -> dict[str, SyncRecord] | None:
         return {}
     if set(map(type, raw_records)) != {str} or "" in raw_records or set(map(type, raws)) != {dict}:
         return None
+    if not is_text("".join(raw_records)):
+        return None
     if any(map(dict.__contains__, raws, repeat("received_at"))):
         return None
     datas = list(map(dict.get, raws, repeat("data")))
@@ -193,13 +224,18 @@ def _plain_records(raw_records: dict) -> dict[str, SyncRecord] | None:
 
 
 def parse_json(body: bytes | str) -> Any:
-    """Strict JSON: NaN and Infinity are refused, whatever Python's parser tolerates.
-    Raises ``ValueError`` (or ``RecursionError`` for absurd nesting)."""
-    return json.loads(body, parse_constant=_no_constant)
+    """JSON as Python reads it. Raises ``ValueError`` (or ``RecursionError`` for absurd nesting).
+
+    Non-finite numbers are not JSON, but a number too large for a double (``-1e400``) is, and Python
+    reads it as one; the literals ``NaN``, ``Infinity`` and ``-Infinity`` are read as such too, so
+    that both kinds are found in the same place: wherever the protocol wants an integer, a string or
+    a boolean they fail its check, and in a record's values the engine refuses the record, per key
+    (``engine._record_problems``). One bad value costs its record, not the whole request or answer.
+    """
+    return json.loads(body, parse_constant=_NON_FINITE.__getitem__)
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
 def checksum_of(body: JsonDict) -> str:
@@ -315,6 +351,8 @@ class SyncManifest:
         node_id = raw.get("node_id")
         if not isinstance(node_id, str) or not node_id:
             raise _manifest_error("node_id", "a non-empty string", node_id)
+        if not is_text(node_id):
+            raise _manifest_error("node_id", NOT_TEXT, node_id)
         checkpoint = raw.get("checkpoint")
         if not is_stamp(checkpoint):
             raise _manifest_error("checkpoint", "a non-negative 64-bit integer", checkpoint)
@@ -357,11 +395,15 @@ def parse_after_keys(raw: object) -> dict[str, JsonDict]:
         raise _manifest_error("after_keys", "an object", raw)
     cursors: dict[str, JsonDict] = {}
     for label, cursor in raw.items():
+        if not is_text(label):
+            raise _manifest_error("after_keys", f"labels of {NOT_TEXT}", label)
         if not isinstance(cursor, dict):
             raise _manifest_error(f"after_keys.{label}", "an object", cursor)
         key, stamp = cursor.get("key"), cursor.get("timestamp")
         if not isinstance(key, str):
             raise _manifest_error(f"after_keys.{label}.key", "a string", key)
+        if not is_text(key):
+            raise _manifest_error(f"after_keys.{label}.key", NOT_TEXT, key)
         if not is_stamp(stamp):
             raise _manifest_error(f"after_keys.{label}.timestamp", "a non-negative 64-bit integer", stamp)
         cursors[label] = {"key": key, "timestamp": stamp}

@@ -11,6 +11,10 @@ booleans, null, arrays and objects. The declared type decides the mapping:
   travel as base64 text;
 - anything else stores the value as is; bytes met in such a column (written by
   some other program) read back as base64 text, since JSON cannot carry bytes.
+
+:func:`rule_for` says which JSON values a column takes: those that come back
+from it as they were sent (see :class:`ValueRule`), so every node reads the
+same value.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -90,3 +96,91 @@ def _number(value: int | float) -> int | float:
     if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
         raise ValueMappingError("integer outside the 64-bit range SQLite stores")
     return value
+
+
+DOUBLE_EXACT = 1 << 53
+"""Every integer up to this size is a double; past it, only some are."""
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """The JSON values a column takes: any of ``types``, those of ``checked`` that ``fits`` accepts,
+    and null if ``nullable``. Whatever else would be refused by SQLite or come back changed."""
+
+    expected: str
+    """What the column takes, for error messages: "an integer", "text"..."""
+    types: frozenset[type]
+    checked: frozenset[type] = frozenset()
+    fits: Callable[[Any], bool] | None = None
+    nullable: bool = True
+
+    @property
+    def held(self) -> frozenset[type]:
+        """The types taken whatever the value."""
+        return self.types | {type(None)} if self.nullable else self.types
+
+    def problem(self, name: str, value: Any) -> str | None:
+        """Why the column ``name`` cannot hold ``value``, or None if it can."""
+        kind = type(value)
+        if kind in self.held or (kind in self.checked and self.fits is not None and self.fits(value)):
+            return None
+        if value is None:
+            return f"field {name!r}: expected {self.expected}, not null"
+        return f"field {name!r}: expected {self.expected}, got {kind.__name__} {_shown(value)}"
+
+
+def rule_for(kind: ColumnKind, affinity: str, *, nullable: bool = True) -> ValueRule:
+    """The :class:`ValueRule` of a column of this kind and SQLite affinity (``schema.affinity``).
+
+    - BOOLEAN: true or false (to_json turns only 0/1 back into booleans);
+    - JSON: any JSON value;
+    - BLOB (declared): base64 text;
+    - INTEGER affinity: integers, and floats with an integer value (SQLite stores them as that
+      integer); a boolean is not an integer (it would come back as 0 or 1);
+    - REAL affinity: floats, and integers a double holds exactly (SQLite stores them as REAL);
+    - TEXT affinity: text (SQLite would store a number as its text);
+    - NUMERIC affinity, or no declared type: numbers and text.
+
+    Objects and lists go only to JSON columns (others would keep their text), booleans only to
+    BOOLEAN and JSON columns (others would keep 0 or 1).
+    """
+    if kind is ColumnKind.BOOLEAN:
+        return ValueRule("true or false", frozenset({bool}), nullable=nullable)
+    if kind is ColumnKind.JSON:
+        return ValueRule("a JSON value", frozenset({str, int, float, bool, dict, list}), nullable=nullable)
+    if kind is ColumnKind.BLOB:
+        return ValueRule("base64 text", frozenset(), frozenset({str}), _is_base64, nullable=nullable)
+    if affinity == "INTEGER":
+        return ValueRule("an integer", frozenset({int}), frozenset({float}), _whole, nullable=nullable)
+    if affinity == "REAL":
+        return ValueRule("a number (a double: integers up to 2**53)", frozenset({float}), frozenset({int}),
+                         _exact_double, nullable=nullable)
+    if affinity == "TEXT":
+        return ValueRule("text", frozenset({str}), nullable=nullable)
+    return ValueRule("a number or text", frozenset({int, float, str}), nullable=nullable)
+
+
+def _whole(value: float) -> bool:
+    return value.is_integer() and INT64_MIN <= value < -INT64_MIN
+
+
+def _exact_double(value: int) -> bool:
+    if -DOUBLE_EXACT <= value <= DOUBLE_EXACT:
+        return True
+    try:
+        return float(value) == value  # an int compares with a float exactly
+    except OverflowError:
+        return False
+
+
+def _is_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return False
+    return True
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
