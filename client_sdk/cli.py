@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import TextIO
 
 from .client import SyncClient
 from .engine.results import SyncPhase, SyncStage
-from .errors import SyncError
+from .errors import StorageError, SyncError
 from .transport.http import HttpTransport
 
 
@@ -90,11 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _sync(client, args.server, args.dry_run)
         with SyncClient(path, models=None) as client:
             return _status(client) if args.command == "status" else _conflicts(client, args.limit)
+    except StorageError as exc:
+        print(f"error: cannot use {path} as a synced database: {exc.__cause__ or exc}", file=sys.stderr)
+        return 1
     except SyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except sqlite3.Error as exc:
-        print(f"error: cannot use {path} as a synced database: {exc}", file=sys.stderr)
         return 1
 
 

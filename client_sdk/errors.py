@@ -72,6 +72,20 @@ class RecordFieldError(SyncError):
     """A record inside a payload is malformed; the key and field are named."""
 
 
+class StorageError(SyncError):
+    """The database file could not be read or written (read-only, disk full, corrupt, locked for too
+    long). The message names the file and SQLite's reason; the operation that failed changed nothing.
+    ``path`` is the file (None for an in-memory database); the ``sqlite3`` error is the ``__cause__``."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class DatabaseLockedError(StorageError):
+    """Another connection held the database's write lock for longer than the busy timeout."""
+
+
 class TransportRequiredError(SyncError):
     """``sync()`` was called on an engine that has no transport."""
 

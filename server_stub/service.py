@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from client_sdk.engine.engine import DatabaseEngine
 from client_sdk.engine.results import DatabaseResult
+from client_sdk.errors import DatabaseLockedError
 from client_sdk.protocol.wire import SyncManifest
 from client_sdk.sqlite.storage import SqliteSyncStorage
 
@@ -84,8 +85,8 @@ class SyncService:
         a refused or failed round leaves the database exactly as it was."""
         try:
             answer = self._engine.process(manifest)
-        except sqlite3.OperationalError as exc:
-            if self._inline and is_lock_error(exc):  # nothing of it committed (process() commits last)
+        except DatabaseLockedError as exc:
+            if self._inline:  # nothing of it committed (process() commits last)
                 raise _WouldWait from exc
             raise
         self._purge_if_due()  # never due on the event loop: run() leaves a due purge to the thread
@@ -139,7 +140,7 @@ class SyncService:
 
 def is_lock_error(exc: Exception) -> bool:
     """SQLite found the file locked by another connection (and gave up waiting, if it was to wait)."""
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+    return isinstance(exc, DatabaseLockedError)
 
 
 def create_schema(config: ServerConfig) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..conflict.reconciler import ConflictEntry
 from ..conflict.types import FieldConflict
 from ..engine.results import DatabaseResult
 from ..protocol.wire import SyncRecord
+from .failures import storage_errors
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS "_sync_runs" (
@@ -34,6 +36,18 @@ CREATE TABLE IF NOT EXISTS "_sync_conflicts" (
 """
 
 RUNS_KEPT = 100
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _mapped(method: Callable[Concatenate[SyncJournal, _P], _R]) -> Callable[Concatenate[SyncJournal, _P], _R]:
+    @wraps(method)
+    def wrapper(self: SyncJournal, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with storage_errors(self.connection):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -68,12 +82,14 @@ class ConflictRecord:
 
 
 class SyncJournal:
-    """Reads and writes the journal tables through one connection."""
+    """Reads and writes the journal tables through one connection (SQLite's errors leave as :class:`StorageError`)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
-        connection.executescript(_SCHEMA)
+        with storage_errors(connection):
+            connection.executescript(_SCHEMA)
 
+    @_mapped
     def record_success(self, result: DatabaseResult, held: Mapping[tuple[str, str], SyncRecord]) -> None:
         """Log a finished sync and its conflicts. ``held``: (label, key) -> the row stored after the sync."""
         rows = [
@@ -88,10 +104,12 @@ class SyncJournal:
                 rows,
             )
 
+    @_mapped
     def record_failure(self, error: BaseException) -> None:
         with self.connection:
             self._record_run(ok=False, summary={}, error=f"{type(error).__name__}: {error}")
 
+    @_mapped
     def last_sync(self) -> LastSync | None:
         row = self.connection.execute(
             'SELECT "finished_at", "ok", "summary", "error" FROM "_sync_runs" ORDER BY "id" DESC LIMIT 1'
@@ -100,6 +118,7 @@ class SyncJournal:
             return None
         return LastSync(datetime.fromisoformat(row[0]), bool(row[1]), json.loads(row[2]), row[3])
 
+    @_mapped
     def conflicts(self, limit: int | None = None) -> list[ConflictRecord]:
         rows = self.connection.execute(
             'SELECT "at", "model_label", "key", "conflict_type", "fields", "winner" FROM "_sync_conflicts" '

@@ -28,6 +28,7 @@ from ..protocol.hlc import HLC_MAX, HybridLogicalClock, system_ms
 from ..protocol.wire import META_FIELDS, SyncRecord
 from . import changelog
 from .clock import SqliteClockState
+from .failures import database_path, storage_errors
 from .ddl import (
     GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, TOMB_HLC, Tracked, UNLOGGED, storage_ddl, trigger_ddl,
 )
@@ -46,11 +47,11 @@ _R = TypeVar("_R")
 
 
 def _serialized(method: Callable[Concatenate[SqliteSyncStorage, _P], _R]) -> Callable[Concatenate[SqliteSyncStorage, _P], _R]:
-    """One thread at a time on the shared connection."""
+    """One thread at a time on the shared connection; SQLite's errors leave as :class:`StorageError`."""
 
     @wraps(method)
     def wrapper(self: SqliteSyncStorage, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with self._tx.lock:
+        with self._tx.lock, storage_errors(self.connection, self.path):
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -180,8 +181,11 @@ class SqliteSyncStorage:
             raise InvalidParameterError("node_id must be a non-empty string")
         self.role = role
         self.identity_field = identity_field
-        self.connection, self.db, self._owns_connection = _open(database)
-        self._tx = Transactions(self.connection)
+        named = os.fspath(database) if isinstance(database, (str, os.PathLike)) else None
+        with storage_errors(None, named):
+            self.connection, self.db, self._owns_connection = _open(database)
+        self.path = named or database_path(self.connection)
+        self._tx = Transactions(self.connection, self.path)
         self._models: dict[str, _Model] = {}
         self._labels_by_table: dict[str, str] = {}
         self._bound_references: dict[tuple[str, ForeignKey], set[Any] | None] = {}
@@ -192,7 +196,8 @@ class SqliteSyncStorage:
         self._rules: dict[str, tuple[tuple[str, ValueRule], ...]] = {}
         """Label -> (column, the values it takes) for :meth:`invalid_values`, the key column left out."""
         try:
-            self._setup(models, node_id)
+            with storage_errors(self.connection, self.path):
+                self._setup(models, node_id)
         except BaseException:
             self.close()
             raise

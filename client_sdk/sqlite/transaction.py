@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import SyncAbortedError
+from .failures import storage_errors
 
 
 class Transactions:
@@ -21,18 +22,20 @@ class Transactions:
     and the app's commit decides. One thread at a time: the lock is held for
     the whole block.
 
-    ``with transactions.write():`` is for sync's own bulk writes; see :meth:`write`.
+    ``with transactions.write():`` is for sync's own bulk writes; see :meth:`write`. SQLite's errors
+    inside a transaction leave it as :class:`StorageError`, after the rollback.
     """
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: str | None = None) -> None:
         self.connection = connection
+        self.path = path
         self.lock = threading.RLock()
         self._depth = 0
         self._failed_write = False
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
-        with self.lock:
+        with self.lock, storage_errors(self.connection, self.path):
             own = self._depth == 0 and not self.connection.in_transaction
             savepoint = f'"_sync_sp{self._depth}"'
             self.connection.execute("BEGIN IMMEDIATE" if own else f"SAVEPOINT {savepoint}")

@@ -32,6 +32,8 @@ ERRORS = {
     "TransportRequiredError": "SyncError",
     "UnknownDependencyError": "SyncError",
     "UnknownModelError": "SyncError",
+    "StorageError": "SyncError",
+    "DatabaseLockedError": "StorageError",
 }
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from client_sdk.engine.memory import MemoryStorage
 from client_sdk.engine.protocols import Cursor, DatabaseSyncStorage
-from client_sdk.errors import InvalidParameterError, RecordFieldError, SyncAbortedError, UnknownModelError
+from client_sdk.errors import InvalidParameterError, RecordFieldError, StorageError, SyncAbortedError, UnknownModelError
 from client_sdk.protocol.wire import SyncRecord
 from client_sdk.sqlite import SqliteSyncStorage
 
@@ -166,23 +166,29 @@ def test_transaction_commits_or_rolls_back_everything_and_nests(storage: SqliteS
     assert list(storage.get_records(TASK, ["a", "b"])) == ["a"]
 
 
+def constraint_failed(what: str) -> pytest.RaisesContext[StorageError]:
+    """SQLite refused a write for a constraint: a StorageError naming the file, the IntegrityError as its cause."""
+    return pytest.raises(StorageError, match=rf"\.db: {what} constraint failed")
+
+
 def test_a_write_that_fails_halfway_is_never_committed(storage: SqliteSyncStorage) -> None:
     good = SyncRecord({"id": "g", "name": "ok"}, {"id": 5, "name": 5})
     bad = SyncRecord({"id": "b", "name": None}, {"id": 5, "name": 5})  # lists.name is NOT NULL
-    with pytest.raises(sqlite3.IntegrityError):
+    with constraint_failed("NOT NULL") as caught:
         storage.upsert_many(LIST, {"g": good, "b": bad})  # on its own: its own transaction
+    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
     assert storage.get_records(LIST, ["g", "b"]) == {}
     # inside a transaction it takes no savepoint; a caller that swallows the failure cannot commit
     with pytest.raises(SyncAbortedError):
         with storage.transaction():
             storage.save_checkpoint(7)
-            with pytest.raises(sqlite3.IntegrityError):
+            with constraint_failed("NOT NULL"):
                 storage.upsert_many(LIST, {"g": good, "b": bad})
     assert storage.get_records(LIST, ["g"]) == {} and storage.get_checkpoint() == 0
     # a nested block left by the failure rolls back, and with it the half-done write; the rest commits
     with storage.transaction():
         storage.save_checkpoint(7)
-        with pytest.raises(sqlite3.IntegrityError):
+        with constraint_failed("NOT NULL"):
             with storage.transaction():
                 storage.upsert_many(LIST, {"g": good, "b": bad})
     assert storage.get_records(LIST, ["g"]) == {} and storage.get_checkpoint() == 7
@@ -194,7 +200,7 @@ def test_pages_applied_in_dependency_order_satisfy_foreign_keys(storage: SqliteS
     with storage.transaction():
         storage.upsert_many(LIST, {"L": SyncRecord({"id": "L", "name": "home"}, {"id": 5, "name": 5})})
         storage.upsert_many(TASK, {"t": task("t", 6, list_id="L")})
-    with pytest.raises(sqlite3.IntegrityError):
+    with constraint_failed("FOREIGN KEY"):
         with storage.transaction():
             storage.upsert_many(TASK, {"orphan": task("orphan", 7, list_id="nowhere")})
     assert storage.get_records(TASK, ["orphan"]) == {}
