@@ -772,9 +772,13 @@ class DatabaseEngine:
             {k: s for k, s in deletes.items() if k in local},
         )
         outcome = self.reconciler.reconcile(contested, local, checkpoint, unsynced=lambda _key, _record: True)
-        for key in contested.deletes.keys() & outcome.to_delete.keys():
-            if key not in outcome.conflicts:  # a delete newer than our pending edit simply won: say so
-                self._log_discarded_edit(label, key, local[key], contested.deletes[key], checkpoint, result)
+        # A delete newer than a pending edit wins, but the edit goes to the server first: it keeps the
+        # fields of deleted rows for an edit that brings one back, and answers with the delete again
+        # (the device then drops the row and logs the conflict, see _log_server_resolutions).
+        beaten = sorted(key for key in contested.deletes.keys() & outcome.to_delete.keys() if key not in outcome.conflicts)
+        for key in beaten:
+            del outcome.to_delete[key]
+        result.add("skipped", label, beaten)
         self.storage.upsert_many(label, outcome.to_upsert, guard=False)
         self.storage.delete_many(label, outcome.to_delete, guard=False)
         self.storage.mark_pending(label, outcome.response_records)

@@ -1,26 +1,30 @@
 """A seeded convergence swarm: random devices, random operations, one server, a per-field LWW oracle.
 
 The simulator drives any world that offers devices with ``write``, ``delete``,
-``sync``, ``rows``, ``stamps`` and ``shift_clock``, and a server with ``rows``
-and ``tombstones``; ``test_swarm`` runs it over real SQLite files and a real
-server_stub. After every device syncs twice with everyone online, it checks:
+``sync``, ``sync_during``, ``rows``, ``stamps`` and ``shift_clock``, and a server
+with ``rows`` and ``tombstones``; ``test_swarm`` runs it over real SQLite files
+and a real server_stub. Some syncs run with a write in flight: a second writer
+(another connection, on SQLite) writes or deletes right after the round's
+request was collected, or right after the server answered it. After every
+device syncs twice with everyone online, it checks:
 
 * convergence: every device holds exactly the server's rows;
-* the oracle, field by field (last writer wins): a key nobody deleted holds,
-  in every field, the newest value any device wrote to it, with that write's
-  stamp. Deletes follow the protocol's conflict rule instead (a delete that
-  did not see a concurrent modification loses to it under FieldTimestampWins,
-  whatever the stamps), which no stamp-only oracle can express: for a key that
-  saw a delete the swarm checks that it is gone only with a tombstone, and
-  that every value it still holds is one some device wrote with exactly that
-  stamp (nothing invented, nothing half-merged).
+* the oracle, by the stamps of the writes alone (HLC order decides, whoever
+  synced first): a key exists if and only if its newest write is newer than
+  its newest delete, and then holds, in every field written since that
+  delete, the newest value any device wrote to it, with that write's stamp;
+  a field last written before the delete holds a value some device wrote
+  with exactly that stamp (nothing invented, nothing half-merged).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
+
+from tests.reliability.inflight import POINTS
 
 FIELDS = ("title", "notes", "priority")
 CLOCK_JUMP_MS = 240_000
@@ -30,15 +34,21 @@ CLOCK_JUMP_MS = 240_000
 class Device(Protocol):
     name: str
 
-    def write(self, key: str, values: dict[str, Any]) -> None: ...
+    def write(self, key: str, values: dict[str, Any], *, second_writer: bool = False) -> None: ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str, *, second_writer: bool = False) -> None: ...
 
     def sync(self) -> None: ...
+
+    def sync_during(self, point: str, write: Callable[[], None]) -> None:
+        """Sync, calling ``write`` once in the first round at ``point`` (see ``inflight.POINTS``)."""
 
     def rows(self) -> dict[str, dict[str, Any]]: ...
 
     def stamps(self, key: str) -> dict[str, int]: ...
+
+    def tombstone(self, key: str) -> int | None:
+        """The stamp of the device's tombstone for ``key``, if it has one."""
 
     def shift_clock(self, offset_ms: int) -> None: ...
 
@@ -67,7 +77,8 @@ class Swarm:
     keys: int = 12
     writes: list[Write] = field(default_factory=list)
     offline: set[str] = field(default_factory=set)
-    deleted_keys: set[str] = field(default_factory=set)
+    deletes: dict[str, int] = field(default_factory=dict)
+    """key -> the newest delete's stamp."""
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -94,7 +105,7 @@ class Swarm:
             key = rng.choice(sorted(present))
             self.log.append(f"{device.name} delete {key}")
             device.delete(key)
-            self.deleted_keys.add(key)
+            self._deleted(device, key)
         elif roll < 0.72:
             self.offline ^= {device.name}
             self.log.append(f"{device.name} {'offline' if device.name in self.offline else 'online'}")
@@ -103,7 +114,10 @@ class Swarm:
             self.log.append(f"{device.name} clock {offset:+d} ms")
             device.shift_clock(offset)
         elif roll < 0.95:
-            self._sync(device)
+            if rng.random() < 0.3:
+                self._sync_with_a_write_in_flight(device)
+            else:
+                self._sync(device)
         else:
             for each in self.devices:
                 self._sync(each)
@@ -120,13 +134,40 @@ class Swarm:
         self.log.append(f"{device.name} sync")
         device.sync()
 
+    def _sync_with_a_write_in_flight(self, device: Device) -> None:
+        if device.name in self.offline:
+            return
+        point = self.rng.choice(POINTS)
+        key = self.rng.choice(self.key_pool)
+        values = {name: self._value() for name in self.rng.sample(FIELDS, self.rng.randint(1, len(FIELDS)))}
+        deleting = self.rng.random() < 0.3
+
+        def write() -> None:
+            if deleting and key in device.rows():
+                self.log.append(f"{device.name} delete {key} (second writer, {point})")
+                device.delete(key, second_writer=True)
+                self._deleted(device, key)
+            else:
+                self._write(device, key, values, second_writer=True, note=f" (second writer, {point})")
+
+        self.log.append(f"{device.name} sync with a write in flight")
+        device.sync_during(point, write)
+
+    def _deleted(self, device: Device, key: str) -> None:
+        stamp = device.tombstone(key)
+        assert stamp is not None, f"{device.name} deleted {key} and kept no tombstone"
+        self.deletes[key] = max(stamp, self.deletes.get(key, 0))
+
     def _value(self) -> Any:
         return self.rng.choice([None, self.rng.randint(-3, 3), f"v{self.rng.randint(0, 99)}"])
 
-    def _write(self, device: Device, key: str, values: dict[str, Any]) -> None:
+    def _write(self, device: Device, key: str, values: dict[str, Any], *, second_writer: bool = False,
+               note: str = "") -> None:
         before = device.stamps(key)
-        self.log.append(f"{device.name} write {key} {values}")
-        device.write(key, values)
+        if key not in device.rows():  # an insert sets every column, as SQL's does (NULL where not given)
+            values = {name: values.get(name) for name in FIELDS}
+        self.log.append(f"{device.name} write {key} {values}{note}")
+        device.write(key, values, second_writer=second_writer)
         after = device.stamps(key)
         row = device.rows()[key]
         for name, stamp in after.items():
@@ -145,21 +186,24 @@ class Swarm:
         for write in self.writes:
             by_key.setdefault(write.key, []).append(write)
         for key, writes in by_key.items():
-            if key not in server_rows:
-                assert key in tombstones, f"{key}: gone from the server without a tombstone"
-                assert key in self.deleted_keys, f"{key}: gone although nobody deleted it"
+            newest_write = max(write.stamp for write in writes)
+            deleted = self.deletes.get(key, 0)
+            if newest_write <= deleted:
+                assert key not in server_rows, f"{key}: its delete @{deleted} is newer than every write, yet it is there"
+                assert key in tombstones, f"{key}: deleted without a tombstone on the server"
                 continue
+            assert key in server_rows, f"{key}: written @{newest_write} after its last delete @{deleted}, yet gone"
             row, stamps = server_rows[key], stamps_of(key)
-            for name, stamp in stamps.items():
-                if stamp:
-                    assert Write(key, name, row.get(name), stamp) in writes, f"{key}.{name}: a value nobody wrote"
-            if key in self.deleted_keys:
-                continue
             for name in FIELDS:
                 written = [w for w in writes if w.field == name]
-                if written:
-                    winner = max(written, key=lambda w: w.stamp)
-                    assert (row.get(name), stamps.get(name)) == (winner.value, winner.stamp), (
-                        f"{key}.{name}: last writer lost: holds {row.get(name)!r}@{stamps.get(name)}, "
-                        f"newest write {winner.value!r}@{winner.stamp}"
-                    )
+                if not written:
+                    continue
+                held = (row.get(name), stamps.get(name))
+                newest = max(w.stamp for w in written)
+                if newest <= deleted:
+                    # Written before the delete: a write the same device then deleted before syncing never
+                    # left it, so the row that came back may hold an older write, but always a real one.
+                    assert held in {(w.value, w.stamp) for w in written}, f"{key}.{name}: {held} nobody wrote"
+                    continue
+                winners = [(w.value, w.stamp) for w in written if w.stamp == newest]  # devices may tie
+                assert held in winners, f"{key}.{name}: last writer lost: holds {held[0]!r}@{held[1]}, newest {winners}"

@@ -20,30 +20,9 @@ from typing import Any
 
 import pytest
 
-from client_sdk import HttpTransport, SyncClient, SyncManifest, SyncStage
+from client_sdk import HttpTransport, SyncClient, SyncStage
+from tests.reliability.inflight import HookedTransport
 from tests.client.conftest import NOTES, Server, create_file, rows, server  # noqa: F401  (the fixture)
-
-
-class HookedTransport:
-    """An HttpTransport whose first exchange calls a hook just before sending or just after the answer."""
-
-    def __init__(self, url: str) -> None:
-        self.inner = HttpTransport(url, retries=0, timeout=10.0)
-        self.before_send: Callable[[], None] | None = None
-        self.after_answer: Callable[[], None] | None = None
-
-    def exchange(self, manifest: SyncManifest) -> SyncManifest:
-        hook, self.before_send = self.before_send, None
-        if hook is not None:
-            hook()
-        response = self.inner.exchange(manifest)
-        hook, self.after_answer = self.after_answer, None
-        if hook is not None:
-            hook()
-        return response
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 Write = Callable[[sqlite3.Connection], None]
@@ -79,7 +58,7 @@ class World:
     def __init__(self, tmp_path: Path, url: str) -> None:
         self.tmp_path = tmp_path
         self.url = url
-        self.transport = HookedTransport(url)
+        self.transport = HookedTransport(HttpTransport(url, retries=0, timeout=10.0))
         self.device = self._open("device", self.transport)
         self.other = self._open("other", HttpTransport(url, retries=0, timeout=10.0))
 
@@ -130,9 +109,9 @@ def test_a_write_during_a_round_survives(world: World, tmp_path: Path, op: str, 
 
     writer: list[threading.Thread] = []
     if point == "after collect":
-        world.transport.before_send = lambda: world.write(via, during)
+        world.transport.at_next_exchange("before_send", lambda: world.write(via, during))
     elif point == "after the server commits":
-        world.transport.after_answer = lambda: world.write(via, during)
+        world.transport.at_next_exchange("after_answer", lambda: world.write(via, during))
     else:
         def on_progress(stage: SyncStage, current: int, total: int) -> None:
             if stage is SyncStage.MUTATE and not writer:

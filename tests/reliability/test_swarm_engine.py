@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.harness import LIST, Wall, make_client, make_server
+from tests.reliability.inflight import HookedTransport
 from tests.reliability.swarm import Swarm
 
 
@@ -16,11 +17,11 @@ class MemoryDevice:
         self.node = make_client(server, name, wall=lambda: self.base.ms + self.offset,  # type: ignore[arg-type]
                                 batch_size=batch_size)
 
-    def write(self, key, values):
+    def write(self, key, values, *, second_writer=False):
         self.base.advance(1)
         self.node.storage.write(LIST, key, values)
 
-    def delete(self, key):
+    def delete(self, key, *, second_writer=False):
         self.base.advance(1)
         self.node.storage.delete(LIST, key)
 
@@ -28,12 +29,26 @@ class MemoryDevice:
         self.base.advance(1)
         self.node.sync()
 
+    def sync_during(self, point, write):
+        """A sync through :class:`HookedTransport` (so not pipelined), writing once at ``point``."""
+        transport = self.node.transport
+        hooked = HookedTransport(transport)
+        hooked.at_next_exchange(point, write)
+        self.node.transport = hooked
+        try:
+            self.sync()
+        finally:
+            self.node.transport = transport
+
     def rows(self):
         return self.node.storage.rows(LIST)
 
     def stamps(self, key):
         record = self.node.storage.get_records(LIST, [key]).get(key)
         return dict(record.timestamps) if record else {}
+
+    def tombstone(self, key):
+        return self.node.storage.get_tombstones(LIST, [key]).get(key)
 
     def shift_clock(self, offset_ms):
         self.offset = offset_ms

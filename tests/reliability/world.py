@@ -4,13 +4,14 @@ server_stub under uvicorn on 127.0.0.1, and every sync is real HTTP."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from client_sdk import HttpTransport, SqliteSyncStorage, SyncClient
 from server_stub import ServerConfig, create_app
+from tests.reliability.inflight import HookedTransport
 from tests.loopback import serve
 
 TABLE = "items"
@@ -53,25 +54,40 @@ class SqliteDevice:
         create_device_file(self.path)
         transport = HttpTransport(url, retries=0, timeout=10.0)
         self.transport = transport_wrapper(transport) if transport_wrapper else transport
+        self.in_flight = HookedTransport(self.transport)
         self.client = SyncClient(self.path, models=MODELS, node_id=name, transport=self.transport)
         self.db = self.client.connection
+        self.second_writer = sqlite3.connect(self.path, timeout=30)
 
-    def write(self, key: str, values: dict[str, Any]) -> None:
+    def _writer(self, second: bool) -> sqlite3.Connection:
+        return self.second_writer if second else self.db
+
+    def write(self, key: str, values: dict[str, Any], *, second_writer: bool = False) -> None:
         names = ", ".join(values)
         updates = ", ".join(f"{name} = excluded.{name}" for name in values)
-        with self.db:
-            self.db.execute(
+        with self._writer(second_writer) as connection:
+            connection.execute(
                 f"INSERT INTO {TABLE} (id, {names}) VALUES (?, {', '.join('?' for _ in values)}) "
                 f"ON CONFLICT (id) DO UPDATE SET {updates}",
                 (key, *values.values()),
             )
 
-    def delete(self, key: str) -> None:
-        with self.db:
-            self.db.execute(f"DELETE FROM {TABLE} WHERE id = ?", (key,))
+    def delete(self, key: str, *, second_writer: bool = False) -> None:
+        with self._writer(second_writer) as connection:
+            connection.execute(f"DELETE FROM {TABLE} WHERE id = ?", (key,))
 
     def sync(self) -> None:
         self.client.sync()
+
+    def sync_during(self, point: str, write: Callable[[], None]) -> None:
+        """A sync through :class:`HookedTransport` (so not pipelined), writing once at ``point``."""
+        self.in_flight.at_next_exchange(point, write)
+        self.client.engine.transport = self.in_flight
+        try:
+            self.sync()
+        finally:
+            self.client.engine.transport = self.transport
+            self.in_flight.clear()
 
     def rows(self) -> dict[str, dict[str, Any]]:
         return read_rows(self.db)
@@ -80,11 +96,15 @@ class SqliteDevice:
         record = self.client.storage.get_records(LABEL, [key]).get(key)
         return dict(record.timestamps) if record else {}
 
+    def tombstone(self, key: str) -> int | None:
+        return self.client.storage.get_tombstones(LABEL, [key]).get(key)
+
     def shift_clock(self, offset_ms: int) -> None:
         """SQLite's triggers read the machine's clock: a per-device jump cannot be faked here
         (the engine-level swarm covers clock jumps)."""
 
     def close(self) -> None:
+        self.second_writer.close()
         self.client.close()
 
 
