@@ -15,18 +15,15 @@ import sqlite_utils
 from .autosync import AutoSync
 from .conflict.reconciler import PayloadReconciler
 from .conflict.types import ConflictResolver
-from .engine.engine import DatabaseEngine, PhaseCallback, ProgressCallback
-from .engine.protocols import Cursor, Transport
+from .engine.base import PhaseCallback, ProgressCallback
+from .engine.engine import DatabaseEngine
+from .engine.protocols import Transport
 from .engine.results import DatabaseResult
 from .errors import InvalidParameterError
 from .protocol.wire import SyncRecord
 from .sqlite.journal import ConflictRecord, LastSync, SyncJournal
 from .sqlite.storage import SqliteSyncStorage
 from .transport.http import HttpTransport
-
-
-_LAST_KEY = "\U0010ffff"
-"""Sorts after any key: a cursor at (stamp, _LAST_KEY) reads only rows stamped after ``stamp``."""
 
 
 class PendingChange(NamedTuple):
@@ -195,12 +192,7 @@ class SyncClient:
 
     def has_pending_after(self, stamp: int) -> bool:
         """Whether a local change stamped after ``stamp`` waits for the server."""
-        for label in self.storage.labels:
-            if self.storage.get_pending(label, after=Cursor(stamp, _LAST_KEY), limit=1):
-                return True
-            if any(deleted > stamp for deleted in self.storage.get_pending_deletes(label).values()):
-                return True
-        return False
+        return self.storage.has_pending_after(stamp)
 
     def quarantined(self) -> list[QuarantinedRow]:
         """Pending rows that sync leaves out until the app fixes them: values no node could store

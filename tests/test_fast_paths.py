@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client_sdk import ModelPayload, SyncRecord
-from client_sdk.engine.engine import _all_storable, _record_problems
+from client_sdk.engine.checks import all_storable, record_problems
 from client_sdk.errors import SyncError
 from client_sdk.protocol.wire import _plain_records
 from client_sdk.sqlite import SqliteSyncStorage
@@ -86,8 +86,8 @@ def payloads(raw: dict[Any, Any]) -> dict[str, SyncRecord] | None:
 def test_the_engine_finds_a_payload_storable_only_if_every_record_is(raw: dict[Any, Any], known: bool) -> None:
     records = payloads(raw)
     fields = frozenset(FIELDS) if known else None
-    if records and _all_storable(records, "id", fields):
-        assert _record_problems(ModelPayload(LABEL, records), "id", fields) == {}
+    if records and all_storable(records, "id", fields):
+        assert record_problems(ModelPayload(LABEL, records), "id", fields) == {}
 
 
 TASKS = "CREATE TABLE {} (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, notes TEXT)"

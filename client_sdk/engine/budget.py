@@ -8,6 +8,9 @@ from collections.abc import Iterable
 from ..protocol.wire import SyncRecord
 
 
+READ_CHUNK = 1000
+"""Rows fetched per storage call while filling a byte-only budget."""
+
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 

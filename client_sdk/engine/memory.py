@@ -189,6 +189,14 @@ class MemoryStorage:
         model = self._model(label)
         return {key for key in keys if key in model.pending or key in model.pending_deletes}
 
+    def has_pending_after(self, stamp: int) -> bool:
+        for model in self._models.values():
+            if any(model.rows[key].last_modified > stamp for key in model.pending):
+                return True
+            if any(model.tombstones[key] > stamp for key in model.pending_deletes):
+                return True
+        return False
+
     def acknowledge(self, label: str, records: dict[str, int], deletes: dict[str, int]) -> None:
         model = self._model(label)
         for key, sent in records.items():

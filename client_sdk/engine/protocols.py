@@ -8,9 +8,9 @@ storage class may serve both roles.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..protocol.wire import SyncManifest, SyncRecord
 
@@ -30,28 +30,14 @@ class Cursor(NamedTuple):
 
 
 @runtime_checkable
-class DatabaseSyncStorage(Protocol):
-    """Where a node keeps its rows, stamps, tombstones and sync state.
+class RowStorage(Protocol):
+    """Rows with their stamps, and tombstones: what both roles read and write.
 
-    Every method is keyed by model label. Writes made through this protocol
+    Every method is keyed by model label. Writes made through these protocols
     are sync's own: they store the stamps they are given and never count as
     local changes. ``upsert_many`` and ``delete_many`` return the keys they
     skipped because of the staleness guard (PROTOCOL.md 7.6).
     """
-
-    # -- reading changes (server role: what changed since a checkpoint) --
-    def get_changed_since(
-        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
-    ) -> list[tuple[str, SyncRecord]]:
-        """Rows with last_modified > ``since`` (or after ``after``), in (last_modified, key) order."""
-        ...
-
-    def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
-        """Tombstones delivered after ``since`` (and at or before ``until``): key -> the delete's own stamp.
-
-        A tombstone's place in delivery order is when it was stored, as ``received_at`` is for
-        a row; the stamp returned, sent on the wire and compared with writes, is the delete's own."""
-        ...
 
     def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
         """The stored rows among ``keys`` (missing keys are absent)."""
@@ -61,16 +47,6 @@ class DatabaseSyncStorage(Protocol):
         """The tombstones among ``keys``: key -> the delete's own stamp."""
         ...
 
-    def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
-        """What the deletes among ``keys`` erased, where a server kept it (``delete_many`` with
-        ``received_at``): the row's last values and stamps, for ``join_fields``."""
-        ...
-
-    def keep_buried(self, label: str, records: dict[str, SyncRecord]) -> None:
-        """Replace what the tombstones of ``records``' keys keep (an edit older than the delete, joined in)."""
-        ...
-
-    # -- writing what sync decided --
     def upsert_many(
         self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True
     ) -> list[str]:
@@ -87,7 +63,38 @@ class DatabaseSyncStorage(Protocol):
         a row modified after the tombstone is kept and its key returned."""
         ...
 
-    # -- client role: local changes not yet acknowledged by the server --
+
+@runtime_checkable
+class ServerStorage(RowStorage, Protocol):
+    """A server's storage: what changed since a checkpoint, in delivery order, and what deletes erased."""
+
+    def get_changed_since(
+        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
+    ) -> list[tuple[str, SyncRecord]]:
+        """Rows with last_modified > ``since`` (or after ``after``), in (last_modified, key) order."""
+        ...
+
+    def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
+        """Tombstones delivered after ``since`` (and at or before ``until``): key -> the delete's own stamp.
+
+        A tombstone's place in delivery order is when it was stored, as ``received_at`` is for
+        a row; the stamp returned, sent on the wire and compared with writes, is the delete's own."""
+        ...
+
+    def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
+        """What the deletes among ``keys`` erased, where a server kept it (``delete_many`` with
+        ``received_at``): the row's last values and stamps, for ``join_fields``."""
+        ...
+
+    def keep_buried(self, label: str, records: dict[str, SyncRecord]) -> None:
+        """Replace what the tombstones of ``records``' keys keep (an edit older than the delete, joined in)."""
+        ...
+
+
+@runtime_checkable
+class ClientStorage(RowStorage, Protocol):
+    """A client's storage: its local changes not yet acknowledged by the server, and its sync state."""
+
     def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None) -> list[tuple[str, SyncRecord]]:
         """Locally changed rows not yet acknowledged, in (last_modified, key) order."""
         ...
@@ -100,6 +107,10 @@ class DatabaseSyncStorage(Protocol):
         """Which of ``keys`` have a pending local change (row or tombstone)."""
         ...
 
+    def has_pending_after(self, stamp: int) -> bool:
+        """Whether a local change (row or tombstone) stamped after ``stamp`` is pending."""
+        ...
+
     def acknowledge(self, label: str, records: dict[str, int], deletes: dict[str, int]) -> None:
         """The server accepted these (key -> last_modified sent, key -> tombstone sent):
         clear their pending mark unless they changed again since."""
@@ -109,7 +120,6 @@ class DatabaseSyncStorage(Protocol):
         """Keep these rows pending: a merge kept local changes the server has not seen."""
         ...
 
-    # -- sync state --
     def get_checkpoint(self) -> int: ...
 
     def save_checkpoint(self, checkpoint: int, after_keys: dict[str, dict] | None = None) -> None:
@@ -117,6 +127,47 @@ class DatabaseSyncStorage(Protocol):
         ...
 
     def get_after_keys(self) -> dict[str, dict]: ...
+
+
+@runtime_checkable
+class DatabaseSyncStorage(ServerStorage, ClientStorage, Protocol):
+    """Both roles in one storage (as :class:`SqliteSyncStorage` and :class:`MemoryStorage` are)."""
+
+
+class ReferenceViolation(NamedTuple):
+    """A row whose FOREIGN KEY names a row that does not exist."""
+
+    label: str
+    key: str
+    parent_label: str | None
+    parent_key: Any
+
+
+@runtime_checkable
+class KnowsFields(Protocol):
+    """A storage that knows each model's fields: records may carry no others."""
+
+    def fields(self, label: str) -> frozenset[str]: ...
+
+
+@runtime_checkable
+class ChecksValues(Protocol):
+    """A storage that can tell which records hold a value their column cannot take."""
+
+    def invalid_values(self, label: str, records: Mapping[str, SyncRecord]) -> dict[str, str]:
+        """key -> what is wrong, naming the fields."""
+        ...
+
+
+@runtime_checkable
+class ChecksReferences(Protocol):
+    """A storage that can find FOREIGN KEYs a round left pointing at nothing (inside its transaction)."""
+
+    def reference_violations(
+        self, written: Mapping[str, Collection[str]], deleted: Mapping[str, Collection[str]]
+    ) -> list[ReferenceViolation]:
+        """Rows that refer to a missing row after ``written`` were stored and ``deleted`` removed (label -> keys)."""
+        ...
 
 
 @runtime_checkable

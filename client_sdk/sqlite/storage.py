@@ -21,7 +21,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlite_utils
 
-from ..engine.protocols import Cursor
+from ..engine.protocols import Cursor, ReferenceViolation
 from ..errors import InvalidParameterError, RecordFieldError, UnknownModelError
 from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HLC_MAX, HybridLogicalClock, system_ms
@@ -444,7 +444,7 @@ class SqliteSyncStorage:
     @_serialized
     def reference_violations(
         self, written: Mapping[str, Collection[str]], deleted: Mapping[str, Collection[str]]
-    ) -> list[tuple[str, str, str | None, Any]]:
+    ) -> list[ReferenceViolation]:
         """Rows of tracked tables whose FOREIGN KEY points at nothing after a round wrote the rows
         ``written`` and deleted the rows ``deleted`` (label -> keys), inside the current transaction
         (foreign keys are deferred while sync applies a page): (label, key, parent label, parent key).
@@ -493,7 +493,7 @@ class SqliteSyncStorage:
 
     def _dangling(
         self, model: _Model, fk: ForeignKey, parent_column: str, where: str, keys: Collection[str]
-    ) -> list[tuple[str, str, str | None, Any]]:
+    ) -> list[ReferenceViolation]:
         """Rows of ``model`` selected by ``where`` (bound to ``keys``) whose single-column ``fk`` names no row."""
         t = model.tracked
         reference = f"c.{quote(fk.columns[0])}"
@@ -504,9 +504,9 @@ class SqliteSyncStorage:
             (_keys_json(keys),),
         )
         parent_label = self._labels_by_table.get(fk.parent)
-        return [(t.label, key, parent_label, parent_key) for key, parent_key in rows]
+        return [ReferenceViolation(t.label, key, parent_label, parent_key) for key, parent_key in rows]
 
-    def _table_violations(self, table: str) -> list[tuple[str, str, str | None, Any]]:
+    def _table_violations(self, table: str) -> list[ReferenceViolation]:
         found = []
         for _, rowid, parent, fkid in self.connection.execute("PRAGMA foreign_key_check(" + quote(table) + ")").fetchall():
             if rowid is None:
@@ -517,7 +517,7 @@ class SqliteSyncStorage:
             key, parent_key = self.connection.execute(
                 f"SELECT {quote(self.identity_field)}, {quote(column)} FROM {quote(table)} WHERE rowid = ?", (rowid,)
             ).fetchone()
-            found.append((self._labels_by_table[table], key, self._labels_by_table.get(parent), parent_key))
+            found.append(ReferenceViolation(self._labels_by_table[table], key, self._labels_by_table.get(parent), parent_key))
         return found
 
     @_serialized
@@ -724,6 +724,19 @@ class SqliteSyncStorage:
             (wanted, wanted),
         )
         return {key for (key,) in rows}
+
+    @_serialized
+    def has_pending_after(self, stamp: int) -> bool:
+        self._prepare()
+        for model in self._models.values():
+            t = model.tracked
+            if self.connection.execute(  # both answered by the partial "pending" indexes
+                f"SELECT EXISTS (SELECT 1 FROM {t.shadow} WHERE {S_PENDING} = 1 AND {S_LM} > ?) "
+                f'OR EXISTS (SELECT 1 FROM {t.tomb} WHERE "pending" = 1 AND "stamp" > ?)',
+                (stamp, stamp),
+            ).fetchone()[0]:
+                return True
+        return False
 
     @_serialized
     def acknowledge(self, label: str, records: dict[str, int], deletes: dict[str, int]) -> None:

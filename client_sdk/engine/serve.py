@@ -1,0 +1,308 @@
+"""The server side of the engine: ``process`` answers one client round (PROTOCOL.md 7).
+
+The server answers a complete round (nothing left to send) with its own clock
+as the checkpoint, which is safe because ``process`` runs in one serialized
+write transaction; this spares the echo round and lets even the existing
+client finish after a delete (PROTOCOL.md 14). While paging, the checkpoint
+stays put and per-model cursors carry the position, so every row and
+tombstone is delivered exactly once.
+
+Which write wins is decided by the writes' own stamps: a row's field stamps
+and a delete's own HLC, never when they reached us (``received_at`` and a
+tombstone's delivery stamp order delivery only). A tombstone keeps the row it
+erased, so a later edit brings the row back with every field's newest value
+whichever reached us first (``join_fields``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..conflict.reconciler import join_fields
+from ..errors import SyncAbortedError
+from ..protocol.wire import ModelPayload, SyncManifest, SyncRecord
+from .base import EngineBase
+from .budget import READ_CHUNK, Budget
+from .protocols import Cursor
+from .results import DatabaseResult, SyncStage
+
+class Serving(EngineBase):
+    """``process``: the server's half of ``DatabaseEngine``."""
+
+
+    def process(self, incoming: SyncManifest) -> tuple[SyncManifest, DatabaseResult]:
+        """Answer one client round (PROTOCOL.md 7). Raises a ``SyncAbortedError`` subclass to refuse it.
+
+        A change that would leave a FOREIGN KEY pointing at nothing (a child of a
+        parent deleted meanwhile, or the delete of a parent that still has children)
+        is refused per key: the round is rolled back and answered again without it.
+
+        The answer is first assembled counting records only, and kept if its
+        whole sealed text fits ``batch_bytes`` (then its records do too). Only
+        a page that does not is assembled again measuring each record: sizing
+        every record costs as much as encoding the page a second time.
+        """
+        refused: dict[tuple[str, str], str] = {}
+        bytes_max: int | None = None
+        while True:
+            try:
+                return self._process(incoming, refused, bytes_max)
+            except _BrokenReferences as broken:
+                if broken.keys.keys() <= refused.keys():
+                    raise SyncAbortedError(f"foreign keys stay broken after refusing {len(refused)} change(s)") from None
+                refused.update(broken.keys)
+            except _Oversized:
+                bytes_max = self.options.batch_bytes
+
+    def _process(
+        self, incoming: SyncManifest, refused: dict[tuple[str, str], str], bytes_max: int | None
+    ) -> tuple[SyncManifest, DatabaseResult]:
+        result = DatabaseResult()
+        for (label, key), message in refused.items():
+            result.errors.append({"key": key, "model_label": label, "message": message})
+        for payload in incoming.payloads:
+            if payload.model_label not in self.graph:
+                for key in [*payload.records, *payload.deletes]:
+                    result.errors.append({"key": key, "model_label": payload.model_label,
+                                          "message": f"unknown model label {payload.model_label!r}"})
+        with self.transaction():
+            self.check_stamps(incoming)
+            self._accept(incoming)
+            self._report(SyncStage.VALIDATE, 1, 1)
+            # A round that brings nothing stores nothing: it needs no new stamp, and taking one would
+            # write to the database on every idle poll.
+            now = self.clock.now() if incoming.change_count else self.clock.last
+            serving = _Round(incoming, now, Budget(self.options.batch_size, bytes_max), result, refused)
+            served = [self._serve_records(label, serving) for label in self._order]
+            has_more = any(model.cut for model in served)
+            payloads: list[ModelPayload] = []
+            after_keys: dict[str, dict] = {}
+            for model in served:
+                model.deletes = self._tombstones_for(model, incoming, has_more)
+                if model.records or model.deletes:
+                    payloads.append(ModelPayload(model.label, model.records, model.deletes))
+                if has_more and model.position is not None:
+                    after_keys[model.label] = model.position.to_wire()
+            activity = incoming.change_count > 0 or any(payloads)
+            checkpoint = self._response_checkpoint(incoming, payloads, has_more, activity, now)
+            if incoming.change_count:
+                self._check_references(incoming)
+            response = self._manifest(checkpoint, payloads, after_keys, has_more)
+            if bytes_max is None and self.options.batch_bytes is not None and response.covered_size > self.options.batch_bytes:
+                raise _Oversized
+        result.checkpoint = checkpoint
+        result.rounds = 1
+        response.errors = list(result.errors)
+        if self.on_complete is not None:
+            self._report(SyncStage.CALLBACK, 0, 1)
+            self.on_complete(result)
+            self._report(SyncStage.CALLBACK, 1, 1)
+        return response, result
+
+    def _response_checkpoint(
+        self, incoming: SyncManifest, payloads: list[ModelPayload], has_more: bool, activity: bool, now: int
+    ) -> int:
+        """While paging the checkpoint stays put (the cursors move); a complete answer carries our clock.
+
+        ``now`` was taken inside the write transaction, so every row stored with
+        a smaller stamp is either in this answer, was sent by this client, or
+        is at or below its checkpoint.
+        """
+        if has_more:
+            return incoming.checkpoint
+        return max(incoming.checkpoint, now)
+
+    def _serve_records(self, label: str, serving: _Round) -> _ServedModel:
+        incoming, budget = serving.incoming, serving.budget
+        raw_cursor = incoming.after_keys.get(label)
+        cursor = Cursor.from_wire(raw_cursor) if raw_cursor else None
+        model = _ServedModel(label, cursor)
+        payload = incoming.payload(label)
+        if payload is not None:
+            model.sent_keys = set(payload.records) | set(payload.deletes)
+            self._apply_incoming(payload, model, serving)
+        position = cursor
+        while not budget.exhausted:
+            remaining = budget.remaining_records()
+            limit = READ_CHUNK if remaining is None else min(remaining + 1, READ_CHUNK)
+            rows = self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=limit)
+            fresh = {key: record for key, record in rows if key not in model.sent_keys}
+            if budget.take_all(fresh.values()):
+                model.records.update(fresh)
+            else:
+                for key, record in rows:
+                    if key not in model.sent_keys:
+                        if not budget.take_record(record):
+                            model.cut = True
+                            return model
+                        model.records[key] = record
+                    position = model.position = Cursor(record.last_modified, key)
+            if rows:
+                key, record = rows[-1]
+                position = model.position = Cursor(record.last_modified, key)
+            if len(rows) < limit:
+                return model
+        # Is anything left to send? Not the rows the client sent: one more row than those is enough to tell.
+        left = self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=len(model.sent_keys) + 1)
+        model.cut = any(key not in model.sent_keys for key, _record in left)
+        return model
+
+    def _apply_incoming(self, payload: ModelPayload, model: _ServedModel, serving: _Round) -> None:
+        """Reconcile a payload the client sent against our rows and store the outcome (PROTOCOL.md 7.3, 8)."""
+        label, checkpoint, now, result = payload.model_label, serving.incoming.checkpoint, serving.now, serving.result
+        problems = self._invalid_records(payload)
+        for key, message in problems.items():
+            result.errors.append({"key": key, "model_label": label, "message": message})
+        skip = problems.keys() | {key for refused_label, key in serving.refused if refused_label == label}
+        clean = ModelPayload(
+            label,
+            {k: r for k, r in payload.records.items() if k not in skip},
+            {k: stamp for k, stamp in payload.deletes.items() if k not in skip},
+        )
+        stored = self.storage.get_records(label, [*clean.records, *clean.deletes])
+        # Whether the client has seen a row is a matter of delivery (received_at); which write wins,
+        # a delete's included, is decided by the writes' own stamps alone.
+        local = {key: _own_stamps(record) for key, record in stored.items()}
+        outcome = self.reconciler.reconcile(
+            clean, local, checkpoint, unsynced=lambda key, _record: stored[key].last_modified > checkpoint
+        )
+        self._report(SyncStage.CLASSIFY, len(clean), len(clean))
+        created = set(outcome.created)
+        revived, stale = self._over_tombstones(label, {k: r for k, r in outcome.to_upsert.items() if k in created})
+        self.storage.upsert_many(label, revived, received_at=now, guard=False)
+        # Everything else was decided against the stored rows inside this same transaction: a row the
+        # client saw at its checkpoint is superseded by its edit, a conflict by its resolution. Guarding
+        # these against our received_at would drop edits whose stamps predate our storing the row.
+        self.storage.upsert_many(
+            label, {k: r for k, r in outcome.to_upsert.items() if k not in created}, received_at=now, guard=False
+        )
+        self.storage.delete_many(label, outcome.to_delete, received_at=now, guard=False)
+        self._renew_tombstones(label, clean.deletes, local, now)
+        self._report(SyncStage.MUTATE, len(outcome.to_upsert) + len(outcome.to_delete), len(clean))
+        result.merge_reconciliation(outcome)
+        result.add("deleted", label, list(outcome.to_delete))
+        result.add("skipped", label, stale)
+        for kind in ("created", "applied"):
+            getattr(result, kind)[label] = [k for k in getattr(result, kind).get(label, []) if k not in stale]
+        answers = dict(outcome.response_records)
+        answers.update((key, record) for key, record in revived.items() if not _same_record(record, outcome.to_upsert[key]))
+        for key, record in answers.items():
+            serving.budget.take_record(record)
+            model.records[key] = record
+        model.stale_deletes = {key: stamp for key, stamp in self.storage.get_tombstones(label, stale).items()
+                               if key not in answers}
+
+    def _over_tombstones(self, label: str, records: dict[str, SyncRecord]) -> tuple[dict[str, SyncRecord], list[str]]:
+        """Split rows new to us into those to store and the keys of stale ones (7.6, by the writes' own stamps).
+
+        A row we hold a tombstone for comes back only if it is newer than the delete, and then
+        joined with what the delete erased (:func:`join_fields`); an older one is stale, and its
+        values join what the tombstone keeps. So the row a later edit brings back holds every
+        field's newest value, whichever reached us first, the delete or an older edit.
+        """
+        tombstones = self.storage.get_tombstones(label, records) if records else {}
+        if not tombstones:
+            return records, []
+        erased = self.storage.get_buried(label, tombstones)
+        revived: dict[str, SyncRecord] = {}
+        stale: dict[str, SyncRecord] = {}
+        for key, record in records.items():
+            joined = join_fields(erased[key], record) if key in erased else record
+            if key not in tombstones or _own_stamps(record).last_modified > tombstones[key]:
+                revived[key] = joined
+            else:
+                stale[key] = joined
+        if stale:
+            self.storage.keep_buried(label, stale)
+        return revived, list(stale)
+
+    def _check_references(self, incoming: SyncManifest) -> None:
+        """Before the round commits: a FOREIGN KEY left pointing at nothing names the incoming change to refuse."""
+        broken: dict[tuple[str, str], str] = {}
+        for label, key, parent_label, parent_key in self._reference_violations(incoming):
+            sent = incoming.payload(label)
+            parent = incoming.payload(parent_label) if parent_label else None
+            if sent is not None and key in sent.records:
+                broken[(label, key)] = f"refers to {parent_label} {parent_key!r}, which does not exist (deleted?)"
+            elif parent is not None and parent_key in parent.deletes:
+                broken[(parent_label, parent_key)] = f"cannot be deleted: {label} {key!r} still refers to it"
+            else:
+                raise SyncAbortedError(f"{label} {key!r} refers to a missing {parent_label} {parent_key!r}")
+        if broken:
+            raise _BrokenReferences(broken)
+
+    def _renew_tombstones(self, label: str, deletes: dict[str, int], local: dict[str, SyncRecord], now: int) -> None:
+        """A client deleted a row we had already deleted, later than our tombstone (the row was
+        re-created there in between): our tombstone takes the newer delete, so an older write
+        arriving afterwards cannot bring the row back."""
+        absent = [key for key in deletes if key not in local]
+        if not absent:
+            return
+        ours = self.storage.get_tombstones(label, absent)
+        newer = {key: deletes[key] for key in absent if key in ours and ours[key] < deletes[key]}
+        self.storage.delete_many(label, newer, received_at=now, guard=False)
+
+    def _tombstones_for(self, model: _ServedModel, incoming: SyncManifest, has_more: bool) -> dict[str, int]:
+        """Tombstones in this answer's window, so paging sends each exactly once.
+
+        Page windows are (previous cursor, new cursor]; a model without a new
+        cursor sends its tombstones on the final page.
+        """
+        if has_more and model.position is None:
+            return dict(model.stale_deletes)
+        low = model.cursor.timestamp if model.cursor is not None else incoming.checkpoint
+        high = model.position.timestamp if has_more and model.position is not None else None
+        window = {
+            key: stamp
+            for key, stamp in self.storage.get_deletes_since(model.label, low, until=high).items()
+            if key not in model.sent_keys and key not in model.records
+        }
+        return {**window, **model.stale_deletes}
+
+
+@dataclass
+class _Round:
+    """One answer being assembled: the request, our clock for it, the page budget, the result, and the
+    changes refused for their FOREIGN KEYs on an earlier try."""
+
+    incoming: SyncManifest
+    now: int
+    budget: Budget
+    result: DatabaseResult
+    refused: dict[tuple[str, str], str]
+
+
+class _BrokenReferences(Exception):
+    """Internal: the round would commit dangling foreign keys; roll back and refuse these changes."""
+
+    def __init__(self, keys: dict[tuple[str, str], str]) -> None:
+        super().__init__(f"{len(keys)} change(s) break foreign keys")
+        self.keys = keys
+
+
+class _Oversized(Exception):
+    """Internal: an answer assembled by record count is over ``batch_bytes``; assemble it again measuring records."""
+
+
+class _ServedModel:
+    """What ``process`` assembled for one model of the answer."""
+
+    def __init__(self, label: str, cursor: Cursor | None) -> None:
+        self.label = label
+        self.cursor = cursor
+        self.position: Cursor | None = cursor
+        self.records: dict[str, SyncRecord] = {}
+        self.deletes: dict[str, int] = {}
+        self.stale_deletes: dict[str, int] = {}
+        """Tombstones that beat a record the client sent: they go back to it."""
+        self.sent_keys: set[str] = set()
+        self.cut = False
+
+
+def _same_record(a: SyncRecord, b: SyncRecord) -> bool:
+    return a.data == b.data and a.timestamps == b.timestamps
+
+
+def _own_stamps(record: SyncRecord) -> SyncRecord:
+    """``record`` as its writes stamped it, without the server's receive time."""
+    return SyncRecord(record.data, record.timestamps) if record.received_at else record
