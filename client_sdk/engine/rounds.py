@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
 
 from ..conflict.reconciler import ConflictEntry
 from ..conflict.types import ConflictType, FieldConflict, RecordConflict, ResolutionSource
@@ -70,7 +71,8 @@ class Syncing(EngineBase):
         return result
 
     def _rounds(self, result: DatabaseResult) -> None:
-        rejected: dict[str, set[str]] = {}
+        run = _Run(result, since=self.storage.get_checkpoint())
+        rejected = run.rejected
         pipeline: PullPipeline | None = None
         opened: float | None = None  # when the transaction ``held`` began, while it is open
         follow_ups = 0
@@ -108,7 +110,7 @@ class Syncing(EngineBase):
                     following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, rejected)
                     if following is not None:
                         pipeline = PullPipeline(self.transport, self._pull, *following)  # type: ignore[arg-type]
-                    self._apply_response(request, response, checkpoint, result, rejected)
+                    self._apply_response(request, response, checkpoint, run)
                     result.checkpoint = max(response.checkpoint, checkpoint)
                     if pipeline is not None and settles(response):
                         pipeline.close()
@@ -228,15 +230,9 @@ class Syncing(EngineBase):
                     "lower batch_bytes to page the push"
                 )
 
-    def _apply_response(
-        self,
-        request: SyncManifest,
-        response: SyncManifest,
-        checkpoint: int,
-        result: DatabaseResult,
-        rejected: dict[str, set[str]],
-    ) -> None:
+    def _apply_response(self, request: SyncManifest, response: SyncManifest, checkpoint: int, run: _Run) -> None:
         """Acknowledge what the server took, apply what it sent, store the new checkpoint: all in one transaction."""
+        result, rejected = run.result, run.rejected
         refused = {str(error.get("key")) for error in response.errors}
         for payload in request.payloads:
             label = payload.model_label
@@ -249,7 +245,7 @@ class Syncing(EngineBase):
             )
             result.add("pushed", label, [key for key in [*payload.records, *payload.deletes] if key not in bad])
         result.errors.extend(response.errors)
-        self._log_server_resolutions(request, response, checkpoint, result)
+        self._log_server_resolutions(request, response, checkpoint, run)
         self._phase(SyncPhase.COMMITTING)
         total = response.change_count
         done = 0
@@ -276,19 +272,18 @@ class Syncing(EngineBase):
                 "Delete or re-parent those rows, then sync again"
             )
 
-    def _log_server_resolutions(
-        self, request: SyncManifest, response: SyncManifest, checkpoint: int, result: DatabaseResult
-    ) -> None:
+    def _log_server_resolutions(self, request: SyncManifest, response: SyncManifest, checkpoint: int, run: _Run) -> None:
         """A record we pushed came back with other values in fields we changed: the server's resolver
         replaced our edits there. (Fields only the other side changed merged cleanly: no conflict.)
         Or it came back deleted: a newer delete beat our edit."""
+        result = run.result
         for sent_payload in request.payloads:
             returned_payload = response.payload(sent_payload.model_label)
             if returned_payload is None:
                 continue
             for key in sent_payload.records.keys() & returned_payload.deletes.keys():
                 self._log_discarded_edit(sent_payload.model_label, key, sent_payload.records[key],
-                                         returned_payload.deletes[key], checkpoint, result)
+                                         returned_payload.deletes[key], run.since, result)
             for key, returned in returned_payload.records.items():
                 sent = sent_payload.records.get(key)
                 if sent is None:
@@ -326,7 +321,8 @@ class Syncing(EngineBase):
         pending = self.storage.get_pending_keys(label, keys)
         local = self.storage.get_records(label, [key for key in keys if key in pending]) if pending else {}
         clean_records = {k: r for k, r in records.items() if k not in pending} if pending else records
-        clean_deletes = {k: s for k, s in payload.deletes.items() if k not in local}
+        # a key deleted here too stays pending: our delete may be the newer one, and must reach the server
+        clean_deletes = {k: s for k, s in payload.deletes.items() if k not in pending} if pending else payload.deletes
         # Rows without pending local changes take the server's answer as it is: the server already
         # reconciled it, and a guard here would keep a row the server's resolver replaced by an older one.
         self.storage.upsert_many(label, clean_records, guard=False)
@@ -432,3 +428,13 @@ class Syncing(EngineBase):
             result.merge_reconciliation(outcome)
             result.add("deleted", label, list(outcome.to_delete))
         result.checkpoint = checkpoint
+
+
+@dataclass
+class _Run:
+    """One sync: its result, the keys the server refused in it (not pushed again until the next sync),
+    and the checkpoint it started from (the fields changed since then are the device's own edits)."""
+
+    result: DatabaseResult
+    since: int
+    rejected: dict[str, set[str]] = field(default_factory=dict)

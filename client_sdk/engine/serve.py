@@ -232,14 +232,14 @@ class Serving(EngineBase):
             raise _BrokenReferences(broken)
 
     def _renew_tombstones(self, label: str, deletes: dict[str, int], local: dict[str, SyncRecord], now: int) -> None:
-        """A client deleted a row we had already deleted, later than our tombstone (the row was
-        re-created there in between): our tombstone takes the newer delete, so an older write
+        """A client deleted a row we hold no row for: its delete becomes our tombstone, or renews ours if
+        it is newer (the row was re-created there in between), so that a write older than the delete
         arriving afterwards cannot bring the row back."""
         absent = [key for key in deletes if key not in local]
         if not absent:
             return
         ours = self.storage.get_tombstones(label, absent)
-        newer = {key: deletes[key] for key in absent if key in ours and ours[key] < deletes[key]}
+        newer = {key: deletes[key] for key in absent if ours.get(key, -1) < deletes[key]}
         self.storage.delete_many(label, newer, received_at=now, guard=False)
 
     def _tombstones_for(self, model: _ServedModel, incoming: SyncManifest, has_more: bool) -> dict[str, int]:

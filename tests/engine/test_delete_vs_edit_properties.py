@@ -6,25 +6,23 @@
   rows are the same for every order of the first pass (the world is rebuilt from the
   same writes for each order), and are what the writes' HLC order says
   (``by_hlc_order``): a row exists if its newest write is not a delete, and each field
-  holds its newest value among the rows the devices push. (A key no device holds at
-  the start is written by one device only, and nobody pages: each of these finds one
-  of the two bugs below.)
-* Two known bugs, as strict xfail tests: a delete of a key the server never held is lost
-  when it reaches the server first; a pending delete is dropped when the device pulls an
-  older tombstone of the same key before pushing it.
+  holds its newest value among the rows the devices push. Devices and the server page
+  (batch_size 1 or 2) in some examples.
+* Two bugs this found, now fixed: a delete of a key the server never held was lost
+  when it reached the server first; a pending delete was dropped when the device pulled
+  an older tombstone of the same key before pushing it.
 * The resolvers of PROTOCOL.md 9 on the server side, for a delete followed by an edit
   and an edit followed by a delete, in both sync orders.
 * The conflict log: a device whose pending edit a delete beats logs a
   ``delete_vs_modify`` conflict, against our server and against one that stamps deletes
-  with its own clock (``LegacyServerEngine``, as the existing server does). A third bug
-  (xfail): when the device pulls the tombstone before pushing the edit, the entry names
-  no field.
+  with its own clock (``LegacyServerEngine``, as the existing server does), naming the
+  field also when the device pulled the tombstone before pushing the edit.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -103,16 +101,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     keys = KEYS[:draw(st.integers(2, 3))]
     initial = {key: draw(st.none() | values()) for key in keys}
     timeline = draw(st.lists(writes(devices, keys), min_size=1, max_size=12))
-    # A key no device holds at the start is written by one device only: two devices creating the
-    # same key, one of them then deleting it, is the bug of the xfail test
-    # test_a_delete_beats_an_older_insert_of_the_same_key_that_reaches_the_server_after_it.
-    owners = {key: draw(st.integers(0, devices - 1)) for key, start in initial.items() if start is None}
-    timeline = [replace(write, device=owners.get(write.key, write.device)) for write in timeline]
     order = tuple(draw(st.permutations(range(devices))))
-    # Paging (batch_size 1 or 2) finds the bug of the xfail test
-    # test_a_pending_delete_survives_a_pulled_older_tombstone_of_the_same_key: draw from
-    # [None, None, 1, 2] again once it is fixed.
-    return Scenario(devices, initial, timeline, order, draw(st.just(None)))
+    return Scenario(devices, initial, timeline, order, draw(st.sampled_from([None, None, 1, 2])))
 
 
 class World:
@@ -249,10 +239,6 @@ def test_the_hlc_oracle_keeps_a_field_written_before_the_delete_when_a_later_edi
         assert world.server_rows() == by_hlc_order(scenario), order
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: the server drops a client's tombstone for a key it holds no row for (PayloadReconciler."
-    "_reconcile_delete: no local row -> nothing), so a delete that reaches it before the row does "
-    "is lost, and an OLDER insert of the same key arriving later creates the row"))
 def test_a_delete_beats_an_older_insert_of_the_same_key_that_reaches_the_server_after_it() -> None:
     """Two devices create the same key (a fixed id, like a settings row) offline: B at t1, A at t2; A
     deletes it at t3. The delete is the newest write: the row must end gone in both sync orders.
@@ -285,11 +271,6 @@ class DeleteDuringExchange(Recorder):
         return body
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a device's pending delete is dropped when its sync pulls an older tombstone of the same key "
-    "(DatabaseEngine._apply_payload treats a key with a pending local delete and no row as a clean delete; "
-    "delete_many then clears the pending mark, keeping the newer stamp locally), so the newer delete never "
-    "reaches the server, and an edit made between the two deletes brings the row back everywhere"))
 @pytest.mark.parametrize("how", ["push paged", "delete made during the round"])
 def test_a_pending_delete_survives_a_pulled_older_tombstone_of_the_same_key(how: str) -> None:
     """d2 deletes k; d1 edits k; d0 deletes k: d0's delete is the newest write, so k must end gone.
@@ -415,15 +396,7 @@ def tombstone_of(world: World, index: int) -> int:
     return world.devices[index].storage.get_pending_deletes(LIST)["k"]  # type: ignore[attr-defined]
 
 
-FIELDLESS = pytest.mark.xfail(strict=True, reason=(
-    "bug: the entry names no field (field_conflicts == [], so client.conflicts() shows fields={}): the "
-    "beaten edit is pushed in a later round and logged by _log_server_resolutions -> _log_discarded_edit, "
-    "which keeps only fields stamped after THAT round's checkpoint; the round that pulled the tombstone "
-    "already moved the checkpoint past the edit"))
-PATHS = [
-    "pushed edit comes back deleted",
-    pytest.param("pending edit meets a pulled tombstone", marks=FIELDLESS),
-]
+PATHS = ["pushed edit comes back deleted", "pending edit meets a pulled tombstone"]
 
 
 def first_answer_beats_pending_edit(world: World) -> bool:

@@ -14,10 +14,10 @@ which the devices reached the server:
 
 The writes are 50 ms or 10 s apart, or a server restart lies between them and between
 the syncs. Another test runs a fixed script of offline writes on three devices in all
-six sync orders and expects one final state. The last three (xfail) are bugs: a delete
-of a key the server never held is lost when it reaches the server first; a device's
-pending delete is dropped when its sync pulls an older tombstone of the same key; an
-edit beaten during a paged push is logged without its field.
+six sync orders and expects one final state. The last three are bugs these tests found,
+now fixed: a delete of a key the server never held was lost when it reached the server
+first; a device's pending delete was dropped when its sync pulled an older tombstone of
+the same key; an edit beaten during a paged push was logged without its field.
 """
 
 from __future__ import annotations
@@ -322,12 +322,8 @@ def test_three_devices_end_alike_in_every_sync_order(worlds: list[World], tmp_pa
     assert finals == dict.fromkeys(finals, THREE_DEVICE_FINAL)
 
 
-# -- a known bug --
+# -- bugs these tests found --
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: server_stub keeps no tombstone for a key it holds no row for (PayloadReconciler._reconcile_delete: "
-    "no local row -> nothing), so a delete that reaches it before the row does is lost, and an OLDER insert "
-    "of the same key arriving later creates the row everywhere"))
 def test_a_delete_beats_an_older_insert_of_the_same_key_whichever_syncs_first(worlds: list[World], tmp_path: Path) -> None:
     """B creates a row with a fixed id offline; 50 ms later A creates the same id, and 50 ms later
     deletes it. The delete is the newest write: the row must end gone in both orders. B first, it
@@ -347,11 +343,6 @@ def test_a_delete_beats_an_older_insert_of_the_same_key_whichever_syncs_first(wo
     assert finals == dict.fromkeys("ab", {"a": {}, "b": {}, "server": {}})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a device's pending delete is dropped when its sync pulls an older tombstone of the same key "
-    "(DatabaseEngine._apply_payload applies it as a clean delete; SqliteSyncStorage.delete_many sets "
-    "\"pending\" = 0 on the existing tombstone), so the newer delete never reaches the server, and an edit "
-    "made between the two deletes brings the row back everywhere"))
 def test_a_pending_delete_survives_a_pulled_older_tombstone_of_the_same_key(worlds: list[World], tmp_path: Path) -> None:
     """a deletes j; c deletes k; b edits k; a deletes k (the newest write: k must end gone). c syncs,
     then a, which pushes one change per round (batch_size=1, as any device with more pending
@@ -373,10 +364,6 @@ def test_a_pending_delete_survives_a_pulled_older_tombstone_of_the_same_key(worl
     assert world.everyone() == {"a": {}, "b": {}, "c": {}, "server": {}}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: the entry's fields are {}: B's beaten edit is pushed in a later round of its paged sync and "
-    "logged by DatabaseEngine._log_server_resolutions -> _log_discarded_edit, which keeps only fields "
-    "stamped after that round's checkpoint, already moved past the edit by the round that pulled the tombstone"))
 def test_an_edit_beaten_during_a_paged_push_is_logged_with_its_field(worlds: list[World], tmp_path: Path) -> None:
     """B edits j, then k; 50 ms later A deletes k; A syncs first. B pushes one change per round
     (batch_size=1): its first round pushes j and pulls k's newer tombstone while k's edit is pending.
