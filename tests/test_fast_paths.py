@@ -17,7 +17,7 @@ from client_sdk.engine.checks import all_storable, record_problems
 from client_sdk.errors import SyncError
 from client_sdk.protocol.wire import _plain_records
 from client_sdk.sqlite import SqliteSyncStorage
-from client_sdk.sqlite.storage import _json_column, _value_rows
+from client_sdk.sqlite.mapping import json_column, value_rows
 from client_sdk.sqlite.values import ColumnKind, to_json
 
 LABEL = "todo.Task"
@@ -113,7 +113,7 @@ def test_storing_a_page_writes_what_binding_it_record_by_record_writes(raw: dict
         storage = SqliteSyncStorage(path, {"tasks": LABEL})
         try:
             try:
-                exact = _value_rows(storage._model(LABEL), records)
+                exact = value_rows(storage._model(LABEL), records)
             except SyncError:
                 with pytest.raises(SyncError):
                     storage.upsert_many(LABEL, records)
@@ -145,5 +145,5 @@ def test_an_adapter_the_app_registered_does_not_change_what_a_page_stores(tmp_pa
 @given(values=st.lists(st.none() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.text(max_size=2), max_size=6))
 def test_reading_a_boolean_column_agrees_with_reading_value_by_value(values: list[Any]) -> None:
     column = tuple(values)
-    assert _json_column(ColumnKind.BOOLEAN, column) == tuple(to_json(ColumnKind.BOOLEAN, value) for value in column)
-    assert list(map(type, _json_column(ColumnKind.BOOLEAN, column))) == [type(to_json(ColumnKind.BOOLEAN, v)) for v in column]
+    assert json_column(ColumnKind.BOOLEAN, column) == tuple(to_json(ColumnKind.BOOLEAN, value) for value in column)
+    assert list(map(type, json_column(ColumnKind.BOOLEAN, column))) == [type(to_json(ColumnKind.BOOLEAN, v)) for v in column]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..errors import SyncAbortedError
 from .failures import storage_errors
@@ -86,3 +88,20 @@ class Transactions:
         else:
             self.connection.execute(f"ROLLBACK TO {savepoint}")
             self.connection.execute(f"RELEASE {savepoint}")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def serialized(method: Callable[Concatenate[Any, _P], _R]) -> Callable[Concatenate[Any, _P], _R]:
+    """For the methods of an object that owns ``_tx`` (:class:`Transactions`) on ``connection`` to the
+    file at ``path``: one thread at a time on the shared connection; SQLite's errors leave as
+    :class:`StorageError`."""
+
+    @wraps(method)
+    def wrapper(self: Any, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._tx.lock, storage_errors(self.connection, self.path):
+            return method(self, *args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,68 @@
+"""What every part of ``SqliteSyncStorage`` stands on: the connection, the tracked tables, the fold, page reads."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlite_utils
+
+from ..errors import UnknownModelError
+from ..protocol.wire import SyncRecord
+from . import changelog
+from .ddl import S_KEY, S_LM, Tracked
+from .mapping import TableMapping, lenient_text
+from .transaction import Transactions
+
+
+class StorageCore:
+    """The state ``SqliteSyncStorage.__init__`` sets up, and the reads every role makes."""
+
+    connection: sqlite3.Connection
+    db: sqlite_utils.Database
+    path: str | None
+    role: str
+    identity_field: str
+    _tx: Transactions
+    _models: dict[str, TableMapping]
+    """Label -> the tracked table."""
+    _labels_by_table: dict[str, str]
+
+    def _fold_targets(self, registry: Mapping[str, Tracked]) -> list[Tracked]:
+        tables = {name for (name,) in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return [t for name, t in registry.items() if name in tables]
+
+    def _prepare(self) -> None:
+        """Fold the change log, if anything was logged, so shadow rows and tombstones are current."""
+        with self._tx.lock:
+            if changelog.log_is_empty(self.connection):
+                return
+            with self._tx.write():
+                changelog.fold(self.connection, self._fold_targets(changelog.read_registry(self.connection)))
+
+    def _model(self, label: str) -> TableMapping:
+        try:
+            return self._models[label]
+        except KeyError:
+            raise UnknownModelError(f"unknown model label {label!r}") from None
+
+    def _page(
+        self, model: TableMapping, where: str, params: list[Any], limit: int | None, *, served: bool = False
+    ) -> list[tuple[str, SyncRecord]]:
+        sql = f"{model.select} WHERE {where} ORDER BY s.{S_LM}, s.{S_KEY} LIMIT ?"
+        return model.records(self._fetch_all(sql, [*params, -1 if limit is None else limit]), served=served)
+
+    def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of a query. Another program may have stored bytes that are not UTF-8 in a TEXT
+        column, which fails the read: it is then read again with such bytes as lone surrogates,
+        so that the row can be named and quarantined instead of failing every sync."""
+        try:
+            return self.connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            factory = self.connection.text_factory
+            self.connection.text_factory = lenient_text
+            try:
+                return self.connection.execute(sql, params).fetchall()
+            finally:
+                self.connection.text_factory = factory

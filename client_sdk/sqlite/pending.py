@@ -1,0 +1,118 @@
+"""The client role of ``SqliteSyncStorage``: local changes not yet acknowledged, and the sync state.
+
+A row or tombstone is *pending* from the write that changed it until the server
+acknowledges that very version; partial indexes hold only what is pending, so
+these reads cost O(pending), not O(table).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from ..engine.protocols import Cursor
+from ..protocol.wire import SyncRecord
+from .ddl import META, S_KEY, S_LM, S_PENDING
+from .mapping import IN_KEYS, keys_json, position_filter
+from .core import StorageCore
+from .transaction import serialized
+
+
+class PendingChanges(StorageCore):
+    """The client role's part of :class:`SqliteSyncStorage`."""
+
+    @serialized
+    def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None) -> list[tuple[str, SyncRecord]]:
+        model = self._model(label)
+        self._prepare()
+        where, params = position_filter(-1, after)
+        return self._page(model, f"s.{S_PENDING} = 1 AND {where}", params, limit)
+
+    @serialized
+    def get_pending_deletes(self, label: str) -> dict[str, int]:
+        t = self._model(label).tracked
+        self._prepare()
+        return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "pending" = 1'))
+
+    @serialized
+    def get_pending_keys(self, label: str, keys: Iterable[str]) -> set[str]:
+        t = self._model(label).tracked
+        self._prepare()
+        anything = self.connection.execute(  # both answered by the partial "pending" indexes
+            f"SELECT EXISTS (SELECT 1 FROM {t.shadow} WHERE {S_PENDING} = 1) "
+            f'OR EXISTS (SELECT 1 FROM {t.tomb} WHERE "pending" = 1)'
+        ).fetchone()[0]
+        if not anything:
+            return set()
+        wanted = keys_json(keys)
+        rows = self.connection.execute(
+            f"SELECT {S_KEY} FROM {t.shadow} WHERE {S_PENDING} = 1 AND {S_KEY} IN {IN_KEYS} "
+            f'UNION SELECT "key" FROM {t.tomb} WHERE "pending" = 1 AND "key" IN {IN_KEYS}',
+            (wanted, wanted),
+        )
+        return {key for (key,) in rows}
+
+    @serialized
+    def has_pending_after(self, stamp: int) -> bool:
+        self._prepare()
+        for model in self._models.values():
+            t = model.tracked
+            if self.connection.execute(  # both answered by the partial "pending" indexes
+                f"SELECT EXISTS (SELECT 1 FROM {t.shadow} WHERE {S_PENDING} = 1 AND {S_LM} > ?) "
+                f'OR EXISTS (SELECT 1 FROM {t.tomb} WHERE "pending" = 1 AND "stamp" > ?)',
+                (stamp, stamp),
+            ).fetchone()[0]:
+                return True
+        return False
+
+    @serialized
+    def acknowledge(self, label: str, records: dict[str, int], deletes: dict[str, int]) -> None:
+        t = self._model(label).tracked
+        with self._tx.write():
+            self._prepare()  # a write made since the push changes last_modified: it stays pending
+            self.connection.executemany(
+                f"UPDATE {t.shadow} SET {S_PENDING} = 0 WHERE {S_KEY} = ? AND {S_LM} = ?", records.items()
+            )
+            self.connection.executemany(
+                f'UPDATE {t.tomb} SET "pending" = 0 WHERE "key" = ? AND "stamp" = ?', deletes.items()
+            )
+
+    @serialized
+    def mark_pending(self, label: str, keys: Iterable[str]) -> None:
+        t = self._model(label).tracked
+        with self._tx.write():
+            self._prepare()
+            self.connection.execute(f"UPDATE {t.shadow} SET {S_PENDING} = 1 WHERE {S_KEY} IN {IN_KEYS}", (keys_json(keys),))
+
+    @serialized
+    def pending_count(self) -> int:
+        """Local changes (rows and tombstones) the server has not acknowledged yet."""
+        self._prepare()
+        total = 0
+        for model in self._models.values():
+            t = model.tracked
+            total += self.connection.execute(
+                f"SELECT (SELECT count(*) FROM {t.shadow} WHERE {S_PENDING} = 1) "
+                f'+ (SELECT count(*) FROM {t.tomb} WHERE "pending" = 1)'
+            ).fetchone()[0]
+        return total
+
+    # ------------------------------------------------------------------ sync state
+
+    @serialized
+    def get_checkpoint(self) -> int:
+        row = self.connection.execute(f"SELECT value FROM {META} WHERE name = 'checkpoint'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    @serialized
+    def save_checkpoint(self, checkpoint: int, after_keys: dict[str, dict] | None = None) -> None:
+        with self._tx.write():
+            self.connection.executemany(
+                f"INSERT INTO {META} (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [("checkpoint", checkpoint), ("after_keys", json.dumps(after_keys or {}))],
+            )
+
+    @serialized
+    def get_after_keys(self) -> dict[str, dict]:
+        row = self.connection.execute(f"SELECT value FROM {META} WHERE name = 'after_keys'").fetchone()
+        return {} if row is None else json.loads(row[0])
