@@ -22,6 +22,7 @@ from .engine.results import DatabaseResult
 from .errors import InvalidParameterError
 from .protocol.wire import SyncRecord
 from .sqlite.journal import ConflictRecord, LastSync, SyncJournal
+from .sqlite.install import check_models
 from .sqlite.storage import SqliteSyncStorage
 from .transport.http import HttpTransport
 
@@ -242,10 +243,7 @@ class SyncClient:
         if self._auto is not None and self._auto.running:
             raise InvalidParameterError("auto sync is already running")
         self.stop_auto_sync()
-        worker = SyncClient(self.path, models=self.models, app_name=self.app_name, transport=self.transport,
-                            **self._options)
-        worker._owns_transport = False
-        worker._sync_lock = self._sync_lock
+        worker = self._background_worker()
         try:
             auto = AutoSync(worker, interval=interval, poll=poll, max_backoff=max_backoff,
                             on_result=on_result, on_error=on_error)
@@ -254,6 +252,14 @@ class SyncClient:
             raise
         self._worker, self._auto = worker, auto.start()
         return auto
+
+    def _background_worker(self) -> SyncClient:
+        """A client on a connection of its own to the same file, sharing this one's transport and sync lock."""
+        worker = SyncClient(self.path, models=self.models, app_name=self.app_name, transport=self.transport,
+                            **self._options)
+        worker._owns_transport = False
+        worker._sync_lock = self._sync_lock
+        return worker
 
     def stop_auto_sync(self) -> None:
         """Stop the background thread (a sync in progress finishes first) and close its connection."""
@@ -290,13 +296,6 @@ def _label_map(models: Mapping[str, str] | Iterable[str] | None, app_name: str) 
         return None
     if isinstance(models, str):
         raise InvalidParameterError("models must map table -> model label, or list table names")
-    if isinstance(models, Mapping):
-        mapping = dict(models)
-    else:
-        mapping = {table: f"{app_name}.{table}" for table in models}
-    if not mapping:
-        raise InvalidParameterError("models must name at least one table")
-    for table, label in mapping.items():
-        if not isinstance(table, str) or not table or not isinstance(label, str) or not label:
-            raise InvalidParameterError(f"bad model entry {table!r}: {label!r}")
+    mapping = dict(models) if isinstance(models, Mapping) else {table: f"{app_name}.{table}" for table in models}
+    check_models(mapping)  # before the file is touched
     return mapping

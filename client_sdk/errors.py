@@ -96,3 +96,9 @@ class UnknownDependencyError(SyncError):
 
 class UnknownModelError(SyncError):
     """A model label (or table) that this node does not know."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`InvalidParameterError` with ``message`` unless ``condition`` holds (argument checks)."""
+    if not condition:
+        raise InvalidParameterError(message)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client_sdk.errors import InvalidParameterError
+from client_sdk.errors import InvalidParameterError, require
+from client_sdk.protocol.limits import BODY_BYTES_MAX
 
-MiB = 1024 * 1024
-DEFAULT_REQUEST_BYTES_MAX = 50 * MiB
+DEFAULT_REQUEST_BYTES_MAX = BODY_BYTES_MAX
 DEFAULT_BATCH_SIZE = 2000
 """Records per response page: big enough for few rounds, small enough that a client parses a page in little memory."""
 DEFAULT_RECORDS_PER_MODEL_MAX = 5000
@@ -49,30 +49,30 @@ class ServerConfig:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.database, Path), "database must be a path")
-        _require(isinstance(self.models, Mapping) and bool(self.models), "models must map at least one table to a model label")
+        require(isinstance(self.database, Path), "database must be a path")
+        require(isinstance(self.models, Mapping) and bool(self.models), "models must map at least one table to a model label")
         for table, label in self.models.items():
-            _require(_text(table) and _text(label), f"models: {table!r} = {label!r} must both be non-empty strings")
-        _require(len(set(self.models.values())) == len(self.models), "models: two tables map to the same label")
-        _require(isinstance(self.schema, str), "schema must be SQL text")
-        _require(self.node_id is None or _text(self.node_id), "node_id must be a non-empty string")
-        _require(isinstance(self.tokens, Mapping), "auth.tokens must map token -> list of node ids")
+            require(_text(table) and _text(label), f"models: {table!r} = {label!r} must both be non-empty strings")
+        require(len(set(self.models.values())) == len(self.models), "models: two tables map to the same label")
+        require(isinstance(self.schema, str), "schema must be SQL text")
+        require(self.node_id is None or _text(self.node_id), "node_id must be a non-empty string")
+        require(isinstance(self.tokens, Mapping), "auth.tokens must map token -> list of node ids")
         for token, nodes in self.tokens.items():
-            _require(_text(token) and token.isascii() and token.isprintable() and " " not in token,
+            require(_text(token) and token.isascii() and token.isprintable() and " " not in token,
                      "auth.tokens: a token must be a non-empty ASCII string without spaces")
-            _require(isinstance(nodes, frozenset) and all(_text(node) for node in nodes),
+            require(isinstance(nodes, frozenset) and all(_text(node) for node in nodes),
                      f"auth.tokens: the node ids of a token must be non-empty strings, got {sorted(nodes, key=repr)!r}")
-        _require(_int(self.request_bytes_max) and self.request_bytes_max > 0, "limits.request_bytes_max must be a positive integer")
-        _require(self.batch_size is None or (_int(self.batch_size) and self.batch_size > 0),
+        require(_int(self.request_bytes_max) and self.request_bytes_max > 0, "limits.request_bytes_max must be a positive integer")
+        require(self.batch_size is None or (_int(self.batch_size) and self.batch_size > 0),
                  "limits.batch_size must be a positive integer")
-        _require(self.clock_drift_max is None or (_int(self.clock_drift_max) and self.clock_drift_max >= 0),
+        require(self.clock_drift_max is None or (_int(self.clock_drift_max) and self.clock_drift_max >= 0),
                  "limits.clock_drift_max must be a non-negative integer (seconds), or false to disable the check")
-        _require(self.tombstone_retention_days is None or (_int(self.tombstone_retention_days) and self.tombstone_retention_days > 0),
+        require(self.tombstone_retention_days is None or (_int(self.tombstone_retention_days) and self.tombstone_retention_days > 0),
                  "limits.tombstone_retention_days must be a positive integer")
-        _require(_int(self.records_per_model_max) and self.records_per_model_max > 0,
+        require(_int(self.records_per_model_max) and self.records_per_model_max > 0,
                  "limits.records_per_model_max must be a positive integer")
         for name in ("header_timeout", "body_timeout"):
-            _require(_seconds(getattr(self, name)), f"limits.{name} must be a positive number of seconds")
+            require(_seconds(getattr(self, name)), f"limits.{name} must be a positive number of seconds")
 
     @property
     def auth_required(self) -> bool:
@@ -95,31 +95,31 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
     """Build a config from parsed TOML; relative paths are taken from ``base``."""
     _known(raw, _TOP_KEYS, "")
     database = raw.get("database")
-    _require(_text(database), "database: the SQLite file path is required")
+    require(_text(database), "database: the SQLite file path is required")
     schema = raw.get("schema", "")
     schema_file = raw.get("schema_file")
-    _require(not (schema and schema_file), "give the schema either inline (schema) or as a file (schema_file), not both")
+    require(not (schema and schema_file), "give the schema either inline (schema) or as a file (schema_file), not both")
     if schema_file is not None:
-        _require(_text(schema_file), "schema_file must be a path")
+        require(_text(schema_file), "schema_file must be a path")
         try:
             schema = (base / schema_file).read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidParameterError(f"cannot read schema_file {schema_file}: {exc.strerror or exc}") from exc
     models = raw.get("models")
-    _require(isinstance(models, dict), "[models] is required: table = \"app.Model\"")
+    require(isinstance(models, dict), "[models] is required: table = \"app.Model\"")
     auth = raw.get("auth", {})
-    _require(isinstance(auth, dict), "[auth] must be a table")
+    require(isinstance(auth, dict), "[auth] must be a table")
     _known(auth, {"tokens"}, "auth.")
     tokens = auth.get("tokens", {})
-    _require(isinstance(tokens, dict), "[auth.tokens] must map token = [\"node-id\", ...]")
+    require(isinstance(tokens, dict), "[auth.tokens] must map token = [\"node-id\", ...]")
     for token, nodes in tokens.items():
-        _require(isinstance(nodes, list) and all(_text(node) for node in nodes),
+        require(isinstance(nodes, list) and all(_text(node) for node in nodes),
                  f"auth.tokens: each token maps to a list of node ids (non-empty strings), got {nodes!r}")
     limits = raw.get("limits", {})
-    _require(isinstance(limits, dict), "[limits] must be a table")
+    require(isinstance(limits, dict), "[limits] must be a table")
     _known(limits, _LIMIT_KEYS, "limits.")
     drift = limits.get("clock_drift_max", 300)
-    _require(drift is not True, "limits.clock_drift_max: use a number of seconds, or false to disable")
+    require(drift is not True, "limits.clock_drift_max: use a number of seconds, or false to disable")
     return ServerConfig(
         database=base / database,
         models=dict(models),
@@ -138,12 +138,7 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
 
 def _known(table: dict[str, Any], allowed: set[str], prefix: str) -> None:
     unknown = sorted(set(table) - allowed)
-    _require(not unknown, f"unknown config key(s): {', '.join(prefix + key for key in unknown)}")
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvalidParameterError(message)
+    require(not unknown, f"unknown config key(s): {', '.join(prefix + key for key in unknown)}")
 
 
 def _text(value: object) -> bool:

@@ -49,7 +49,6 @@ class SyncService:
 
     _storage: SqliteSyncStorage
     _engine: DatabaseEngine
-    _busy_timeout_ms: int
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -99,14 +98,12 @@ class SyncService:
     # -- on the event loop --
     @contextmanager
     def _without_waiting(self) -> Iterator[None]:
-        connection = self._storage.connection
-        connection.execute("PRAGMA busy_timeout = 0")
         self._inline = True
         try:
-            yield
+            with self._storage.failing_on_locks():
+                yield
         finally:
             self._inline = False
-            connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
 
     def _purge_due(self) -> bool:
         return self.config.tombstone_retention_days is not None and time.monotonic() >= self._next_purge
@@ -125,7 +122,6 @@ class SyncService:
             transaction=storage.transaction,
         )
         self._storage = storage
-        self._busy_timeout_ms = storage.connection.execute("PRAGMA busy_timeout").fetchone()[0]
         self._purge_if_due()
 
     def _purge_if_due(self) -> None:

@@ -16,7 +16,9 @@ from ..conflict.reconciler import PayloadReconciler
 from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HybridLogicalClock
 from .base import PhaseCallback, ProgressCallback
-from .options import MiB, EngineOptions, require
+from ..errors import require
+from ..protocol.limits import MiB
+from .options import EngineOptions
 from .protocols import ClientStorage, ServerStorage, SyncLock, Transport
 from .results import DatabaseResult
 from .rounds import Syncing

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import InvalidParameterError
-
-MiB = 1024 * 1024
+from ..errors import require
+from ..protocol.limits import MiB
 
 
 @dataclass(frozen=True)
@@ -35,12 +34,6 @@ class EngineOptions:
         require(isinstance(self.identity_field, str) and bool(self.identity_field),
                 "identity_field must be a non-empty string")
         require(is_int(self.max_rounds) and self.max_rounds > 0, "max_rounds must be a positive integer")
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise :class:`InvalidParameterError` with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise InvalidParameterError(message)
 
 
 def is_int(value: object) -> bool:

@@ -18,18 +18,18 @@ class SqliteClockState:
     after them. Survives restarts; shared by every process using the file.
     """
 
-    def __init__(self, connection: sqlite3.Connection, transactions: Transactions, prepare: Callable[[], None]) -> None:
+    def __init__(self, connection: sqlite3.Connection, transactions: Transactions, fold_log: Callable[[], None]) -> None:
         self._connection = connection
         self._transactions = transactions
-        self._prepare = prepare
+        self._fold_log = fold_log
 
     def read(self) -> int:
-        self._prepare()
+        self._fold_log()
         return read_clock(self._connection)
 
     def advance(self, step: Callable[[int], int]) -> int:
         with self._transactions():
-            self._prepare()
+            self._fold_log()
             stamp = step(read_clock(self._connection))
             write_clock(self._connection, stamp)
             return stamp

@@ -33,7 +33,7 @@ class StorageCore:
         tables = {name for (name,) in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         return [t for name, t in registry.items() if name in tables]
 
-    def _prepare(self) -> None:
+    def _fold_log(self) -> None:
         """Fold the change log, if anything was logged, so shadow rows and tombstones are current."""
         with self._tx.lock:
             if changelog.log_is_empty(self.connection):

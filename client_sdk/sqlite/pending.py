@@ -24,20 +24,20 @@ class PendingChanges(StorageCore):
     @serialized
     def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None) -> list[tuple[str, SyncRecord]]:
         model = self._model(label)
-        self._prepare()
+        self._fold_log()
         where, params = position_filter(-1, after)
         return self._page(model, f"s.{S_PENDING} = 1 AND {where}", params, limit)
 
     @serialized
     def get_pending_deletes(self, label: str) -> dict[str, int]:
         t = self._model(label).tracked
-        self._prepare()
+        self._fold_log()
         return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "pending" = 1'))
 
     @serialized
     def get_pending_keys(self, label: str, keys: Iterable[str]) -> set[str]:
         t = self._model(label).tracked
-        self._prepare()
+        self._fold_log()
         anything = self.connection.execute(  # both answered by the partial "pending" indexes
             f"SELECT EXISTS (SELECT 1 FROM {t.shadow} WHERE {S_PENDING} = 1) "
             f'OR EXISTS (SELECT 1 FROM {t.tomb} WHERE "pending" = 1)'
@@ -54,7 +54,7 @@ class PendingChanges(StorageCore):
 
     @serialized
     def has_pending_after(self, stamp: int) -> bool:
-        self._prepare()
+        self._fold_log()
         for model in self._models.values():
             t = model.tracked
             if self.connection.execute(  # both answered by the partial "pending" indexes
@@ -69,7 +69,7 @@ class PendingChanges(StorageCore):
     def acknowledge(self, label: str, records: dict[str, int], deletes: dict[str, int]) -> None:
         t = self._model(label).tracked
         with self._tx.write():
-            self._prepare()  # a write made since the push changes last_modified: it stays pending
+            self._fold_log()  # a write made since the push changes last_modified: it stays pending
             self.connection.executemany(
                 f"UPDATE {t.shadow} SET {S_PENDING} = 0 WHERE {S_KEY} = ? AND {S_LM} = ?", records.items()
             )
@@ -81,13 +81,13 @@ class PendingChanges(StorageCore):
     def mark_pending(self, label: str, keys: Iterable[str]) -> None:
         t = self._model(label).tracked
         with self._tx.write():
-            self._prepare()
+            self._fold_log()
             self.connection.execute(f"UPDATE {t.shadow} SET {S_PENDING} = 1 WHERE {S_KEY} IN {IN_KEYS}", (keys_json(keys),))
 
     @serialized
     def pending_count(self) -> int:
         """Local changes (rows and tombstones) the server has not acknowledged yet."""
-        self._prepare()
+        self._fold_log()
         total = 0
         for model in self._models.values():
             t = model.tracked

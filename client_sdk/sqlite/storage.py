@@ -110,7 +110,7 @@ class SqliteSyncStorage(PendingChanges):
         except BaseException:
             self.close()
             raise
-        self.clock = HybridLogicalClock(SqliteClockState(self.connection, self._tx, self._prepare))
+        self.clock = HybridLogicalClock(SqliteClockState(self.connection, self._tx, self._fold_log))
 
     # ------------------------------------------------------------------ setup
 
@@ -250,6 +250,17 @@ class SqliteSyncStorage(PendingChanges):
     def lock(self, *, stale_after: float = DEFAULT_STALE_AFTER) -> SqliteSyncLock:
         return SqliteSyncLock(self.connection, self._tx, stale_after=stale_after)
 
+    @contextmanager
+    def failing_on_locks(self) -> Iterator[None]:
+        """Within the block, a write lock held by another connection fails the statement at once
+        (:class:`DatabaseLockedError`) instead of waiting for it, e.g. on an event loop."""
+        waited = self.connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        self.connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            yield
+        finally:
+            self.connection.execute(f"PRAGMA busy_timeout = {int(waited)}")
+
     def close(self) -> None:
         """Close the connection if this storage opened it."""
         if self._owns_connection:
@@ -262,14 +273,14 @@ class SqliteSyncStorage(PendingChanges):
         self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
     ) -> list[tuple[str, SyncRecord]]:
         model = self._model(label)
-        self._prepare()
+        self._fold_log()
         where, params = position_filter(since, after)
         return self._page(model, where, params, limit, served=True)
 
     @serialized
     def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
         t = self._model(label).tracked
-        self._prepare()
+        self._fold_log()
         return dict(self.connection.execute(
             f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "stamp" > ? AND "stamp" <= ?',
             (since, HLC_MAX if until is None else until),
@@ -278,7 +289,7 @@ class SqliteSyncStorage(PendingChanges):
     @serialized
     def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
         model = self._model(label)
-        self._prepare()
+        self._fold_log()
         return self._read_records(model, keys_json(keys))
 
     def _read_records(self, model: TableMapping, keys: str) -> dict[str, SyncRecord]:
@@ -287,7 +298,7 @@ class SqliteSyncStorage(PendingChanges):
     @serialized
     def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
         t = self._model(label).tracked
-        self._prepare()
+        self._fold_log()
         rows = self.connection.execute(
             f'SELECT "key", "row" FROM {t.tomb} WHERE "row" IS NOT NULL AND "key" IN {IN_KEYS}', (keys_json(keys),)
         )
@@ -312,7 +323,7 @@ class SqliteSyncStorage(PendingChanges):
     @serialized
     def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         t = self._model(label).tracked
-        self._prepare()
+        self._fold_log()
         return dict(self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(keys),)))
 
     # ------------------------------------------------------------------ writing what sync decided
@@ -324,7 +335,7 @@ class SqliteSyncStorage(PendingChanges):
         model = self._model(label)
         t = model.tracked
         with self._tx.write():
-            self._prepare()
+            self._fold_log()
             if not records:
                 return []
             skipped = self._stale(t, records) if guard else []
@@ -420,7 +431,7 @@ class SqliteSyncStorage(PendingChanges):
         model = self._model(label)
         t = model.tracked
         with self._tx.write():
-            self._prepare()
+            self._fold_log()
             if not deletes:
                 return []
             keys = keys_json(deletes)
@@ -475,7 +486,7 @@ class SqliteSyncStorage(PendingChanges):
             where, params = '"stamp" < ?', (max(0, system_ms() - int(retention * 1000)) << 16,)
         purged = 0
         with self._tx.write():
-            self._prepare()
+            self._fold_log()
             for model in self._models.values():
                 purged += self.connection.execute(f"DELETE FROM {model.tracked.tomb} WHERE {where}", params).rowcount
         return purged
@@ -484,7 +495,7 @@ class SqliteSyncStorage(PendingChanges):
     def untrack(self, table: str) -> None:
         """Stop tracking ``table``: remove its triggers, shadow and tombstone tables and log entries."""
         with self._tx():
-            self._prepare()
+            self._fold_log()
             registry = changelog.read_registry(self.connection)
             if table not in registry:
                 raise UnknownModelError(f"table {table!r} is not tracked")

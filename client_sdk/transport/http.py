@@ -11,12 +11,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..errors import DecompressionLimitError, InvalidParameterError, InvalidResponseError, RetryExhaustedError
+from ..errors import DecompressionLimitError, InvalidParameterError, InvalidResponseError, RetryExhaustedError, require
+from ..protocol.limits import BODY_BYTES_MAX
 from ..protocol.wire import SyncManifest, parse_json
 from .binding import read_response_body, refused
 from .compression import BodyTooLarge, BoundedBody, gzip_bytes
 
-MiB = 1024 * 1024
 RESERVED_HEADERS = frozenset({"content-type", "content-encoding", "accept-encoding", "content-length"})
 """Set by the transport itself; a caller-supplied value would break the binding."""
 
@@ -49,19 +49,19 @@ class HttpTransport:
         retries: int = 3,
         retry_delay: float = 1.0,
         timeout: float = 30.0,
-        response_bytes_max: int = 50 * MiB,
+        response_bytes_max: int = BODY_BYTES_MAX,
         auth_token: str | None = None,
     ) -> None:
         self.url = _checked_url(url)
         extra = _checked_headers(headers)
-        _require(_is_int(retries) and retries >= 0, f"retries must be a non-negative integer, got {retries!r}")
-        _require(_is_number(retry_delay) and retry_delay >= 0, f"retry_delay must be a non-negative number, got {retry_delay!r}")
-        _require(_is_number(timeout) and timeout > 0, f"timeout must be a positive number, got {timeout!r}")
-        _require(auth_token is None or "authorization" not in {name.lower() for name in extra},
+        require(_is_int(retries) and retries >= 0, f"retries must be a non-negative integer, got {retries!r}")
+        require(_is_number(retry_delay) and retry_delay >= 0, f"retry_delay must be a non-negative number, got {retry_delay!r}")
+        require(_is_number(timeout) and timeout > 0, f"timeout must be a positive number, got {timeout!r}")
+        require(auth_token is None or "authorization" not in {name.lower() for name in extra},
                  "pass the token either as auth_token or as an Authorization header, not both")
-        _require(_is_int(response_bytes_max) and response_bytes_max > 0,
+        require(_is_int(response_bytes_max) and response_bytes_max > 0,
                  f"response_bytes_max must be a positive integer, got {response_bytes_max!r}")
-        _require(auth_token is None or (isinstance(auth_token, str) and _is_token(auth_token)),
+        require(auth_token is None or (isinstance(auth_token, str) and _is_token(auth_token)),
                  "auth_token must be a non-empty ASCII string without spaces")
         self.retries = retries
         self.retry_delay = float(retry_delay)
@@ -168,11 +168,11 @@ def _error_parts(body: bytes) -> tuple[str, object, object]:
 
 
 def _checked_url(url: object) -> str:
-    _require(isinstance(url, str) and bool(url), f"url must be a non-empty string, got {url!r}")
+    require(isinstance(url, str) and bool(url), f"url must be a non-empty string, got {url!r}")
     assert isinstance(url, str)
     parts = urlsplit(url)
-    _require(parts.scheme in ("http", "https"), f"url must be http:// or https://, got {url!r}")
-    _require(bool(parts.hostname), f"url has no host: {url!r}")
+    require(parts.scheme in ("http", "https"), f"url must be http:// or https://, got {url!r}")
+    require(bool(parts.hostname), f"url has no host: {url!r}")
     try:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError as exc:
@@ -183,20 +183,15 @@ def _checked_url(url: object) -> str:
 def _checked_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     if headers is None:
         return {}
-    _require(isinstance(headers, Mapping), "headers must be a mapping of name -> value")
+    require(isinstance(headers, Mapping), "headers must be a mapping of name -> value")
     checked: dict[str, str] = {}
     for name, value in headers.items():
-        _require(isinstance(name, str) and isinstance(value, str), f"header {name!r} must map a string to a string")
-        _require(name.lower() not in RESERVED_HEADERS, f"header {name!r} is set by the transport")
-        _require(_is_token(name) and value.isascii() and value.isprintable(),
+        require(isinstance(name, str) and isinstance(value, str), f"header {name!r} must map a string to a string")
+        require(name.lower() not in RESERVED_HEADERS, f"header {name!r} is set by the transport")
+        require(_is_token(name) and value.isascii() and value.isprintable(),
                  f"header {name!r} must be an ASCII name without spaces and a printable ASCII value")
         checked[name] = value
     return checked
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvalidParameterError(message)
 
 
 def _is_token(text: str) -> bool:
