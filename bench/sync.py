@@ -123,7 +123,7 @@ def seed_server(config: ServerConfig, rows: int) -> None:
 
 
 def _record(data: dict[str, Any], stamp: int) -> SyncRecord:
-    return SyncRecord(data, {name: stamp for name in data})
+    return SyncRecord(data["id"], data, {name: stamp for name in data})
 
 
 @contextmanager

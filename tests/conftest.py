@@ -3,7 +3,8 @@
 The project ships its own copy of the golden vectors in ``tests/vectors`` so that
 a clone of it alone runs the whole suite. ``tests/protocol/test_vectors_copy.py``
 checks that copy against the team's ``../shared/vectors`` whenever that folder
-exists next to the project.
+exists next to the project; ``tests/seed`` and ``../shared/seed`` (the API page
+the public API must match) are checked the same way.
 
 Hypothesis runs without its timing checks (a deadline per example, a health
 check on slow data generation): on a loaded two-core machine they fail at random,
@@ -23,6 +24,9 @@ settings.load_profile("untimed")
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+SEED = Path(__file__).resolve().parent / "seed"
+"""The project's copy of the seed's API page(s) (``../shared/seed``), read by ``protocol/test_seed_api.py``."""
+SHARED_SEED = Path(__file__).resolve().parents[2] / "shared" / "seed"
 
 
 def load_vectors(name: str) -> list[dict[str, Any]]:

@@ -63,7 +63,7 @@ def raw_records(draw: st.DrawFn) -> dict[Any, Any]:
 
 def exact_records(raw: dict[Any, Any]) -> dict[str, SyncRecord] | type[SyncError]:
     try:
-        return {key: SyncRecord.from_dict(record, key=key, label=LABEL) for key, record in raw.items()}
+        return {key: SyncRecord.from_dict(key, record, label=LABEL) for key, record in raw.items()}
     except SyncError:
         return SyncError
 
@@ -132,7 +132,7 @@ def test_an_adapter_the_app_registered_does_not_change_what_a_page_stores(tmp_pa
     with sqlite3.connect(tmp_path / "app.db") as setup:
         setup.execute(TASKS.format("tasks"))
     storage = SqliteSyncStorage(tmp_path / "app.db", {"tasks": LABEL})
-    record = SyncRecord({"id": "a", "title": ["x", "y"], "done": True, "priority": 1, "notes": None}, dict.fromkeys(FIELDS, 5))
+    record = SyncRecord("a", {"id": "a", "title": ["x", "y"], "done": True, "priority": 1, "notes": None}, dict.fromkeys(FIELDS, 5))
     sqlite3.register_adapter(list, repr)
     try:
         storage.upsert_many(LABEL, {"a": record})

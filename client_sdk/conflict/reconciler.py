@@ -25,18 +25,45 @@ class ConflictEntry:
 
 @dataclass
 class ReconciliationResult:
-    """What to store, what to delete, and what to send back, for one payload."""
+    """What to store, what to delete, and what to send back, for one payload.
 
-    model_label: str
-    to_upsert: dict[str, SyncRecord] = field(default_factory=dict)
-    to_delete: dict[str, int] = field(default_factory=dict)
-    response_records: dict[str, SyncRecord] = field(default_factory=dict)
-    created: list[str] = field(default_factory=list)
-    applied: list[str] = field(default_factory=list)
-    compatible: list[str] = field(default_factory=list)
-    conflicts: list[str] = field(default_factory=list)
+    The keys of the payload's records by outcome: ``created_keys`` (new here),
+    ``applied_keys`` (the local row had no unsynced change), ``compatible_keys``
+    (both sides changed it, no field clashed) and ``conflict_keys`` (a field
+    clashed, or a delete met a newer local change; see ``conflict_log``).
+    ``model_label`` names the payload's model.
+    """
+
+    applied_keys: set[str] = field(default_factory=set)
+    compatible_keys: list[str] = field(default_factory=list)
+    conflict_keys: list[str] = field(default_factory=list)
     conflict_log: list[ConflictEntry] = field(default_factory=list)
+    created_keys: set[str] = field(default_factory=set)
     errors: list[dict[str, str]] = field(default_factory=list)
+    response_records: dict[str, SyncRecord] = field(default_factory=dict)
+    to_delete: dict[str, int] = field(default_factory=dict)
+    to_upsert: dict[str, SyncRecord] = field(default_factory=dict)
+    model_label: str = field(default="", kw_only=True)
+
+    @property
+    def created(self) -> set[str]:
+        """Alias of ``created_keys``."""
+        return self.created_keys
+
+    @property
+    def applied(self) -> set[str]:
+        """Alias of ``applied_keys``."""
+        return self.applied_keys
+
+    @property
+    def compatible(self) -> list[str]:
+        """Alias of ``compatible_keys``."""
+        return self.compatible_keys
+
+    @property
+    def conflicts(self) -> list[str]:
+        """Alias of ``conflict_keys``."""
+        return self.conflict_keys
 
 
 def field_conflicts(local: SyncRecord, remote: SyncRecord, checkpoint: int) -> list[FieldConflict]:
@@ -70,7 +97,7 @@ def join_fields(kept: SyncRecord, incoming: SyncRecord) -> SyncRecord:
         data[name] = winner.data[name]
         if name in winner.timestamps:
             stamps[name] = stamp
-    return SyncRecord(data, stamps)
+    return SyncRecord(kept.key or incoming.key, data, stamps)
 
 
 def _canonical(value: object) -> str:
@@ -88,23 +115,23 @@ class PayloadReconciler:
     def reconcile(
         self,
         payload: ModelPayload,
-        local: Mapping[str, SyncRecord],
+        local_records: Mapping[str, SyncRecord],
         checkpoint: int,
         *,
         unsynced: Callable[[str, SyncRecord], bool] | None = None,
     ) -> ReconciliationResult:
-        """Reconcile ``payload`` against ``local`` rows.
+        """Reconcile ``payload`` against the ``local_records`` (key -> the stored row) it touches.
 
-        A local row has unsynced changes when its last_modified is past
+        A local row has unsynced changes when its ``sync_field_last_modified`` is past
         ``checkpoint``; a client that tracks pending changes itself passes
         ``unsynced(key, record)`` instead.
         """
         changed = unsynced or (lambda _key, record: record.last_modified > checkpoint)
         result = ReconciliationResult(model_label=payload.model_label)
         for key, remote in payload.records.items():
-            self._reconcile_record(result, key, remote, local.get(key), checkpoint, changed)
+            self._reconcile_record(result, key, remote, local_records.get(key), checkpoint, changed)
         for key, stamp in payload.deletes.items():
-            self._reconcile_delete(result, key, stamp, local.get(key))
+            self._reconcile_delete(result, key, stamp, local_records.get(key))
         return result
 
     def _reconcile_record(
@@ -118,11 +145,11 @@ class PayloadReconciler:
     ) -> None:
         if mine is None:
             result.to_upsert[key] = remote
-            result.created.append(key)
+            result.created_keys.add(key)
             return
         if not changed(key, mine):
             result.to_upsert[key] = remote
-            result.applied.append(key)
+            result.applied_keys.add(key)
             return
         clashes = field_conflicts(mine, remote, checkpoint)
         kind = ConflictType.BOTH_MODIFIED if clashes else ConflictType.COMPATIBLE
@@ -136,10 +163,10 @@ class PayloadReconciler:
             result.to_upsert[key] = resolution.record
             result.response_records[key] = resolution.record
         if kind is ConflictType.BOTH_MODIFIED:
-            result.conflicts.append(key)
+            result.conflict_keys.append(key)
             result.conflict_log.append(ConflictEntry(conflict, resolution.source))
         else:
-            result.compatible.append(key)
+            result.compatible_keys.append(key)
 
     def _reconcile_delete(self, result: ReconciliationResult, key: str, stamp: int, mine: SyncRecord | None) -> None:
         if mine is None:
@@ -157,7 +184,7 @@ class PayloadReconciler:
         result.response_records[key] = resolution.record
         if resolution.record is not mine:
             result.to_upsert[key] = resolution.record
-        result.conflicts.append(key)
+        result.conflict_keys.append(key)
         result.conflict_log.append(ConflictEntry(conflict, resolution.source))
 
     def _resolve(self, result: ReconciliationResult, conflict: RecordConflict) -> RecordResolution | None:

@@ -62,7 +62,7 @@ class FieldTimestampWins:
             winner = remote if self._remote_wins(name, local, remote) else local
             data[name] = winner.data.get(name)
             stamps[name] = winner.timestamps.get(name, 0)
-        merged = SyncRecord(data=data, timestamps=stamps)
+        merged = SyncRecord(conflict.key, data, stamps)
         return RecordResolution(record=merged, source=ResolutionSource.MERGED, field_conflicts=conflict.field_conflicts)
 
     def _fields(self, local: SyncRecord, remote: SyncRecord) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..protocol.wire import SyncRecord
 
 
-class ConflictType(str, enum.Enum):
+class ConflictType(enum.StrEnum):
     BOTH_MODIFIED = "both_modified"
     """Both sides changed the same field(s) since the checkpoint, to different values."""
     COMPATIBLE = "compatible"
@@ -20,10 +20,10 @@ class ConflictType(str, enum.Enum):
     """The remote side modified a row the local side deleted."""
 
 
-class ResolutionSource(str, enum.Enum):
+class ResolutionSource(enum.StrEnum):
     LOCAL = "local"
-    REMOTE = "remote"
     MERGED = "merged"
+    REMOTE = "remote"
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,9 @@ class RecordConflict:
     key: str
     model_label: str
     conflict_type: ConflictType
-    field_conflicts: list[FieldConflict]
-    local: SyncRecord | None
-    remote: SyncRecord | None
+    field_conflicts: list[FieldConflict] = field(default_factory=list)
+    local: SyncRecord | None = None
+    remote: SyncRecord | None = None
 
 
 @dataclass

@@ -86,7 +86,7 @@ class MemoryStorage:
             stamps = dict(current.timestamps) if current else {}
             for name in (data if current is None else changed):
                 stamps[name] = stamp
-            model.rows[key] = SyncRecord(data=data, timestamps=stamps)
+            model.rows[key] = SyncRecord(key, data, stamps)
             model.unbury(key)
             model.pending_deletes.discard(key)
             model.pending.add(key)
@@ -153,7 +153,7 @@ class MemoryStorage:
                 continue
             data = {name: value for name, value in record.user_data().items()}
             data[self.identity_field] = key
-            model.rows[key] = SyncRecord(data, dict(record.timestamps), received_at if received_at is not None else 0)
+            model.rows[key] = SyncRecord(key, data, dict(record.timestamps), received_at if received_at is not None else 0)
             model.unbury(key)
             model.pending.discard(key)
             model.pending_deletes.discard(key)
@@ -174,7 +174,7 @@ class MemoryStorage:
             model.pending_deletes.discard(key)
             model.bury(key, stamp, stamp if received_at is None else received_at)
             if received_at is not None and erased is not None:
-                model.buried[key] = SyncRecord(erased.data, erased.timestamps)
+                model.buried[key] = SyncRecord(key, erased.data, erased.timestamps)
         return skipped
 
     def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None):

@@ -9,10 +9,10 @@ storage class may serve both roles.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..protocol.wire import SyncManifest, SyncRecord
+from .results import DatabaseResult, SyncPhase, SyncStatus
 
 
 class Cursor(NamedTuple):
@@ -172,20 +172,31 @@ class ChecksReferences(Protocol):
 
 @runtime_checkable
 class SyncLock(Protocol):
-    """Stops two syncs of one node from running at once."""
+    """Stops two syncs of one node from running at once.
 
-    def acquire(self) -> None:
-        """Take the lock or raise :class:`LockContentionError` at once."""
+    A client's sync is a session: ``session_id = lock.acquire(node_id)``, then
+    ``lock.update_phase(session_id, phase)`` at each phase, and
+    ``lock.release(session_id, status, result)`` at the end, however it ended.
+    A server's ``process`` calls ``lock.hold(node_id)`` inside its transaction
+    instead: the lock is then held until that transaction ends.
+    """
+
+    def acquire(self, node_id: str) -> str:
+        """Start a sync session for ``node_id`` and return its id, or raise :class:`LockContentionError`
+        at once if another sync holds the lock."""
         ...
 
-    def hold(self) -> AbstractContextManager[None]:
-        """``with lock.hold():`` acquires and always releases."""
+    def hold(self, node_id: str) -> None:
+        """Hold the lock for ``node_id`` until the caller's transaction ends (waiting for it if need be)."""
         ...
 
-    def release(self) -> None: ...
+    def release(self, session_id: str, status: SyncStatus, result: DatabaseResult | None = None) -> None:
+        """End the session, with how it ended; a session that no longer holds the lock leaves it alone."""
+        ...
 
-    def update_phase(self, phase: str) -> None:
-        """Record the phase the holder is in (visible to whoever finds the lock taken)."""
+    def update_phase(self, session_id: str, phase: SyncPhase) -> None:
+        """Record the session's phase (visible to whoever finds the lock taken); raise
+        :class:`LockContentionError` if the session no longer holds the lock."""
         ...
 
 

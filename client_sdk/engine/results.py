@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..conflict.reconciler import ConflictEntry, ReconciliationResult
@@ -35,22 +36,26 @@ class SyncStatus(str, enum.Enum):
     FAILED = "failed"
 
 
+def _key_lists() -> defaultdict[str, list[str]]:
+    return defaultdict(list)
+
+
 @dataclass
 class DatabaseResult:
-    """Per-model key lists, the conflict log and errors of one sync (or one ``process``)."""
+    """Per-model key lists (model label -> keys), the conflict log and errors of one sync (or one ``process``)."""
 
-    pushed: dict[str, list[str]] = field(default_factory=dict)
-    created: dict[str, list[str]] = field(default_factory=dict)
-    applied: dict[str, list[str]] = field(default_factory=dict)
-    compatible: dict[str, list[str]] = field(default_factory=dict)
-    conflicts: dict[str, list[str]] = field(default_factory=dict)
-    deleted: dict[str, list[str]] = field(default_factory=dict)
-    skipped: dict[str, list[str]] = field(default_factory=dict)
+    applied: defaultdict[str, list[str]] = field(default_factory=_key_lists)
+    compatible: defaultdict[str, list[str]] = field(default_factory=_key_lists)
     conflict_log: list[ConflictEntry] = field(default_factory=list)
+    conflicts: defaultdict[str, list[str]] = field(default_factory=_key_lists)
+    created: defaultdict[str, list[str]] = field(default_factory=_key_lists)
+    deleted: defaultdict[str, list[str]] = field(default_factory=_key_lists)
     errors: list[dict[str, str]] = field(default_factory=list)
-    rounds: int = 0
-    checkpoint: int = 0
-    dry_run: bool = False
+    pushed: defaultdict[str, list[str]] = field(default_factory=_key_lists)
+    skipped: defaultdict[str, list[str]] = field(default_factory=_key_lists)
+    rounds: int = field(default=0, kw_only=True)
+    checkpoint: int = field(default=0, kw_only=True)
+    dry_run: bool = field(default=False, kw_only=True)
 
     @property
     def ok(self) -> bool:
@@ -65,8 +70,10 @@ class DatabaseResult:
 
     def merge_reconciliation(self, outcome: ReconciliationResult) -> None:
         label = outcome.model_label
-        for kind in ("created", "applied", "compatible", "conflicts"):
-            self.add(kind, label, getattr(outcome, kind))
+        self.add("created", label, sorted(outcome.created_keys))
+        self.add("applied", label, sorted(outcome.applied_keys))
+        self.add("compatible", label, outcome.compatible_keys)
+        self.add("conflicts", label, outcome.conflict_keys)
         self.conflict_log.extend(outcome.conflict_log)
         self.errors.extend({"model_label": label, **error} for error in outcome.errors)
 

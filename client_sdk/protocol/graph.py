@@ -38,12 +38,21 @@ class DependencyGraph:
             remaining.remove(label)
         return placed
 
+    def dependencies(self, label: str) -> set[str]:
+        """The labels ``label`` depends on (a fresh set; empty for a label not in the graph)."""
+        return set(self.edges.get(label, ()))
+
+    def known_models(self) -> frozenset[str]:
+        """Every label in the graph."""
+        return frozenset(self.edges)
+
     def sync_order(self) -> list[str]:
         """Labels in dependency order; ties broken alphabetically."""
         return list(self._order)
 
     @property
     def labels(self) -> frozenset[str]:
+        """Alias of :meth:`known_models`, as a property."""
         return frozenset(self.edges)
 
     def __contains__(self, label: object) -> bool:

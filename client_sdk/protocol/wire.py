@@ -8,14 +8,17 @@ is rejected whole. ``to_dict`` produces exactly what goes on the wire.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass, field
+from functools import wraps
+from collections.abc import Callable
 from itertools import chain, repeat
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
 from typing import Any
 
-from ..errors import ManifestChecksumError, ManifestFieldError, RecordFieldError
+from ..errors import InvalidParameterError, ManifestChecksumError, ManifestFieldError, RecordFieldError
 from .hlc import HLC_MAX
 
 META_FIELDS = frozenset({"sync_field_timestamps", "sync_field_last_modified"})
@@ -68,20 +71,71 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-@dataclass
-class SyncRecord:
-    """One row: the whole ``data`` and the full per-field stamp map.
+_UNSET: Any = object()
 
-    ``received_at`` is node-local (when a server stored the row) and never sent.
+
+def _accepting_the_old_form(from_dict: Callable[..., SyncRecord]) -> Callable[..., SyncRecord]:
+    """``SyncRecord.from_dict`` as documented, ``(key, data, *, label="")``, which also takes the form it
+    had before, ``from_dict(data, key=key, label=label)``, for callers not yet moved (deprecated)."""
+
+    @wraps(from_dict)
+    def either_form(cls: type[SyncRecord], *args: Any, **kwargs: Any) -> SyncRecord:
+        if len(args) == 1 and "key" in kwargs and "data" not in kwargs:
+            args = (kwargs.pop("key"), args[0])
+        return from_dict(cls, *args, **kwargs)
+
+    return either_form
+
+
+@dataclass(init=False)
+class SyncRecord:
+    """One row of one model: its ``key``, the whole ``data`` and the full per-field stamp map.
+
+    ``SyncRecord(key, data, timestamps, received_at=0)``, as the existing
+    engine's. ``received_at`` is node-local (when a server stored the row) and
+    never sent. The key travels as the record's key in its payload, not inside
+    the record; :meth:`from_dict` sets it. Equality compares ``data`` and
+    ``timestamps`` only: neither where the row was received nor under which key
+    it is held (a record is compared where its key already matched).
+
+    ``key`` may be ``""`` for a record made before its key was at hand. The
+    form ``SyncRecord(data, timestamps[, received_at])`` from before records knew
+    their key is still accepted (it makes such a record), for the callers not yet
+    moved to the documented one; it is deprecated.
     """
 
+    key: str = field(compare=False)
     data: JsonDict
     timestamps: dict[str, int]
-    received_at: int = 0
+    received_at: int = field(default=0, compare=False)
+
+    def __init__(self, key: str, data: JsonDict, timestamps: dict[str, int] = _UNSET, received_at: int = 0) -> None:
+        if isinstance(key, dict):  # the deprecated SyncRecord(data, timestamps[, received_at])
+            key, data, timestamps, received_at = "", key, data, received_at if timestamps is _UNSET else timestamps
+        elif timestamps is _UNSET:
+            raise TypeError("SyncRecord() missing 1 required argument: 'timestamps'")
+        self.key = key
+        self.data = data
+        self.timestamps = timestamps
+        self.received_at = received_at
+        if received_at < 0 or not isinstance(key, str):  # what __post_init__ refuses, tested here for speed
+            self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Refuse a key that is not a string and a negative ``received_at`` (:class:`InvalidParameterError`)."""
+        if not isinstance(self.key, str):
+            raise InvalidParameterError(f"SyncRecord key must be a string, got {_show(self.key)}")
+        if self.received_at < 0:
+            raise InvalidParameterError(f"received_at must be non-negative, got {self.received_at}")
 
     @property
-    def last_modified(self) -> int:
+    def sync_field_last_modified(self) -> int:
+        """When the row last changed here: its newest field stamp, or when a server stored it if later
+        (PROTOCOL.md 2: ``max(max(timestamps), received_at)``)."""
         return max(max(self.timestamps.values(), default=0), self.received_at)
+
+    last_modified = sync_field_last_modified
+    """Alias of :attr:`sync_field_last_modified`."""
 
     @property
     def is_ghost(self) -> bool:
@@ -104,17 +158,20 @@ class SyncRecord:
         return out
 
     @classmethod
-    def from_dict(cls, raw: object, *, key: object = None, label: str = "") -> SyncRecord:
+    @_accepting_the_old_form
+    def from_dict(cls, key: str, data: JsonDict, *, label: str = "") -> SyncRecord:
+        """Validate the record ``data`` (``{"data": ..., "timestamps": ...}``, as on the wire) held under
+        ``key``; raise :class:`RecordFieldError` naming the field, and ``label`` (the model) if given."""
         if not isinstance(key, str) or not key:
             raise _record_error(label, key, "key", "a non-empty string", key)
         if not is_text(key):
             raise _record_error(label, key, "key", NOT_TEXT, key)
-        if not isinstance(raw, dict):
-            raise _record_error(label, key, "record", "an object", raw)
-        data = raw.get("data")
         if not isinstance(data, dict):
-            raise _record_error(label, key, "data", "an object", data)
-        stamps = raw.get("timestamps")
+            raise _record_error(label, key, "record", "an object", data)
+        values = data.get("data")
+        if not isinstance(values, dict):
+            raise _record_error(label, key, "data", "an object", values)
+        stamps = data.get("timestamps")
         if not isinstance(stamps, dict):
             raise _record_error(label, key, "timestamps", "an object", stamps)
         for name, stamp in stamps.items():
@@ -122,10 +179,18 @@ class SyncRecord:
                 raise _record_error(label, key, "timestamps", "string field names", name)
             if not is_stamp(stamp):
                 raise _record_error(label, key, f"timestamps.{name}", "a non-negative 64-bit integer", stamp)
-        received_at = raw.get("received_at", 0)
+        received_at = data.get("received_at", 0)
         if not is_stamp(received_at):
             raise _record_error(label, key, "received_at", "a non-negative 64-bit integer", received_at)
-        return cls(data=data, timestamps=stamps, received_at=received_at)
+        return cls(key, values, stamps, received_at)
+
+
+def _documented_init(self: SyncRecord, key: str, data: JsonDict, timestamps: dict[str, int], received_at: int = 0) -> None:
+    """The constructor as documented, for ``inspect.signature(SyncRecord)``: ``timestamps`` is required
+    there; the placeholder default of the real ``__init__`` only lets the deprecated form through."""
+
+
+SyncRecord.__init__.__signature__ = inspect.signature(_documented_init)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -165,19 +230,20 @@ class ModelPayload:
         }
 
     @classmethod
-    def from_dict(cls, raw: object, *, index: int = 0) -> ModelPayload:
+    def from_dict(cls, data: JsonDict, *, index: int = 0) -> ModelPayload:
+        """Validate one decoded payload (``index``: its place in the manifest, for the error messages)."""
         where = f"payloads[{index}]"
-        if not isinstance(raw, dict):
-            raise _manifest_error(where, "an object", raw)
-        label = raw.get("model_label")
+        if not isinstance(data, dict):
+            raise _manifest_error(where, "an object", data)
+        label = data.get("model_label")
         if not isinstance(label, str) or not label:
             raise _manifest_error(f"{where}.model_label", "a non-empty string", label)
         if not is_text(label):
             raise _manifest_error(f"{where}.model_label", NOT_TEXT, label)
-        raw_records = raw.get("records", {})
+        raw_records = data.get("records", {})
         if not isinstance(raw_records, dict):
             raise _manifest_error(f"{where}.records", "an object", raw_records)
-        raw_deletes = raw.get("deletes", {})
+        raw_deletes = data.get("deletes", {})
         if not isinstance(raw_deletes, dict):
             raise _manifest_error(f"{where}.deletes", "an object", raw_deletes)
         for key, stamp in raw_deletes.items():
@@ -192,7 +258,7 @@ class ModelPayload:
             raise _manifest_error(f"{where}", "no key both in records and deletes", sorted(both)[0])
         records = _plain_records(raw_records)
         if records is None:  # something is off: the record-by-record pass names the first offender
-            records = {key: SyncRecord.from_dict(rec, key=key, label=label) for key, rec in raw_records.items()}
+            records = {key: SyncRecord.from_dict(key, record, label=label) for key, record in raw_records.items()}
         return cls(model_label=label, records=records, deletes=dict(raw_deletes))
 
 
@@ -220,7 +286,7 @@ def _plain_records(raw_records: dict) -> dict[str, SyncRecord] | None:
     stamps = list(chain.from_iterable(map(dict.values, maps)))
     if stamps and (names != {str} or set(map(type, stamps)) != {int} or min(stamps) < 0 or max(stamps) > HLC_MAX):
         return None
-    return dict(zip(raw_records, map(SyncRecord, datas, maps)))
+    return dict(zip(raw_records, map(SyncRecord, raw_records, datas, maps)))
 
 
 def parse_json(body: bytes | str) -> Any:
@@ -256,16 +322,17 @@ class SyncManifest:
     """One side of one round: what a node sends, or what a server answers."""
 
     node_id: str
-    checkpoint: int = 0
+    checkpoint: int
+    after_keys: dict[str, JsonDict] = field(default_factory=dict)
+    checksum: str = ""
+    """Empty until :meth:`seal` (or as received); sent as ``null`` while empty."""
+    has_more: bool = False
     node_time: int = 0
     payloads: list[ModelPayload] = field(default_factory=list)
-    after_keys: dict[str, JsonDict] = field(default_factory=dict)
-    has_more: bool = False
-    checksum: str | None = None
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list, kw_only=True)
     """Per-key errors a server reports beside its manifest (HTTP ``errors``); not covered by the checksum."""
-    _wire_checksum: str | None = field(default=None, repr=False, compare=False)
-    _sealed_json: str | None = field(default=None, repr=False, compare=False)
+    _wire_checksum: str | None = field(default=None, repr=False, compare=False, kw_only=True)
+    _sealed_json: str | None = field(default=None, repr=False, compare=False, kw_only=True)
     """The canonical JSON :meth:`seal` hashed; :meth:`to_json` reuses it."""
 
     def payload(self, label: str) -> ModelPayload | None:
@@ -296,10 +363,15 @@ class SyncManifest:
         take less than this on the wire, compact or not."""
         return len(self._sealed_json or _canonical_json(self._checksum_body()))
 
+    def verify(self) -> bool:
+        """Whether the manifest has a checksum and it matches the content (as received, for a manifest
+        read by :meth:`from_dict`). :meth:`verify_checksum` raises instead, saying what is wrong."""
+        return bool(self.checksum) and self.checksum == (self._wire_checksum or self.compute_checksum())
+
     def verify_checksum(self) -> None:
-        """Raise :class:`ManifestChecksumError` unless the checksum matches the content as received."""
+        """Raise :class:`ManifestChecksumError` unless :meth:`verify`."""
         expected = self._wire_checksum or self.compute_checksum()
-        if self.checksum is None:
+        if not self.checksum:
             raise ManifestChecksumError("manifest has no checksum")
         if self.checksum != expected:
             raise ManifestChecksumError(f"manifest checksum mismatch: got {self.checksum}, content hashes to {expected}")
@@ -324,7 +396,7 @@ class SyncManifest:
         return {
             "after_keys": {label: dict(cursor) for label, cursor in self.after_keys.items()},
             "has_more": self.has_more,
-            "checksum": self.checksum,
+            "checksum": self.checksum or None,
         }
 
     def to_dict(self) -> JsonDict:
@@ -343,23 +415,23 @@ class SyncManifest:
         return f"{self._sealed_json[:-1]},{rest[1:]}"
 
     @classmethod
-    def from_dict(cls, raw: object, *, covered_digest: str | None = None) -> SyncManifest:
-        """Validate ``raw`` (a decoded manifest). ``covered_digest``: the sha256 of the covered keys'
+    def from_dict(cls, data: JsonDict, *, covered_digest: str | None = None) -> SyncManifest:
+        """Validate ``data`` (a decoded manifest). ``covered_digest``: the sha256 of the covered keys'
         canonical text as it was received (see :func:`parse_sealed`), which spares encoding them again."""
-        if not isinstance(raw, dict):
-            raise _manifest_error("manifest", "an object", raw)
-        node_id = raw.get("node_id")
+        if not isinstance(data, dict):
+            raise _manifest_error("manifest", "an object", data)
+        node_id = data.get("node_id")
         if not isinstance(node_id, str) or not node_id:
             raise _manifest_error("node_id", "a non-empty string", node_id)
         if not is_text(node_id):
             raise _manifest_error("node_id", NOT_TEXT, node_id)
-        checkpoint = raw.get("checkpoint")
+        checkpoint = data.get("checkpoint")
         if not is_stamp(checkpoint):
             raise _manifest_error("checkpoint", "a non-negative 64-bit integer", checkpoint)
-        node_time = raw.get("node_time", 0)
+        node_time = data.get("node_time", 0)
         if not is_stamp(node_time):
             raise _manifest_error("node_time", "a non-negative integer (unix seconds)", node_time)
-        raw_payloads = raw.get("payloads", [])
+        raw_payloads = data.get("payloads", [])
         if not isinstance(raw_payloads, list):
             raise _manifest_error("payloads", "a list", raw_payloads)
         if len(raw_payloads) > PAYLOADS_MAX:
@@ -369,14 +441,14 @@ class SyncManifest:
         if len(set(labels)) != len(labels):
             duplicate = next(label for label in labels if labels.count(label) > 1)
             raise _manifest_error("payloads", "unique model labels", duplicate)
-        after_keys = parse_after_keys(raw.get("after_keys", {}))
-        has_more = raw.get("has_more", False)
+        after_keys = parse_after_keys(data.get("after_keys", {}))
+        has_more = data.get("has_more", False)
         if not isinstance(has_more, bool):
             raise _manifest_error("has_more", "a boolean", has_more)
-        checksum = raw.get("checksum")
+        checksum = data.get("checksum")
         if checksum is not None and not isinstance(checksum, str):
             raise _manifest_error("checksum", "a hex string", checksum)
-        errors = _parse_errors(raw.get("errors", []))
+        errors = _parse_errors(data.get("errors", []))
         return cls(
             node_id=node_id,
             checkpoint=checkpoint,
@@ -384,9 +456,9 @@ class SyncManifest:
             payloads=payloads,
             after_keys=after_keys,
             has_more=has_more,
-            checksum=checksum,
+            checksum=checksum or "",
             errors=errors,
-            _wire_checksum=covered_digest or checksum_of(raw),
+            _wire_checksum=covered_digest or checksum_of(data),
         )
 
 

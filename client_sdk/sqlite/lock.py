@@ -8,9 +8,10 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from ..engine.results import DatabaseResult, SyncPhase, SyncStatus
 from ..errors import InvalidParameterError, LockContentionError
 from .ddl import LOCK
 from .transaction import Transactions
@@ -44,11 +45,21 @@ def _alive(pid: int, started: str | None) -> bool:
 class SqliteSyncLock:
     """A :class:`~client_sdk.engine.protocols.SyncLock` for one database file.
 
-    ``acquire`` raises :class:`LockContentionError` at once when another holder
-    (another process, or another connection in this one) has it. A lock whose
-    holder died on this host (its pid is gone, or now belongs to a newer
-    process) is taken over, and so is one whose holder has not reported a phase
-    for ``stale_after`` seconds, wherever it ran.
+    ``acquire(node_id)`` starts a sync session and returns its id (the token of
+    the one lock row), or raises :class:`LockContentionError` at once when
+    another holder (another process, or another connection in this one) has
+    it. A lock whose holder died on this host (its pid is gone, or now belongs
+    to a newer process) is taken over, and so is one whose holder has not
+    reported a phase for ``stale_after`` seconds, wherever it ran.
+    ``update_phase(session_id, phase)`` and ``release(session_id, status,
+    result)`` take the session's id, so any ``SqliteSyncLock`` of the file can
+    end a session. ``hold(node_id)`` is the server's: inside the caller's
+    transaction it takes SQLite's write lock, which keeps every other writer
+    (and every other ``hold``) out until that transaction ends.
+
+    Deprecated forms, kept for the engine until it moves to sessions:
+    ``with lock.hold():`` (a session for the block) and ``update_phase(phase)``
+    (the phase of this object's session).
     """
 
     def __init__(self, connection: sqlite3.Connection, transactions: Transactions, *, stale_after: float = DEFAULT_STALE_AFTER) -> None:
@@ -61,9 +72,15 @@ class SqliteSyncLock:
 
     @property
     def held(self) -> bool:
+        """Whether this object holds the lock (a session it started and has not ended)."""
         return self._token is not None
 
-    def acquire(self) -> None:
+    def acquire(self, node_id: str) -> str:
+        if not isinstance(node_id, str) or not node_id:
+            raise InvalidParameterError(f"node_id must be a non-empty string, got {node_id!r}")
+        return self._acquire()
+
+    def _acquire(self) -> str:
         if self._token is not None:
             raise LockContentionError("this sync lock is already held by this holder")
         now = time.time()
@@ -85,36 +102,74 @@ class SqliteSyncLock:
                 (token, pid, _start_time(pid), socket.gethostname(), now, now, "acquired"),
             )
         self._token = token
+        return token
 
-    def release(self) -> None:
-        if self._token is None:
+    def release(self, session_id: str, status: SyncStatus | str, result: DatabaseResult | None = None) -> None:
+        """End the session. ``status`` (a :class:`SyncStatus`) and ``result`` say how it ended; this lock
+        keeps no history of sessions (``SyncClient.last_sync`` does), so it only checks ``status``.
+        Releasing a session that ended already, or was taken over, leaves the lock alone."""
+        try:
+            SyncStatus(status)
+        except ValueError:
+            raise InvalidParameterError(f"status must be a SyncStatus, got {status!r}") from None
+        self._release(session_id)
+
+    def _release(self, session_id: str | None) -> None:
+        if session_id is None:
             return
         with self._transactions():
-            self._connection.execute(f'DELETE FROM {LOCK} WHERE "token" = ?', (self._token,))
-        self._token = None
+            self._connection.execute(f'DELETE FROM {LOCK} WHERE "token" = ?', (session_id,))
+        if session_id == self._token:
+            self._token = None
+
+    def hold(self, node_id: str | None = None) -> AbstractContextManager[None] | None:  # type: ignore[return]
+        """Hold the lock for ``node_id`` until the caller's transaction ends: take SQLite's write lock now
+        (waiting for another writer as long as the connection's busy timeout allows). Call it inside
+        ``storage.transaction()``: outside a transaction there is nothing to hold it for.
+
+        ``with lock.hold():`` (no ``node_id``; deprecated) is a session for the block instead:
+        acquired on entry, released on exit however the block ends.
+        """
+        if node_id is None:
+            return self._session()
+        if not isinstance(node_id, str) or not node_id:
+            raise InvalidParameterError(f"node_id must be a non-empty string, got {node_id!r}")
+        if not self._connection.in_transaction:
+            raise InvalidParameterError("hold(node_id) holds the lock until the caller's transaction ends: "
+                                        "call it inside storage.transaction()")
+        with self._transactions():
+            self._connection.execute(f'UPDATE {LOCK} SET "id" = "id" WHERE 0')  # a write: takes the write lock
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
-        self.acquire()
+    def _session(self) -> Iterator[None]:
+        session_id = self._acquire()
         try:
             yield
         finally:
-            self.release()
+            self._release(session_id)
 
-    def update_phase(self, phase: str) -> None:
-        """Record the phase (and that the holder is alive); raise if the lock was taken over meanwhile.
+    def update_phase(self, session_id: str, phase: SyncPhase | str | None = None) -> None:
+        """Record the session's phase (and that its holder is alive); raise :class:`LockContentionError`
+        if the session no longer holds the lock (it ended, or was taken over after stalling).
 
-        Without the lock (e.g. the final ``complete`` or ``failed`` after release) there is nothing to record.
+        ``update_phase(phase)`` (deprecated) records the phase of this object's session, and
+        nothing once that has ended (the engine reports ``complete`` or ``failed`` after release).
         """
-        if self._token is None:
-            return
+        if phase is None:
+            session_id, phase = self._token, session_id  # type: ignore[assignment]
+            if session_id is None:
+                return
+        value = phase.value if isinstance(phase, SyncPhase) else str(phase)
         with self._transactions():
             changed = self._connection.execute(
-                f'UPDATE {LOCK} SET "phase" = ?, "updated_at" = ? WHERE "token" = ?', (phase, time.time(), self._token)
+                f'UPDATE {LOCK} SET "phase" = ?, "updated_at" = ? WHERE "token" = ?', (value, time.time(), session_id)
             ).rowcount
-        if not changed:
+        if changed:
+            return
+        if session_id == self._token:
             self._token = None
             raise LockContentionError("the sync lock was taken over by another process (this sync stalled too long)")
+        raise LockContentionError(f"sync session {session_id!r} does not hold the lock (it ended, or was taken over)")
 
     def _abandoned(self, pid: int, started: str | None, host: str, updated_at: float, *, now: float) -> bool:
         if now - updated_at > self.stale_after:

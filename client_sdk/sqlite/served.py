@@ -55,8 +55,12 @@ class ServedRecord(SyncRecord):
         self._text, self._timestamps = None, value
 
     @property
-    def last_modified(self) -> int:
-        return max(*self._stamps, self.received_at) if self._timestamps is None else super().last_modified
+    def sync_field_last_modified(self) -> int:
+        if self._timestamps is None:
+            return max(*self._stamps, self.received_at)
+        return max(max(self._timestamps.values(), default=0), self.received_at)
+
+    last_modified = sync_field_last_modified
 
     @property
     def canonical_text(self) -> str | None:
@@ -65,29 +69,34 @@ class ServedRecord(SyncRecord):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SyncRecord):
             return NotImplemented
-        return (self.data, self.timestamps, self.received_at) == (other.data, other.timestamps, other.received_at)
+        return (self.data, self.timestamps) == (other.data, other.timestamps)  # as SyncRecord's: not key, not received_at
 
     __hash__ = None  # type: ignore[assignment]  # as SyncRecord's
 
 
 def served_records(
     names: tuple[str, ...], value_columns: Sequence[Sequence[Any]], stamp_columns: Sequence[Sequence[Any]],
-    received: Sequence[int],
+    received: Sequence[int], keys: Sequence[str] | None = None,
 ) -> list[ServedRecord] | None:
     """The records of a page given column by column (values as JSON values, one stamp per field, in
-    the order of ``names``); None if a stamp is missing (the map would leave that field out)."""
+    the order of ``names``), under ``keys`` (without them each record's ``key`` is ``""``); None if a
+    stamp is missing (the map would leave that field out)."""
     if any(None in column for column in stamp_columns):
         return None
     order = sorted(range(len(names)), key=names.__getitem__)  # the keys of each map, as sort_keys orders them
     fields = ", ".join(f"{encode_basestring_ascii(names[index]).replace('%', '%%')}: %s" for index in order)
     template = f'{{"data": {{{fields}}}, "timestamps": {{{fields}}}}}'
     texts = map(template.__mod__, zip(*(_texts(value_columns[i]) for i in order), *(_texts(stamp_columns[i]) for i in order)))
-    return list(map(_served, repeat(names), zip(*value_columns), zip(*stamp_columns), received, texts))
+    keyed = repeat("") if keys is None else keys
+    return list(map(_served, repeat(names), zip(*value_columns), zip(*stamp_columns), received, texts, keyed))
 
 
-def _served(names: tuple[str, ...], values: tuple[Any, ...], stamps: tuple[int, ...], received_at: int, text: str) -> ServedRecord:
+def _served(
+    names: tuple[str, ...], values: tuple[Any, ...], stamps: tuple[int, ...], received_at: int, text: str, key: str
+) -> ServedRecord:
     record = _new(ServedRecord)  # not through __init__: it is SyncRecord's, for copies (dataclasses.replace)
-    record.__dict__ = {"_names": names, "_values": values, "_stamps": stamps, "received_at": received_at, "_text": text}
+    record.__dict__ = {"key": key, "_names": names, "_values": values, "_stamps": stamps, "received_at": received_at,
+                       "_text": text}
     return record
 
 

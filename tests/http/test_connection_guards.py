@@ -166,7 +166,7 @@ def test_the_rest_of_a_refused_body_must_come_in_time_too(slow_server: str) -> N
 def test_a_kept_alive_connection_may_idle_between_requests_longer_than_the_head_timeout(slow_server: str) -> None:
     """The head's deadline starts with the request's first byte; idling is the keep-alive timeout's business
     (uvicorn's default: 5 s)."""
-    body = SyncManifest("device-a", node_time=int(time.time())).seal().to_json().encode()
+    body = SyncManifest("device-a", 0, node_time=int(time.time())).seal().to_json().encode()
     with connect(slow_server) as sock:
         for _ in range(2):
             sock.sendall(head("GET", "/health"))

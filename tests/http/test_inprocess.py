@@ -12,10 +12,10 @@ from tests.engine.harness import Wall, make_server
 def test_refusals_carry_the_http_status_and_text_and_keep_their_type() -> None:
     wall = Wall()
     transport = InProcessTransport(make_server(wall))
-    drifting = SyncManifest("device-a", node_time=wall() // 1000 - 3600).seal()
+    drifting = SyncManifest("device-a", 0, node_time=wall() // 1000 - 3600).seal()
     with pytest.raises(ClockDriftError) as drift:
         transport.exchange(drifting)
-    tampered = SyncManifest("device-a", node_time=wall() // 1000).seal()
+    tampered = SyncManifest("device-a", 0, node_time=wall() // 1000).seal()
     tampered.checksum = "0" * 64
     with pytest.raises(ManifestChecksumError) as checksum:
         transport.exchange(tampered)
@@ -29,6 +29,6 @@ def test_refusals_carry_the_http_status_and_text_and_keep_their_type() -> None:
 def test_an_answer_carries_the_servers_per_key_errors() -> None:
     wall = Wall()
     transport = InProcessTransport(make_server(wall))
-    unknown = ModelPayload("x.Y", {"k": SyncRecord({"id": "k"}, {"id": 1})})
-    answer = transport.exchange(SyncManifest("d", node_time=wall() // 1000, payloads=[unknown]).seal())
+    unknown = ModelPayload("x.Y", {"k": SyncRecord("k", {"id": "k"}, {"id": 1})})
+    answer = transport.exchange(SyncManifest("d", 0, node_time=wall() // 1000, payloads=[unknown]).seal())
     assert [error["key"] for error in answer.errors] == ["k"] and answer.checksum == answer.compute_checksum()

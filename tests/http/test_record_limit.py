@@ -33,7 +33,7 @@ def tasks(count: int, notes: str = "") -> dict[str, SyncRecord]:
         key = str(uuid.uuid4())
         data = {"id": key, "title": f"task {number}", "done": number % 2 == 0, "priority": number % 5, "notes": notes}
         stamp = CLOCK.now()
-        records[key] = SyncRecord(data, {name: stamp for name in data})
+        records[key] = SyncRecord(key, data, {name: stamp for name in data})
     return records
 
 
@@ -42,12 +42,12 @@ def lists(count: int) -> dict[str, SyncRecord]:
     for number in range(count):
         key = str(uuid.uuid4())
         stamp = CLOCK.now()
-        records[key] = SyncRecord({"id": key, "name": f"list {number}"}, {"id": stamp, "name": stamp})
+        records[key] = SyncRecord(key, {"id": key, "name": f"list {number}"}, {"id": stamp, "name": stamp})
     return records
 
 
 def body(node_id: str, *payloads: ModelPayload) -> bytes:
-    manifest = SyncManifest(node_id, node_time=int(time.time()), payloads=list(payloads)).seal()
+    manifest = SyncManifest(node_id, 0, node_time=int(time.time()), payloads=list(payloads)).seal()
     return gzip.compress(manifest.to_json().encode("ascii"))
 
 

@@ -28,8 +28,8 @@ JSON_GZIP = {"Content-Type": "application/json", "Content-Encoding": "gzip", "Ac
 CLOCK = HybridLogicalClock()
 
 
-def manifest(node_id: str = "device-a", payloads: list[ModelPayload] | None = None, **fields: object) -> dict:
-    body = SyncManifest(node_id, node_time=int(time.time()), payloads=payloads or [], **fields).seal()  # type: ignore[arg-type]
+def manifest(node_id: str = "device-a", payloads: list[ModelPayload] | None = None, checkpoint: int = 0, **fields: object) -> dict:
+    body = SyncManifest(node_id, checkpoint, node_time=int(time.time()), payloads=payloads or [], **fields).seal()  # type: ignore[arg-type]
     return body.to_dict()
 
 
@@ -37,7 +37,7 @@ def task_list(name: str = "Groceries", **extra: object) -> tuple[str, SyncRecord
     key = str(uuid.uuid4())
     data = {"id": key, "name": name, **extra}
     stamp = CLOCK.now()
-    return key, SyncRecord(data, {field: stamp for field in data})
+    return key, SyncRecord(key, data, {field: stamp for field in data})
 
 
 def post(url: str, body: dict | bytes, headers: dict[str, str] | None = None, *, compress: bool = True) -> httpx.Response:
@@ -180,7 +180,7 @@ def test_a_wrong_checksum_and_clock_drift_are_409_with_reason_and_detail(url: st
 
     assert aborted({**manifest(), "checksum": "0" * 64})[:4] == (409, False, "Sync aborted", "checksum")
     assert aborted({**manifest(), "checksum": None})[:4] == (409, False, "Sync aborted", "checksum")
-    behind = SyncManifest("device-a", node_time=int(time.time()) - 3600).seal().to_dict()
+    behind = SyncManifest("device-a", 0, node_time=int(time.time()) - 3600).seal().to_dict()
     status, ok, error, reason, detail = aborted(behind)
     assert (status, ok, error, reason) == (409, False, "Sync aborted", "clock_drift")
     assert "our clock" in detail and "theirs" in detail
@@ -196,7 +196,7 @@ def test_refused_requests_never_change_the_database(todo_server: ServerFactory, 
     _, late = task_list()
     late.timestamps = {name: far_future for name in late.timestamps}
     bad_checksum = {**manifest(payloads=[ModelPayload(LIST, dict([task_list()]))]), "checksum": "0" * 64}
-    drifting = SyncManifest("device-a", node_time=int(time.time()) - 3600, payloads=[ModelPayload(LIST, {key: late})])
+    drifting = SyncManifest("device-a", 0, node_time=int(time.time()) - 3600, payloads=[ModelPayload(LIST, {key: late})])
     invalid = {**manifest(payloads=[ModelPayload(LIST, dict([task_list()]))]), "has_more": "yes"}
     # NaN where the manifest wants an integer (in a record's data it is a per-key error: test_hostile_values.py)
     nan_checkpoint = json.dumps({**manifest(), "checkpoint": float("nan")}).encode()

@@ -42,9 +42,9 @@ MiB = 1024 * 1024
 Reply = Callable[[], Response | Awaitable[Response]]
 
 
-def answer(**fields: object) -> dict:
+def answer(checkpoint: int = 0, **fields: object) -> dict:
     """A valid, sealed server answer as a dict."""
-    body = SyncManifest("server", **fields).seal().to_dict()  # type: ignore[arg-type]
+    body = SyncManifest("server", checkpoint, **fields).seal().to_dict()  # type: ignore[arg-type]
     return {**body, "ok": True, "errors": [], "skipped": 0}
 
 
@@ -103,8 +103,8 @@ def transport(url: str, **options: object) -> HttpTransport:
 
 
 def request_manifest() -> SyncManifest:
-    record = SyncRecord({"id": "k1", "name": "x"}, {"id": 5, "name": 5})
-    return SyncManifest("device-a", 3, 1_700_000_000, [ModelPayload(LIST, {"k1": record})]).seal()
+    record = SyncRecord("k1", {"id": "k1", "name": "x"}, {"id": 5, "name": 5})
+    return SyncManifest("device-a", 3, node_time=1_700_000_000, payloads=[ModelPayload(LIST, {"k1": record})]).seal()
 
 
 def test_rounds_are_gzip_json_with_the_auth_header_over_one_kept_alive_connection(rogue: tuple[Rogue, str]) -> None:
@@ -292,7 +292,7 @@ def test_nothing_is_applied_from_an_answer_that_fails_its_checksum(rogue: tuple[
     clock = HybridLogicalClock()
     storage = MemoryStorage([LIST], clock)
     storage.write(LIST, "mine", {"name": "local"})
-    intruder = SyncRecord({"id": "theirs", "name": "x"}, {"id": clock.now(), "name": clock.now()})
+    intruder = SyncRecord("theirs", {"id": "theirs", "name": "x"}, {"id": clock.now(), "name": clock.now()})
     forged = answer(checkpoint=clock.now(), payloads=[ModelPayload(LIST, {"theirs": intruder})])
     forged["payloads"][0]["records"]["theirs"]["data"]["name"] = "forged"
     server.script = [reply(forged)]

@@ -70,7 +70,7 @@ def test_dependency_graph(case: dict) -> None:
 
 
 def _records(raw: dict) -> dict[str, SyncRecord]:
-    return {key: SyncRecord.from_dict(record, key=key) for key, record in raw.items()}
+    return {key: SyncRecord.from_dict(key, record) for key, record in raw.items()}
 
 
 def _wire(records: dict[str, SyncRecord]) -> dict:
@@ -82,10 +82,10 @@ def test_reconcile(case: dict) -> None:
     reconciler = PayloadReconciler(RESOLVERS[case["resolver"]]())
     outcome = reconciler.reconcile(ModelPayload.from_dict(case["incoming"]), _records(case["local"]), case["checkpoint"])
     expected = case["expected"]
-    assert sorted(outcome.created) == sorted(expected["created_keys"])
-    assert sorted(outcome.applied) == sorted(expected["applied_keys"])
-    assert sorted(outcome.compatible) == sorted(expected["compatible_keys"])
-    assert sorted(outcome.conflicts) == sorted(expected["conflict_keys"])
+    assert sorted(outcome.created_keys) == sorted(expected["created_keys"])
+    assert sorted(outcome.applied_keys) == sorted(expected["applied_keys"])
+    assert sorted(outcome.compatible_keys) == sorted(expected["compatible_keys"])
+    assert sorted(outcome.conflict_keys) == sorted(expected["conflict_keys"])
     assert len(outcome.errors) == expected["errors"]
     assert _wire(outcome.to_upsert) == expected["to_upsert"]
     assert outcome.to_delete == expected["to_delete"]

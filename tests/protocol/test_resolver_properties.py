@@ -16,7 +16,7 @@ stamps = st.integers(1, 40)
 def records(draw, key: str) -> SyncRecord:
     names = draw(st.sets(st.sampled_from(FIELDS), min_size=1))
     data = {"id": key, **{name: draw(values) for name in names}}
-    return SyncRecord(data=data, timestamps={name: draw(stamps) for name in names})
+    return SyncRecord(key=key, data=data, timestamps={name: draw(stamps) for name in names})
 
 
 @st.composite

@@ -15,8 +15,8 @@ from client_sdk.transport.binding import read_response_body
 
 def sealed() -> SyncManifest:
     records = {
-        "k1": SyncRecord({"id": "k1", "title": 'say "hi"], "x": 1', "done": True}, {"id": 5, "title": 7, "done": 6}),
-        "k2": SyncRecord({"id": "k2", "title": "caf\u00e9 \u2615", "done": None}, {"id": 5, "title": 5, "done": 5}),
+        "k1": SyncRecord("k1", {"id": "k1", "title": 'say "hi"], "x": 1', "done": True}, {"id": 5, "title": 7, "done": 6}),
+        "k2": SyncRecord("k2", {"id": "k2", "title": "caf\u00e9 \u2615", "done": None}, {"id": 5, "title": 5, "done": 5}),
     }
     payloads = [ModelPayload("todo.Task", records, {"gone": 9})]
     return SyncManifest("server", checkpoint=42, node_time=1_790_000_000, payloads=payloads,

@@ -6,7 +6,7 @@ import random
 import sqlite3
 from pathlib import Path
 
-from client_sdk import SyncError
+from client_sdk import SyncError, SyncStatus
 from tests.reliability.faults import FaultyTransport, converge_through_faults
 from tests.reliability.swarm import Swarm
 from tests.reliability.world import ServerView, SqliteDevice, running_server
@@ -34,8 +34,8 @@ def test_the_swarm_converges_through_a_30_percent_fault_rate(tmp_path: Path) -> 
         converge_through_faults(swarm, [device.transport for device in devices])
         for device in devices:
             lock = device.client.storage.lock()
-            lock.acquire()  # no sync left its lock behind
-            lock.release()
+            session = lock.acquire(device.name)  # no sync left its lock behind
+            lock.release(session, SyncStatus.SUCCEEDED)
             keys = [row[0] for row in device.db.execute("SELECT id FROM items")]
             assert len(keys) == len(set(keys))
             device.close()

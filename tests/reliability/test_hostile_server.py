@@ -36,8 +36,8 @@ json_values = st.recursive(
 
 def valid_manifest(**payload_fields: Any) -> dict:
     stamp = CLOCK.now()
-    record = SyncRecord({"id": "k1", "title": "ok"}, {"id": stamp, "title": stamp})
-    manifest = SyncManifest("device-x", node_time=int(time.time()), payloads=[ModelPayload(LABEL, {"k1": record})])
+    record = SyncRecord("k1", {"id": "k1", "title": "ok"}, {"id": stamp, "title": stamp})
+    manifest = SyncManifest("device-x", 0, node_time=int(time.time()), payloads=[ModelPayload(LABEL, {"k1": record})])
     return manifest.seal().to_dict()
 
 
@@ -162,8 +162,8 @@ def test_sql_looking_keys_are_stored_as_plain_values(server) -> None:
     url, database = server
     stamp = CLOCK.now()
     keys = [text for text in SQLISH if text]
-    records = {key: SyncRecord({"id": key, "title": key}, {"id": stamp, "title": stamp}) for key in keys}
-    manifest = SyncManifest("device-x", node_time=int(time.time()), payloads=[ModelPayload(LABEL, records)]).seal()
+    records = {key: SyncRecord(key, {"id": key, "title": key}, {"id": stamp, "title": stamp}) for key in keys}
+    manifest = SyncManifest("device-x", 0, node_time=int(time.time()), payloads=[ModelPayload(LABEL, records)]).seal()
     answer = send(url, json.dumps(manifest.to_dict()).encode()).json()
     assert answer["ok"] is True
     connection = sqlite3.connect(database)

@@ -245,7 +245,7 @@ def test_triggers_and_the_python_clock_share_one_monotonic_clock(storage: Sqlite
 
 
 def test_sync_writes_are_not_captured(storage: SqliteSyncStorage, app: sqlite3.Connection) -> None:
-    storage.upsert_many(TASK, {"r1": SyncRecord({"id": "r1", "title": "remote"}, {"id": 5, "title": 7})})
+    storage.upsert_many(TASK, {"r1": SyncRecord("r1", {"id": "r1", "title": "remote"}, {"id": 5, "title": 7})})
     storage.delete_many(TASK, {"r2": 9})
     assert log_size(storage) == 0
     assert storage.pending_count() == 0
@@ -253,19 +253,19 @@ def test_sync_writes_are_not_captured(storage: SqliteSyncStorage, app: sqlite3.C
 
 
 def test_a_row_an_app_trigger_writes_while_sync_applies_is_a_local_change(storage: SqliteSyncStorage, app: sqlite3.Connection) -> None:
-    storage.upsert_many(TASK, {"r0": SyncRecord({"id": "r0", "title": "before the trigger"}, {"id": 5, "title": 5})})
+    storage.upsert_many(TASK, {"r0": SyncRecord("r0", {"id": "r0", "title": "before the trigger"}, {"id": 5, "title": 5})})
     app.execute("CREATE TRIGGER spawn AFTER INSERT ON tasks WHEN NEW.title = 'spawn' BEGIN "
                 "INSERT INTO tasks (id, title) VALUES (NEW.id || '-child', 'spawned'), ('0-' || NEW.id, 'spawned'); END")
-    page = {key: SyncRecord({"id": key, "title": "spawn"}, {"id": 5, "title": 7}) for key in ("r1", "r2")}
+    page = {key: SyncRecord(key, {"id": key, "title": "spawn"}, {"id": 5, "title": 7}) for key in ("r1", "r2")}
     storage.upsert_many(TASK, page, guard=False)
     assert set(pending(storage)) == {"r1-child", "0-r1", "r2-child", "0-r2"}  # keys after, before and between the page's
 
 
 def test_a_row_a_temporary_trigger_of_the_sync_connection_writes_is_a_local_change(storage: SqliteSyncStorage) -> None:
-    storage.upsert_many(TASK, {"r0": SyncRecord({"id": "r0", "title": "before the trigger"}, {"id": 5, "title": 5})})
+    storage.upsert_many(TASK, {"r0": SyncRecord("r0", {"id": "r0", "title": "before the trigger"}, {"id": 5, "title": 5})})
     storage.connection.execute("CREATE TEMP TRIGGER echo AFTER UPDATE OF title ON tasks WHEN NEW.title = 'echo' "
                                "BEGIN INSERT INTO tasks (id, title) VALUES ('echoed', 'yes'); END")
-    storage.upsert_many(TASK, {"r0": SyncRecord({"id": "r0", "title": "echo"}, {"id": 5, "title": 8})}, guard=False)
+    storage.upsert_many(TASK, {"r0": SyncRecord("r0", {"id": "r0", "title": "echo"}, {"id": 5, "title": 8})}, guard=False)
     assert set(pending(storage)) == {"echoed"}
 
 
@@ -276,9 +276,9 @@ def test_a_row_a_foreign_key_action_changes_while_sync_applies_is_a_local_change
                       "parent_code TEXT REFERENCES nodes (code) ON UPDATE CASCADE)")
     storage = SqliteSyncStorage(db, {"nodes": "app.Node"})
     stamps = dict.fromkeys(("id", "code", "parent_code"), 5)
-    storage.upsert_many("app.Node", {"a": SyncRecord({"id": "a", "code": "x", "parent_code": None}, stamps),
-                                     "b": SyncRecord({"id": "b", "code": "y", "parent_code": "x"}, stamps)})
-    storage.upsert_many("app.Node", {"a": SyncRecord({"id": "a", "code": "z", "parent_code": None}, dict.fromkeys(stamps, 9))},
+    storage.upsert_many("app.Node", {"a": SyncRecord("a", {"id": "a", "code": "x", "parent_code": None}, stamps),
+                                     "b": SyncRecord("b", {"id": "b", "code": "y", "parent_code": "x"}, stamps)})
+    storage.upsert_many("app.Node", {"a": SyncRecord("a", {"id": "a", "code": "z", "parent_code": None}, dict.fromkeys(stamps, 9))},
                         guard=False)
     changed = pending(storage, "app.Node")
     assert set(changed) == {"b"} and changed["b"].data["parent_code"] == "z"
@@ -311,7 +311,7 @@ def test_fold_stamps_follow_the_hlc_now_rule_even_when_the_wall_clock_goes_back(
         setup.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT)")
     storage = SqliteSyncStorage(db, {"notes": "app.Note"})
     keys = [f"n{i}" for i in range(len(walls))]
-    storage.upsert_many("app.Note", {key: SyncRecord({"id": key}, {"id": 1}) for key in keys})
+    storage.upsert_many("app.Note", {key: SyncRecord(key, {"id": key}, {"id": 1}) for key in keys})
     start = storage.clock.receive(1_700_000_000_020 << 16)
     table_id = storage.connection.execute("SELECT id FROM _sync_tables WHERE name = 'notes'").fetchone()[0]
     with storage.transaction():

@@ -65,7 +65,7 @@ def test_generated_columns_are_not_synced(tmp_path: Path) -> None:
         tmp_path, "CREATE TABLE t (id TEXT PRIMARY KEY, a INTEGER, twice INTEGER AS (a * 2))", {"t": "app.T"}
     )
     assert storage.fields("app.T") == frozenset({"id", "a"})
-    storage.upsert_many("app.T", {"k": SyncRecord({"id": "k", "a": 2}, {"id": 1, "a": 1})})
+    storage.upsert_many("app.T", {"k": SyncRecord("k", {"id": "k", "a": 2}, {"id": 1, "a": 1})})
     assert storage.connection.execute("SELECT twice FROM t").fetchone() == (4,)
 
 

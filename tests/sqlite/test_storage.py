@@ -22,7 +22,7 @@ from .conftest import LIST, MODELS, TASK, connect
 
 def task(key: str, stamp: int, **values: object) -> SyncRecord:
     data = {"id": key, "title": f"title of {key}", "done": False, "priority": None, "list_id": None, **values}
-    return SyncRecord(data, {name: stamp for name in data})
+    return SyncRecord(key, data, {name: stamp for name in data})
 
 
 def test_implements_the_protocol(storage: SqliteSyncStorage) -> None:
@@ -40,7 +40,7 @@ def test_unknown_labels_and_tables(storage: SqliteSyncStorage) -> None:
 
 
 def test_upsert_stores_remote_stamps_as_given(server: SqliteSyncStorage) -> None:
-    record = SyncRecord({"id": "t1", "title": "milk", "done": True, "sync_field_timestamps": {}}, {"id": 10, "title": 30, "done": 20})
+    record = SyncRecord("t1", {"id": "t1", "title": "milk", "done": True, "sync_field_timestamps": {}}, {"id": 10, "title": 30, "done": 20})
     assert server.upsert_many(TASK, {"t1": record}, received_at=25) == []
     stored = server.get_records(TASK, ["t1", "missing"])
     assert list(stored) == ["t1"]
@@ -76,9 +76,9 @@ def test_upsert_clears_pending_and_tombstones(storage: SqliteSyncStorage, app: s
 
 def test_upsert_refuses_unknown_fields_and_bad_values(storage: SqliteSyncStorage) -> None:
     with pytest.raises(RecordFieldError, match="unknown"):
-        storage.upsert_many(TASK, {"a": SyncRecord({"id": "a", "colour": "red"}, {"id": 1, "colour": 1})})
+        storage.upsert_many(TASK, {"a": SyncRecord("a", {"id": "a", "colour": "red"}, {"id": 1, "colour": 1})})
     with pytest.raises(RecordFieldError, match="64-bit"):
-        storage.upsert_many(TASK, {"a": SyncRecord({"id": "a", "priority": 2**70}, {"id": 1, "priority": 1})})
+        storage.upsert_many(TASK, {"a": SyncRecord("a", {"id": "a", "priority": 2**70}, {"id": 1, "priority": 1})})
     assert storage.get_records(TASK, ["a"]) == {}
 
 
@@ -172,8 +172,8 @@ def constraint_failed(what: str) -> pytest.RaisesContext[StorageError]:
 
 
 def test_a_write_that_fails_halfway_is_never_committed(storage: SqliteSyncStorage) -> None:
-    good = SyncRecord({"id": "g", "name": "ok"}, {"id": 5, "name": 5})
-    bad = SyncRecord({"id": "b", "name": None}, {"id": 5, "name": 5})  # lists.name is NOT NULL
+    good = SyncRecord("g", {"id": "g", "name": "ok"}, {"id": 5, "name": 5})
+    bad = SyncRecord("b", {"id": "b", "name": None}, {"id": 5, "name": 5})  # lists.name is NOT NULL
     with constraint_failed("NOT NULL") as caught:
         storage.upsert_many(LIST, {"g": good, "b": bad})  # on its own: its own transaction
     assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
@@ -198,7 +198,7 @@ def test_pages_applied_in_dependency_order_satisfy_foreign_keys(storage: SqliteS
     assert storage.dependency_graph().sync_order() == [LIST, TASK]
     assert storage.connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     with storage.transaction():
-        storage.upsert_many(LIST, {"L": SyncRecord({"id": "L", "name": "home"}, {"id": 5, "name": 5})})
+        storage.upsert_many(LIST, {"L": SyncRecord("L", {"id": "L", "name": "home"}, {"id": 5, "name": 5})})
         storage.upsert_many(TASK, {"t": task("t", 6, list_id="L")})
     with constraint_failed("FOREIGN KEY"):
         with storage.transaction():
@@ -247,9 +247,9 @@ def test_reference_violations_reads_only_what_the_round_touched(tmp_path: Path) 
         assert storage.reference_violations({TASK: ["fine"]}, {}) == []
     with storage.transaction():
         storage.upsert_many(TASK, {"child": task("child", 8, list_id="L")})
-        storage.upsert_many(tag, {"g": SyncRecord({"id": "g", "list_name": "home"}, {"id": 8, "list_name": 8})})
+        storage.upsert_many(tag, {"g": SyncRecord("g", {"id": "g", "list_name": "home"}, {"id": 8, "list_name": 8})})
     with undone(storage):
-        storage.upsert_many(LIST, {"L": SyncRecord({"id": "L", "name": "home"}, {"id": 9, "name": 9})}, guard=False)
+        storage.upsert_many(LIST, {"L": SyncRecord("L", {"id": "L", "name": "home"}, {"id": 9, "name": 9})}, guard=False)
         assert storage.reference_violations({LIST: ["L"]}, {}) == []
     with undone(storage):
         storage.delete_many(LIST, {"L": 9}, guard=False)
@@ -258,7 +258,7 @@ def test_reference_violations_reads_only_what_the_round_touched(tmp_path: Path) 
     # a reference to another column than the parent's key: renaming the parent breaks it, and
     # as the old value is gone, that table is checked whole
     with undone(storage):
-        storage.upsert_many(LIST, {"L": SyncRecord({"id": "L", "name": "work"}, {"id": 10, "name": 10})}, guard=False)
+        storage.upsert_many(LIST, {"L": SyncRecord("L", {"id": "L", "name": "work"}, {"id": 10, "name": 10})}, guard=False)
         assert storage.reference_violations({LIST: ["L"]}, {}) == [(tag, "g", LIST, "home")]
     storage.close()
 
@@ -292,7 +292,7 @@ def test_written_rows_are_read_back_only_when_a_reference_they_bound_is_missing(
         storage.upsert_many(TASK, {**page, "lost": task("lost", 7, list_id="nowhere")})
         assert violations({TASK: [*page, "lost"]}) == [(TASK, "lost", LIST, "nowhere")] and read_back()
     with undone(storage):  # a record without every field is bound on its own, and its row read back
-        storage.upsert_many(TASK, {"partial": SyncRecord({"id": "partial", "list_id": "nowhere"}, {"id": 7, "list_id": 7})})
+        storage.upsert_many(TASK, {"partial": SyncRecord("partial", {"id": "partial", "list_id": "nowhere"}, {"id": 7, "list_id": 7})})
         assert violations({TASK: ["partial"]}) == [(TASK, "partial", LIST, "nowhere")] and read_back()
     storage.close()
 
@@ -387,7 +387,7 @@ def test_same_observable_behaviour_as_memory_storage(tmp_path_factory: pytest.Te
         elif kind == "upsert":
             _, key, vals, stamp, guard = op
             memory.clock.receive(stamp), sqlite_store.clock.receive(stamp)  # as the engine does before applying
-            record = SyncRecord({"id": key, **vals}, {"id": stamp, "body": stamp, "n": stamp})
+            record = SyncRecord(key, {"id": key, **vals}, {"id": stamp, "body": stamp, "n": stamp})
             assert memory.upsert_many(NOTES, {key: record}, guard=guard) == sqlite_store.upsert_many(NOTES, {key: record}, guard=guard)
         elif kind == "remote_delete":
             _, key, stamp, guard = op

@@ -88,7 +88,7 @@ def same(a: Any, b: Any) -> bool:
 @given(rows=st.lists(st.fixed_dictionaries({name: strategy for name, (_, strategy) in COLUMNS.items()}), min_size=1, max_size=3))
 def test_values_round_trip_through_real_columns(storage: SqliteSyncStorage, rows: list[dict[str, Any]]) -> None:
     written = {f"k{index}": {"id": f"k{index}", **row} for index, row in enumerate(rows)}
-    records = {key: SyncRecord(data, {name: 1 for name in data}) for key, data in written.items()}
+    records = {key: SyncRecord(key, data, {name: 1 for name in data}) for key, data in written.items()}
     storage.upsert_many("app.Thing", records, guard=False)
     stored = storage.get_records("app.Thing", list(written))
     for key, data in written.items():  # a page is read column by column: each row keeps its own values
@@ -97,7 +97,7 @@ def test_values_round_trip_through_real_columns(storage: SqliteSyncStorage, rows
 
 def test_a_value_the_column_cannot_hold_is_a_record_error(storage: SqliteSyncStorage) -> None:
     with pytest.raises(RecordFieldError, match="base64"):
-        storage.upsert_many("app.Thing", {"x": SyncRecord({"id": "x", "bl": "%%%"}, {"id": 1, "bl": 1})})
+        storage.upsert_many("app.Thing", {"x": SyncRecord("x", {"id": "x", "bl": "%%%"}, {"id": 1, "bl": 1})})
 
 
 @pytest.fixture(scope="module")
@@ -113,25 +113,25 @@ def test_a_served_page_is_sealed_exactly_as_its_records_encoded_one_by_one(
     server: SqliteSyncStorage, rows: list[dict[str, Any]], stamp: int
 ) -> None:
     written = {f"s{index}": {"id": f"s{index}", **row} for index, row in enumerate(rows)}
-    server.upsert_many("app.Thing", {key: SyncRecord(data, {name: stamp for name in data}) for key, data in written.items()},
+    server.upsert_many("app.Thing", {key: SyncRecord(key, data, {name: stamp for name in data}) for key, data in written.items()},
                        guard=False)
     served = dict(server.get_changed_since("app.Thing", 0))
-    sealed = SyncManifest("server", 1, 2, [ModelPayload("app.Thing", served, {"gone": 3})]).seal()
+    sealed = SyncManifest("server", 1, node_time=2, payloads=[ModelPayload("app.Thing", served, {"gone": 3})]).seal()
     texts = {key: record.canonical_text for key, record in served.items()}
     assert None not in texts.values()  # every field has a stamp: the page took the fast path
-    plain = {key: SyncRecord(dict(record.data), dict(record.timestamps), record.received_at) for key, record in served.items()}
+    plain = {key: SyncRecord(key, dict(record.data), dict(record.timestamps), record.received_at) for key, record in served.items()}
     for key, record in plain.items():  # the page's texts are what json.dumps makes of each record
         assert texts[key] == json.dumps(record.to_dict(), sort_keys=True)
-    assert sealed.to_json() == SyncManifest("server", 1, 2, [ModelPayload("app.Thing", plain, {"gone": 3})]).seal().to_json()
+    assert sealed.to_json() == SyncManifest("server", 1, node_time=2, payloads=[ModelPayload("app.Thing", plain, {"gone": 3})]).seal().to_json()
 
 
 def test_a_served_record_whose_dicts_were_read_is_encoded_afresh(server: SqliteSyncStorage) -> None:
     data = {"id": "m", **{name: None for name in COLUMNS}, "t": "before"}
-    server.upsert_many("app.Thing", {"m": SyncRecord(data, {name: 5 for name in data})}, guard=False)
+    server.upsert_many("app.Thing", {"m": SyncRecord("m", data, {name: 5 for name in data})}, guard=False)
     record = dict(server.get_changed_since("app.Thing", 0))["m"]
     assert record.canonical_text is not None and '"before"' in record.canonical_text
     record.data["t"] = "changed after reading"  # whoever reads the dicts may change them: the text is dropped
     assert record.canonical_text is None
-    sealed = SyncManifest("server", 1, 2, [ModelPayload("app.Thing", {"m": record})]).seal()
+    sealed = SyncManifest("server", 1, node_time=2, payloads=[ModelPayload("app.Thing", {"m": record})]).seal()
     assert '"changed after reading"' in sealed.to_json()
     assert dataclasses.replace(record, received_at=9).data == record.data  # it copies like any SyncRecord
