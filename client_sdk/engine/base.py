@@ -44,6 +44,8 @@ class EngineBase:
     transaction: Callable[[], AbstractContextManager[Any]]
     transport: Transport | None
     _order: list[str]
+    _session: str | None = None
+    """The lock's session while this engine syncs."""
 
     def check_drift(self, manifest: SyncManifest) -> None:
         """Refuse a manifest whose sender's wall clock is too far from ours (PROTOCOL.md 6)."""
@@ -90,7 +92,8 @@ class EngineBase:
 
     def _phase(self, phase: SyncPhase) -> None:
         if self.lock is not None:
-            self.lock.update_phase(phase.value)
+            if self._session is not None:
+                self.lock.update_phase(self._session, phase)
         if self.on_phase is not None:
             self.on_phase(phase)
 

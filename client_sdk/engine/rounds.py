@@ -17,7 +17,7 @@ whose answers keep arriving share one write transaction for up to
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from ..conflict.reconciler import ConflictEntry
@@ -28,7 +28,7 @@ from .base import EngineBase
 from .budget import READ_CHUNK, Budget, record_size
 from .pipeline import PullPipeline, settles
 from .protocols import Cursor
-from .results import DatabaseResult, SyncPhase, SyncStage
+from .results import DatabaseResult, SyncPhase, SyncStage, SyncStatus
 
 COMMIT_INTERVAL = 0.25
 """Seconds one write transaction may span consecutive pulled rounds. Each commit writes every
@@ -52,18 +52,23 @@ class Syncing(EngineBase):
         instead; see :data:`FOLLOW_UP_ROUNDS` for the bound under load). ``dry_run`` pulls once and changes nothing."""
         if self.transport is None:
             raise TransportRequiredError("this engine has no transport: pass transport= to sync as a client")
-        guard = self.lock.hold() if self.lock is not None else nullcontext()
         result = DatabaseResult(dry_run=dry_run)
+        self._session = self.lock.acquire(self.node_id) if self.lock is not None else None
+        status = SyncStatus.FAILED
         try:
-            with guard:
-                if dry_run:
-                    self._dry_run(result)
-                else:
-                    self._rounds(result)
+            if dry_run:
+                self._dry_run(result)
+            else:
+                self._rounds(result)
+            self._phase(SyncPhase.COMPLETE)
+            status = SyncStatus.SUCCEEDED
         except BaseException:
             self._phase(SyncPhase.FAILED)
             raise
-        self._phase(SyncPhase.COMPLETE)
+        finally:
+            if self.lock is not None and self._session is not None:
+                self.lock.release(self._session, status, result)
+            self._session = None
         if self.on_complete is not None:
             self._report(SyncStage.CALLBACK, 0, 1)
             self.on_complete(result)
@@ -192,7 +197,7 @@ class Syncing(EngineBase):
                     if not budget.take_record(record):
                         has_more = True
                         break
-                    records[key] = SyncRecord(record.user_data(), record.timestamps)
+                    records[key] = SyncRecord(key, record.user_data(), record.timestamps)
                 if len(rows) < READ_CHUNK:
                     break
             if records or deletes:
@@ -301,7 +306,7 @@ class Syncing(EngineBase):
 
     def _ordered_labels(self, response: SyncManifest, result: DatabaseResult) -> list[str]:
         present = {payload.model_label for payload in response.payloads}
-        for label in sorted(present - self.graph.labels):
+        for label in sorted(present - self.graph.known_models()):
             payload = response.payload(label)
             assert payload is not None
             for key in [*payload.records, *payload.deletes]:
@@ -353,7 +358,7 @@ class Syncing(EngineBase):
         # A delete newer than a pending edit wins, but the edit goes to the server first: it keeps the
         # fields of deleted rows for an edit that brings one back, and answers with the delete again
         # (the device then drops the row and logs the conflict, see _log_server_resolutions).
-        beaten = sorted(key for key in contested.deletes.keys() & outcome.to_delete.keys() if key not in outcome.conflicts)
+        beaten = sorted(key for key in contested.deletes.keys() & outcome.to_delete.keys() if key not in outcome.conflict_keys)
         for key in beaten:
             del outcome.to_delete[key]
         result.add("skipped", label, beaten)

@@ -66,6 +66,8 @@ class Serving(EngineBase):
                     result.errors.append({"key": key, "model_label": payload.model_label,
                                           "message": f"unknown model label {payload.model_label!r}"})
         with self.transaction():
+            if self.lock is not None:
+                self.lock.hold(self.node_id)
             self.check_stamps(incoming)
             self._accept(incoming)
             self._report(SyncStage.VALIDATE, 1, 1)
@@ -167,7 +169,7 @@ class Serving(EngineBase):
             clean, local, checkpoint, unsynced=lambda key, _record: stored[key].last_modified > checkpoint
         )
         self._report(SyncStage.CLASSIFY, len(clean), len(clean))
-        created = set(outcome.created)
+        created = outcome.created_keys
         revived, stale = self._over_tombstones(label, {k: r for k, r in outcome.to_upsert.items() if k in created})
         self.storage.upsert_many(label, revived, received_at=now, guard=False)
         # Everything else was decided against the stored rows inside this same transaction: a row the
@@ -305,4 +307,4 @@ def _same_record(a: SyncRecord, b: SyncRecord) -> bool:
 
 def _own_stamps(record: SyncRecord) -> SyncRecord:
     """``record`` as its writes stamped it, without the server's receive time."""
-    return SyncRecord(record.data, record.timestamps) if record.received_at else record
+    return SyncRecord(record.key, record.data, record.timestamps) if record.received_at else record

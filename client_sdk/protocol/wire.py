@@ -8,11 +8,8 @@ is rejected whole. ``to_dict`` produces exactly what goes on the wire.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from dataclasses import dataclass, field
-from functools import wraps
-from collections.abc import Callable
 from itertools import chain, repeat
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
@@ -71,22 +68,6 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-_UNSET: Any = object()
-
-
-def _accepting_the_old_form(from_dict: Callable[..., SyncRecord]) -> Callable[..., SyncRecord]:
-    """``SyncRecord.from_dict`` as documented, ``(key, data, *, label="")``, which also takes the form it
-    had before, ``from_dict(data, key=key, label=label)``, for callers not yet moved (deprecated)."""
-
-    @wraps(from_dict)
-    def either_form(cls: type[SyncRecord], *args: Any, **kwargs: Any) -> SyncRecord:
-        if len(args) == 1 and "key" in kwargs and "data" not in kwargs:
-            args = (kwargs.pop("key"), args[0])
-        return from_dict(cls, *args, **kwargs)
-
-    return either_form
-
-
 @dataclass(init=False)
 class SyncRecord:
     """One row of one model: its ``key``, the whole ``data`` and the full per-field stamp map.
@@ -98,10 +79,7 @@ class SyncRecord:
     ``timestamps`` only: neither where the row was received nor under which key
     it is held (a record is compared where its key already matched).
 
-    ``key`` may be ``""`` for a record made before its key was at hand. The
-    form ``SyncRecord(data, timestamps[, received_at])`` from before records knew
-    their key is still accepted (it makes such a record), for the callers not yet
-    moved to the documented one; it is deprecated.
+    ``key`` may be ``""`` for a record whose key is not at hand.
     """
 
     key: str = field(compare=False)
@@ -109,11 +87,7 @@ class SyncRecord:
     timestamps: dict[str, int]
     received_at: int = field(default=0, compare=False)
 
-    def __init__(self, key: str, data: JsonDict, timestamps: dict[str, int] = _UNSET, received_at: int = 0) -> None:
-        if isinstance(key, dict):  # the deprecated SyncRecord(data, timestamps[, received_at])
-            key, data, timestamps, received_at = "", key, data, received_at if timestamps is _UNSET else timestamps
-        elif timestamps is _UNSET:
-            raise TypeError("SyncRecord() missing 1 required argument: 'timestamps'")
+    def __init__(self, key: str, data: JsonDict, timestamps: dict[str, int], received_at: int = 0) -> None:
         self.key = key
         self.data = data
         self.timestamps = timestamps
@@ -158,7 +132,6 @@ class SyncRecord:
         return out
 
     @classmethod
-    @_accepting_the_old_form
     def from_dict(cls, key: str, data: JsonDict, *, label: str = "") -> SyncRecord:
         """Validate the record ``data`` (``{"data": ..., "timestamps": ...}``, as on the wire) held under
         ``key``; raise :class:`RecordFieldError` naming the field, and ``label`` (the model) if given."""
@@ -183,14 +156,6 @@ class SyncRecord:
         if not is_stamp(received_at):
             raise _record_error(label, key, "received_at", "a non-negative 64-bit integer", received_at)
         return cls(key, values, stamps, received_at)
-
-
-def _documented_init(self: SyncRecord, key: str, data: JsonDict, timestamps: dict[str, int], received_at: int = 0) -> None:
-    """The constructor as documented, for ``inspect.signature(SyncRecord)``: ``timestamps`` is required
-    there; the placeholder default of the real ``__init__`` only lets the deprecated form through."""
-
-
-SyncRecord.__init__.__signature__ = inspect.signature(_documented_init)  # type: ignore[attr-defined]
 
 
 @dataclass

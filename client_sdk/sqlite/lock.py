@@ -7,8 +7,6 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ..engine.results import DatabaseResult, SyncPhase, SyncStatus
@@ -56,10 +54,6 @@ class SqliteSyncLock:
     end a session. ``hold(node_id)`` is the server's: inside the caller's
     transaction it takes SQLite's write lock, which keeps every other writer
     (and every other ``hold``) out until that transaction ends.
-
-    Deprecated forms, kept for the engine until it moves to sessions:
-    ``with lock.hold():`` (a session for the block) and ``update_phase(phase)``
-    (the phase of this object's session).
     """
 
     def __init__(self, connection: sqlite3.Connection, transactions: Transactions, *, stale_after: float = DEFAULT_STALE_AFTER) -> None:
@@ -122,16 +116,10 @@ class SqliteSyncLock:
         if session_id == self._token:
             self._token = None
 
-    def hold(self, node_id: str | None = None) -> AbstractContextManager[None] | None:  # type: ignore[return]
+    def hold(self, node_id: str) -> None:
         """Hold the lock for ``node_id`` until the caller's transaction ends: take SQLite's write lock now
         (waiting for another writer as long as the connection's busy timeout allows). Call it inside
-        ``storage.transaction()``: outside a transaction there is nothing to hold it for.
-
-        ``with lock.hold():`` (no ``node_id``; deprecated) is a session for the block instead:
-        acquired on entry, released on exit however the block ends.
-        """
-        if node_id is None:
-            return self._session()
+        ``storage.transaction()``: outside a transaction there is nothing to hold it for."""
         if not isinstance(node_id, str) or not node_id:
             raise InvalidParameterError(f"node_id must be a non-empty string, got {node_id!r}")
         if not self._connection.in_transaction:
@@ -140,25 +128,9 @@ class SqliteSyncLock:
         with self._transactions():
             self._connection.execute(f'UPDATE {LOCK} SET "id" = "id" WHERE 0')  # a write: takes the write lock
 
-    @contextmanager
-    def _session(self) -> Iterator[None]:
-        session_id = self._acquire()
-        try:
-            yield
-        finally:
-            self._release(session_id)
-
-    def update_phase(self, session_id: str, phase: SyncPhase | str | None = None) -> None:
+    def update_phase(self, session_id: str, phase: SyncPhase) -> None:
         """Record the session's phase (and that its holder is alive); raise :class:`LockContentionError`
-        if the session no longer holds the lock (it ended, or was taken over after stalling).
-
-        ``update_phase(phase)`` (deprecated) records the phase of this object's session, and
-        nothing once that has ended (the engine reports ``complete`` or ``failed`` after release).
-        """
-        if phase is None:
-            session_id, phase = self._token, session_id  # type: ignore[assignment]
-            if session_id is None:
-                return
+        if the session no longer holds the lock (it ended, or was taken over after stalling)."""
         value = phase.value if isinstance(phase, SyncPhase) else str(phase)
         with self._transactions():
             changed = self._connection.execute(

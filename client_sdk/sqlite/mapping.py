@@ -97,7 +97,7 @@ class TableMapping:
         keys = list(map(itemgetter(0), rows))
         if served:
             stamp_columns = list(zip(*map(itemgetter(slice(2, 2 + n)), rows)))
-            page = served_records(self.tracked.fields, columns, stamp_columns, list(map(itemgetter(1), rows)))
+            page = served_records(self.tracked.fields, columns, stamp_columns, list(map(itemgetter(1), rows)), keys)
             if page is not None:
                 return list(zip(keys, page))
         datas = map(dict, map(zip, repeat(self.schema.fields), zip(*columns)))
@@ -105,7 +105,7 @@ class TableMapping:
         timestamps = list(map(dict, map(zip, repeat(self.tracked.fields), stamps)))
         if None in set(chain.from_iterable(stamps)):  # fields with no stamp are left out of the map
             timestamps = [{name: stamp for name, stamp in m.items() if stamp is not None} for m in timestamps]
-        return list(zip(keys, map(SyncRecord, datas, timestamps, map(itemgetter(1), rows))))
+        return list(zip(keys, map(SyncRecord, keys, datas, timestamps, map(itemgetter(1), rows))))
 
 
 _AS_BOOLEAN = {0: False, 1: True}

@@ -302,7 +302,7 @@ class SqliteSyncStorage(PendingChanges):
         rows = self.connection.execute(
             f'SELECT "key", "row" FROM {t.tomb} WHERE "row" IS NOT NULL AND "key" IN {IN_KEYS}', (keys_json(keys),)
         )
-        return {key: SyncRecord.from_dict(json.loads(text), key=key, label=label) for key, text in rows}
+        return {key: SyncRecord.from_dict(key, json.loads(text), label=label) for key, text in rows}
 
     @serialized
     def keep_buried(self, label: str, records: dict[str, SyncRecord]) -> None:

@@ -499,17 +499,6 @@ def test_records_know_their_key_wherever_they_are_read() -> None:
         SyncRecord.from_dict("", raw)
 
 
-def test_the_deprecated_record_forms_still_work_until_every_caller_has_moved() -> None:
-    """``SyncRecord(data, timestamps[, received_at])`` and ``SyncRecord.from_dict(data, key=..., label=...)``
-    (the engine's and the storage's calls until they move to the documented forms)."""
-    from client_sdk import SyncRecord
-
-    assert SyncRecord({"n": 1}, {"n": 2}) == SyncRecord("", {"n": 1}, {"n": 2})
-    assert SyncRecord({"n": 1}, {"n": 2}, 5).received_at == SyncRecord({"n": 1}, {"n": 2}, received_at=5).received_at == 5
-    record = SyncRecord.from_dict({"data": {"n": 1}, "timestamps": {"n": 2}}, key="k", label="a.B")
-    assert (record.key, record.data) == ("k", {"n": 1})
-
-
 def test_a_manifest_verifies_its_checksum() -> None:
     from client_sdk import SyncManifest
 

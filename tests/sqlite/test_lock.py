@@ -150,21 +150,3 @@ def test_a_stale_lock_is_taken_over_and_its_holder_told(path: Path, storage: Sql
     with pytest.raises(LockContentionError):
         storage.lock().acquire("laptop")
     taker.release(session, SyncStatus.SUCCEEDED)
-
-
-def test_the_forms_the_engine_calls_until_it_moves_to_sessions(storage: SqliteSyncStorage) -> None:
-    """Deprecated: ``with lock.hold():`` is a session for the block, ``update_phase(phase)`` reports
-    that session's phase, and nothing once it has ended."""
-    lock = storage.lock()
-    with pytest.raises(RuntimeError):
-        with lock.hold():
-            lock.update_phase("exchanging")
-            assert phase(storage) == ("exchanging",)
-            with pytest.raises(LockContentionError):
-                lock.acquire("laptop")
-            raise RuntimeError
-    assert not lock.held
-    with lock.hold():
-        pass
-    lock.update_phase("complete")  # after release: nothing to record
-    assert phase(storage) is None
