@@ -81,7 +81,9 @@ def in_transaction(app: sqlite3.Connection, action: Callable[[sqlite3.Connection
     return run
 
 
-def run_pair(sides: dict[bool, Side], rows: list[Row], single: int, lookups: int, tracked_first: bool) -> dict[bool, dict[str, float]]:
+def run_pair(
+    sides: dict[bool, Side], rows: list[Row], single: int, lookups: int, tracked_first: bool
+) -> dict[bool, dict[str, float]]:
     """Every phase on both sides back to back (the order alternates between runs); the
     autocommit updates are interleaved statement by statement, so fsync noise hits both alike."""
     keys = [row[0] for row in rows]
@@ -109,7 +111,8 @@ def run_pair(sides: dict[bool, Side], rows: list[Row], single: int, lookups: int
         out[tracked]["autocommit update"] = seconds
         sides[tracked].settle("autocommit update")
     phase("full scan", lambda app: app.execute("SELECT * FROM tasks").fetchall(), write=False)
-    phase("point lookups", lambda app: [app.execute("SELECT * FROM tasks WHERE id = ?", (key,)).fetchone() for key in probes], write=False)
+    phase("point lookups", lambda app: [app.execute("SELECT * FROM tasks WHERE id = ?", (key,)).fetchone() for key in probes],
+          write=False)
     phase("delete all", lambda app: app.execute("DELETE FROM tasks"), write=True)
     return out
 

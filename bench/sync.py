@@ -374,7 +374,7 @@ def pair_ratios(runs: list[float], baselines: list[float]) -> list[float]:
     """Each run's time over its baseline's: runs and baseline runs alternate, so each run comes
     between two baseline runs and is divided by their mean (the first run, by the one after it)."""
     beside = baselines[:1] + [(before + after) / 2 for before, after in pairwise(baselines)]
-    return [run / base for run, base in zip(runs, beside)]
+    return [run / base for run, base in zip(runs, beside, strict=True)]
 
 
 def print_report(phases: list[tuple[str, str, float, float, float, float | None]]) -> None:

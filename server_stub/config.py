@@ -62,13 +62,15 @@ class ServerConfig:
                      "auth.tokens: a token must be a non-empty ASCII string without spaces")
             require(isinstance(nodes, frozenset) and all(_text(node) for node in nodes),
                      f"auth.tokens: the node ids of a token must be non-empty strings, got {sorted(nodes, key=repr)!r}")
-        require(_int(self.request_bytes_max) and self.request_bytes_max > 0, "limits.request_bytes_max must be a positive integer")
+        require(_int(self.request_bytes_max) and self.request_bytes_max > 0,
+                "limits.request_bytes_max must be a positive integer")
         require(self.batch_size is None or (_int(self.batch_size) and self.batch_size > 0),
                  "limits.batch_size must be a positive integer")
         require(self.clock_drift_max is None or (_int(self.clock_drift_max) and self.clock_drift_max >= 0),
                  "limits.clock_drift_max must be a non-negative integer (seconds), or false to disable the check")
-        require(self.tombstone_retention_days is None or (_int(self.tombstone_retention_days) and self.tombstone_retention_days > 0),
-                 "limits.tombstone_retention_days must be a positive integer")
+        retention = self.tombstone_retention_days
+        require(retention is None or (_int(retention) and retention > 0),
+                "limits.tombstone_retention_days must be a positive integer")
         require(_int(self.records_per_model_max) and self.records_per_model_max > 0,
                  "limits.records_per_model_max must be a positive integer")
         for name in ("header_timeout", "body_timeout"):
@@ -112,7 +114,7 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
     _known(auth, {"tokens"}, "auth.")
     tokens = auth.get("tokens", {})
     require(isinstance(tokens, dict), "[auth.tokens] must map token = [\"node-id\", ...]")
-    for token, nodes in tokens.items():
+    for nodes in tokens.values():
         require(isinstance(nodes, list) and all(_text(node) for node in nodes),
                  f"auth.tokens: each token maps to a list of node ids (non-empty strings), got {nodes!r}")
     limits = raw.get("limits", {})

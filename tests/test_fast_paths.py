@@ -23,8 +23,9 @@ from client_sdk.sqlite.values import ColumnKind, to_json
 LABEL = "todo.Task"
 FIELDS = ("id", "title", "done", "priority", "notes")
 scalars = st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False) | st.text(max_size=4)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
-                           max_leaves=4)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2), max_leaves=4
+)
 field_names = st.sampled_from([*FIELDS, "unknown", "sync_field_timestamps"])
 stamps = st.one_of(st.integers(0, 2**64), st.integers(-3, 3), st.booleans(), st.text(max_size=2), st.none())
 
@@ -132,7 +133,8 @@ def test_an_adapter_the_app_registered_does_not_change_what_a_page_stores(tmp_pa
     with sqlite3.connect(tmp_path / "app.db") as setup:
         setup.execute(TASKS.format("tasks"))
     storage = SqliteSyncStorage(tmp_path / "app.db", {"tasks": LABEL})
-    record = SyncRecord("a", {"id": "a", "title": ["x", "y"], "done": True, "priority": 1, "notes": None}, dict.fromkeys(FIELDS, 5))
+    data = {"id": "a", "title": ["x", "y"], "done": True, "priority": 1, "notes": None}
+    record = SyncRecord("a", data, dict.fromkeys(FIELDS, 5))
     sqlite3.register_adapter(list, repr)
     try:
         storage.upsert_many(LABEL, {"a": record})

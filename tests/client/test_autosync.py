@@ -20,8 +20,10 @@ from client_sdk import (
     SyncClient,
 )
 from client_sdk.protocol.wire import SyncManifest
+from tests.conftest import NOTES, Device, Server, create_file, rows
+from tests.loopback import free_port
 
-from .conftest import NOTES, ROOT, Device, Server, create_file, free_port, rows, wait_until
+from .conftest import ROOT, wait_until
 
 FAST = {"poll": 0.02, "max_backoff": 0.1}
 

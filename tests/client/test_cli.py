@@ -11,8 +11,10 @@ import pytest
 
 from client_sdk import SyncClient
 from client_sdk.protocol.hlc import system_ms, wall_of
+from tests.conftest import Device, Server
+from tests.loopback import free_port
 
-from .conftest import ROOT, Device, Server, free_port, run, wait_until
+from .conftest import ROOT, run, wait_until
 
 CLI = ("-m", "client_sdk.cli")
 

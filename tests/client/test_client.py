@@ -19,8 +19,10 @@ from client_sdk import (
     SyncClient,
 )
 from client_sdk.protocol.hlc import system_ms, wall_of
+from tests.conftest import NOTE, NOTES, Device, Server, create_file, rows
+from tests.loopback import free_port
 
-from .conftest import NOTE, NOTES, Device, Server, create_file, free_port, rows, run, wait_until
+from .conftest import run, wait_until
 
 TRACKER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (id TEXT PRIMARY KEY, name TEXT NOT NULL);

@@ -9,7 +9,8 @@ from contextlib import closing
 from pathlib import Path
 
 from client_sdk import SyncClient
-from tests.client.conftest import Server, create_file, rows, run, server  # noqa: F401  (the fixture)
+from tests.client.conftest import run
+from tests.conftest import Server, create_file, rows
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS readings (id TEXT PRIMARY KEY, label TEXT, value REAL, count INTEGER);"
 MODELS = {"readings": "lab.Reading"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from client_sdk import SqliteSyncStorage, StorageError, SyncError
-from tests.client.conftest import NOTES, Device, Server, create_file, device, rows, server  # noqa: F401  (fixtures)
+from tests.conftest import NOTES, Device, Server, create_file, rows
 
 
 def test_opening_a_read_only_database_names_the_file(tmp_path: Path) -> None:
@@ -20,7 +20,8 @@ def test_opening_a_read_only_database_names_the_file(tmp_path: Path) -> None:
     assert isinstance(caught.value, SyncError) and caught.value.path == str(path)
     assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
     read_only.close()
-    assert [name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")] == ["notes", "sqlite_autoindex_notes_1"]
+    names = [name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")]
+    assert names == ["notes", "sqlite_autoindex_notes_1"]
 
 
 def test_a_full_disk_during_sync_loses_nothing(tmp_path: Path, server: Server, device: Device) -> None:

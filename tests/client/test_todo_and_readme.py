@@ -15,8 +15,10 @@ import httpx
 
 from examples.todo.app import MODELS, SCHEMA, Task
 from examples.todo.demo import verdict
+from tests.conftest import Server, rows
+from tests.loopback import free_port
 
-from .conftest import ROOT, Server, free_port, rows, run, wait_until
+from .conftest import ROOT, run, wait_until
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

@@ -131,10 +131,10 @@ class World:
         later write's HLC stamp is its wall time (no node has seen a stamp as new)."""
         for key, start in initial.items():
             if start is not None:
-                self.devices[0].storage.write(LIST, key, dict(zip(FIELDS, start)))  # type: ignore[attr-defined]
+                self.devices[0].storage.write(LIST, key, dict(zip(FIELDS, start, strict=True)))  # type: ignore[attr-defined]
         for index in range(len(self.devices)):
             self.sync(index)
-        expected = {key: {"id": key, **dict(zip(FIELDS, start))} for key, start in initial.items() if start}
+        expected = {key: {"id": key, **dict(zip(FIELDS, start, strict=True))} for key, start in initial.items() if start}
         assert all(self.rows(index) == expected for index in range(len(self.devices)))
         self.wall.advance(1000)
 
@@ -143,7 +143,7 @@ class World:
         storage = self.devices[write.device].storage
         present = write.key in storage.rows(LIST)  # type: ignore[attr-defined]
         if write.op == "put":
-            storage.write(LIST, write.key, dict(zip(FIELDS, write.value)))  # type: ignore[attr-defined]
+            storage.write(LIST, write.key, dict(zip(FIELDS, write.value, strict=True)))  # type: ignore[attr-defined]
         elif write.op == "set" and present:
             storage.write(LIST, write.key, {write.field: write.value})  # type: ignore[attr-defined]
         elif write.op == "delete" and present:
@@ -174,7 +174,7 @@ def by_hlc_order(scenario: Scenario) -> dict[str, dict]:
     no values), but an edit older than another device's delete does, and a later edit brings the
     row back with it.
     """
-    start = {key: {name: (-1, value) for name, value in zip(FIELDS, values)} if values else None
+    start = {key: {name: (-1, value) for name, value in zip(FIELDS, values, strict=True)} if values else None
              for key, values in scenario.initial.items()}
     views = [{key: dict(row) if row else None for key, row in start.items()} for _ in range(scenario.devices)]
     alive = {key: row is not None for key, row in start.items()}
@@ -188,7 +188,7 @@ def by_hlc_order(scenario: Scenario) -> dict[str, dict]:
             continue
         if write.op == "set" and row is None:
             continue
-        values = dict(zip(FIELDS, write.value)) if write.op == "put" else {write.field: write.value}
+        values = dict(zip(FIELDS, write.value, strict=True)) if write.op == "put" else {write.field: write.value}
         changed = values if row is None else {name: value for name, value in values.items() if row[name][1] != value}
         if changed:
             view[write.key] = {**(row or {}), **{name: (when, value) for name, value in changed.items()}}

@@ -12,9 +12,9 @@ import pytest
 
 from client_sdk import InvalidParameterError
 from server_stub import ServerConfig, load_config
+from tests.loopback import free_port
 
 from .conftest import TODO_MODELS, TODO_SCHEMA
-from tests.loopback import free_port
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "server_stub" / "example.toml"
 

@@ -92,7 +92,8 @@ def test_the_default_limit_is_5000_records_per_model(default_server: tuple[str, 
 def test_records_and_deletes_count_together_per_model(tmp_path: Path) -> None:
     config = todo_config(tmp_path, records_per_model_max=10)
     with serve(create_app(config)) as base:
-        at_limit = [ModelPayload(LIST, lists(10)), ModelPayload(TASK, tasks(7), {str(uuid.uuid4()): CLOCK.now() for _ in range(3)})]
+        deletes = {str(uuid.uuid4()): CLOCK.now() for _ in range(3)}
+        at_limit = [ModelPayload(LIST, lists(10)), ModelPayload(TASK, tasks(7), deletes)]
         assert post(base, body("device-a", *at_limit)).status_code == 200  # 10 of each model: the limit is per model
         before = dump(config.database)
         over = [ModelPayload(LIST, lists(2)), ModelPayload(TASK, tasks(8), {str(uuid.uuid4()): CLOCK.now() for _ in range(3)})]

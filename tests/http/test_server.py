@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from client_sdk import HybridLogicalClock, ModelPayload, SyncManifest, SyncRecord
-
 from client_sdk.protocol.hlc import system_ms
 from client_sdk.sqlite.storage import SqliteSyncStorage
 from server_stub import create_app
@@ -28,7 +27,9 @@ JSON_GZIP = {"Content-Type": "application/json", "Content-Encoding": "gzip", "Ac
 CLOCK = HybridLogicalClock()
 
 
-def manifest(node_id: str = "device-a", payloads: list[ModelPayload] | None = None, checkpoint: int = 0, **fields: object) -> dict:
+def manifest(
+    node_id: str = "device-a", payloads: list[ModelPayload] | None = None, checkpoint: int = 0, **fields: object
+) -> dict:
     body = SyncManifest(node_id, checkpoint, node_time=int(time.time()), payloads=payloads or [], **fields).seal()  # type: ignore[arg-type]
     return body.to_dict()
 

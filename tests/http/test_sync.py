@@ -62,7 +62,7 @@ class Device:
     def rows(self, table: str = "Task") -> dict[str, dict]:
         cursor = self.storage.connection.execute(f"SELECT * FROM {table}")
         names = [column[0] for column in cursor.description]
-        return {row[0]: dict(zip(names, row)) for row in cursor}
+        return {row[0]: dict(zip(names, row, strict=True)) for row in cursor}
 
     def sync(self) -> DatabaseResult:
         return self.engine.sync()

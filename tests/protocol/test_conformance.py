@@ -1,4 +1,5 @@
-"""Every golden case from tests/vectors (the project's copy of ../shared/vectors) passes through the public API with exactly the expected outcome."""
+"""Every golden case from tests/vectors (the project's copy of ../shared/vectors) passes through the public API
+with exactly the expected outcome."""
 
 from __future__ import annotations
 

@@ -29,7 +29,6 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,12 +207,12 @@ def documented_parameters(arguments: ast.arguments) -> list[Documented]:
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(arguments.defaults)) + list(arguments.defaults)
     out = [
         Documented(arg.arg, PARAMETER_KINDS["posonlyargs" if i < len(arguments.posonlyargs) else "args"], _default(d))
-        for i, (arg, d) in enumerate(zip(positional, defaults))
+        for i, (arg, d) in enumerate(zip(positional, defaults, strict=True))
     ]
     if arguments.vararg is not None:
         out.append(Documented(arguments.vararg.arg, inspect.Parameter.VAR_POSITIONAL, NO_DEFAULT))
     out += [Documented(arg.arg, inspect.Parameter.KEYWORD_ONLY, _default(d))
-            for arg, d in zip(arguments.kwonlyargs, arguments.kw_defaults)]
+            for arg, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)]
     if arguments.kwarg is not None:
         out.append(Documented(arguments.kwarg.arg, inspect.Parameter.VAR_KEYWORD, NO_DEFAULT))
     return out
@@ -335,14 +334,14 @@ def test_dataclass_fields_come_in_the_documented_order_with_the_documented_defau
     documented = [attribute.name for attribute in doc.attributes]
     assert [f.name for f in fields[: len(documented)]] == documented
     problems = []
-    for attribute, ours_field in zip(doc.attributes, fields):
+    for attribute, ours_field in zip(doc.attributes, fields, strict=False):  # ours may add fields after the documented ones
         problems += _field_problems(attribute, ours_field)
     for extra in fields[len(documented):]:
         if extra.init and extra.default is dataclasses.MISSING and extra.default_factory is dataclasses.MISSING:
             problems.append(f"extra field {extra.name!r} must have a default")
     assert not problems, f"{doc.name}: " + "; ".join(problems)
-    constructor = [Documented(a.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, NO_DEFAULT if a.default is None else UNKNOWN_CONSTANT)
-                   for a in doc.attributes]
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    constructor = [Documented(a.name, positional, NO_DEFAULT if a.default is None else UNKNOWN_CONSTANT) for a in doc.attributes]
     problems = signature_problems(constructor, inspect.signature(cls))
     assert not problems, f"{doc.name}(...): " + "; ".join(problems)
 
@@ -368,7 +367,9 @@ def _field_problems(attribute: Attribute, ours: dataclasses.Field[Any]) -> list[
             if type(made) is not type(factory()):
                 problems.append(f"{name!r} defaults to a {type(made).__name__}, documented a {type(factory()).__name__}")
             elif isinstance(made, defaultdict) and made.default_factory is not factory().default_factory:
-                problems.append(f"{name!r} defaults to a defaultdict of {made.default_factory}, documented {factory().default_factory}")
+                problems.append(
+                    f"{name!r} defaults to a defaultdict of {made.default_factory}, documented {factory().default_factory}"
+                )
         if "compare" in options and ours.compare != ast.literal_eval(options["compare"]):
             problems.append(f"{name!r} has compare={ours.compare}, documented compare={ast.literal_eval(options['compare'])}")
         return problems
@@ -444,7 +445,8 @@ def test_the_signature_check_finds_each_kind_of_difference(ours_source: str, com
 
 def test_the_signature_check_compares_documented_defaults() -> None:
     documented = _documented("def f(self, dry_run: bool = False, *, size: int | None = LIMIT, t=nullcontext): ...")
-    assert signature_problems(documented, _signature("import contextlib\ndef f(self, dry_run=False, *, size=7, t=contextlib.nullcontext): ...")) == []
+    same = _signature("import contextlib\ndef f(self, dry_run=False, *, size=7, t=contextlib.nullcontext): ...")
+    assert signature_problems(documented, same) == []
     assert signature_problems(documented, _signature("def f(self, dry_run=0, *, size=7, t=None): ...")) == [
         "'dry_run' defaults to 0, documented False", "'t' defaults to None, documented nullcontext"]
     assert signature_problems(documented, _signature("def f(self, dry_run, *, size=7, t=None): ..."))[0] == \

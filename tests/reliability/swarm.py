@@ -20,8 +20,8 @@ device syncs twice with everyone online, it checks:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tests.reliability.inflight import POINTS

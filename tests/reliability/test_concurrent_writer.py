@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.client.conftest import ROOT, Device, Server, device, rows, server  # noqa: F401  (fixtures)
+from tests.client.conftest import ROOT
+from tests.conftest import Device, Server, rows
 
 LONG = os.environ.get("SWARM_LONG") == "1"
 SECONDS = 20.0 if LONG else 4.0

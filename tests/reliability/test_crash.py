@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from client_sdk import SyncClient, SyncError
+from tests.loopback import free_port
 from tests.reliability.crash_device import POINTS
 from tests.reliability.world import MODELS, SCHEMA, SqliteDevice, create_device_file, read_rows, running_server
-from tests.loopback import free_port
 
 LONG = os.environ.get("SWARM_LONG") == "1"
 ROOT = Path(__file__).resolve().parents[2]

@@ -34,7 +34,7 @@ import pytest
 from client_sdk import HttpTransport, SqliteSyncStorage, SyncClient, SyncManifest
 from client_sdk.protocol.hlc import wall_of
 from server_stub import ServerConfig
-from tests.client.conftest import NOTE, NOTES, NOTES_SCHEMA, create_file, rows, serve
+from tests.conftest import NOTE, NOTES, NOTES_SCHEMA, create_file, rows, serve
 from tests.loopback import free_port
 
 INITIAL = ("first", 0)

@@ -21,9 +21,8 @@ from typing import Any
 import pytest
 
 from client_sdk import HttpTransport, SyncClient, SyncStage
+from tests.conftest import NOTES, Server, create_file, rows
 from tests.reliability.inflight import HookedTransport
-from tests.client.conftest import NOTES, Server, create_file, rows, server  # noqa: F401  (the fixture)
-
 
 Write = Callable[[sqlite3.Connection], None]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from client_sdk import HttpTransport, SqliteSyncStorage, SyncClient
 from server_stub import ServerConfig, create_app
-from tests.reliability.inflight import HookedTransport
 from tests.loopback import serve
+from tests.reliability.inflight import HookedTransport
 
 TABLE = "items"
 LABEL = "swarm.Item"
@@ -42,7 +42,7 @@ def create_device_file(path: Path) -> None:
 def read_rows(connection: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     cursor = connection.execute(f"SELECT * FROM {TABLE}")
     names = [column[0] for column in cursor.description]
-    return {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
+    return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
 
 
 class SqliteDevice:

@@ -252,7 +252,9 @@ def test_sync_writes_are_not_captured(storage: SqliteSyncStorage, app: sqlite3.C
     assert storage.get_records(TASK, ["r1"])["r1"].timestamps == {"id": 5, "title": 7}
 
 
-def test_a_row_an_app_trigger_writes_while_sync_applies_is_a_local_change(storage: SqliteSyncStorage, app: sqlite3.Connection) -> None:
+def test_a_row_an_app_trigger_writes_while_sync_applies_is_a_local_change(
+    storage: SqliteSyncStorage, app: sqlite3.Connection
+) -> None:
     storage.upsert_many(TASK, {"r0": SyncRecord("r0", {"id": "r0", "title": "before the trigger"}, {"id": 5, "title": 5})})
     app.execute("CREATE TRIGGER spawn AFTER INSERT ON tasks WHEN NEW.title = 'spawn' BEGIN "
                 "INSERT INTO tasks (id, title) VALUES (NEW.id || '-child', 'spawned'), ('0-' || NEW.id, 'spawned'); END")
@@ -278,8 +280,8 @@ def test_a_row_a_foreign_key_action_changes_while_sync_applies_is_a_local_change
     stamps = dict.fromkeys(("id", "code", "parent_code"), 5)
     storage.upsert_many("app.Node", {"a": SyncRecord("a", {"id": "a", "code": "x", "parent_code": None}, stamps),
                                      "b": SyncRecord("b", {"id": "b", "code": "y", "parent_code": "x"}, stamps)})
-    storage.upsert_many("app.Node", {"a": SyncRecord("a", {"id": "a", "code": "z", "parent_code": None}, dict.fromkeys(stamps, 9))},
-                        guard=False)
+    renamed = SyncRecord("a", {"id": "a", "code": "z", "parent_code": None}, dict.fromkeys(stamps, 9))
+    storage.upsert_many("app.Node", {"a": renamed}, guard=False)
     changed = pending(storage, "app.Node")
     assert set(changed) == {"b"} and changed["b"].data["parent_code"] == "z"
     storage.close()

@@ -19,7 +19,9 @@ def make_storage(tmp_path: Path, name: str, role: str) -> SqliteSyncStorage:
     return SqliteSyncStorage(db, MODELS, role=role)
 
 
-def engine(storage: SqliteSyncStorage, transport: InProcessTransport | None = None, batch_size: int | None = None) -> DatabaseEngine:
+def engine(
+    storage: SqliteSyncStorage, transport: InProcessTransport | None = None, batch_size: int | None = None
+) -> DatabaseEngine:
     return DatabaseEngine(
         storage, storage.dependency_graph(), storage.clock, storage.node_id,
         batch_size=batch_size, lock=storage.lock(), transaction=storage.transaction, transport=transport,

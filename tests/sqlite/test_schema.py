@@ -54,7 +54,8 @@ def test_bad_arguments_are_refused(path: Path) -> None:
 
 
 def test_a_custom_identity_field_and_without_rowid_tables(tmp_path: Path) -> None:
-    storage = open_with(tmp_path, "CREATE TABLE t (uuid TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID", {"t": "app.T"}, identity_field="uuid")
+    schema = "CREATE TABLE t (uuid TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID"
+    storage = open_with(tmp_path, schema, {"t": "app.T"}, identity_field="uuid")
     storage.connection.execute("INSERT INTO t VALUES ('k', 'v')")
     storage.connection.commit()
     assert dict(storage.get_pending("app.T"))["k"].data == {"uuid": "k", "v": "v"}
@@ -138,7 +139,8 @@ def test_a_rebuilt_table_keeps_its_stamps_and_catches_up(path: Path) -> None:
     app.execute("PRAGMA foreign_keys = OFF")
     app.executescript(
         """BEGIN;
-        CREATE TABLE tasks_new (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN NOT NULL DEFAULT 0, list_id TEXT REFERENCES lists(id));
+        CREATE TABLE tasks_new (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN NOT NULL DEFAULT 0,
+                                list_id TEXT REFERENCES lists(id));
         INSERT INTO tasks_new (id, title, done, list_id) SELECT id, title, done, list_id FROM tasks;
         DROP TABLE tasks;
         ALTER TABLE tasks_new RENAME TO tasks;

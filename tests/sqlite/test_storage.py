@@ -40,7 +40,8 @@ def test_unknown_labels_and_tables(storage: SqliteSyncStorage) -> None:
 
 
 def test_upsert_stores_remote_stamps_as_given(server: SqliteSyncStorage) -> None:
-    record = SyncRecord("t1", {"id": "t1", "title": "milk", "done": True, "sync_field_timestamps": {}}, {"id": 10, "title": 30, "done": 20})
+    data = {"id": "t1", "title": "milk", "done": True, "sync_field_timestamps": {}}
+    record = SyncRecord("t1", data, {"id": 10, "title": 30, "done": 20})
     assert server.upsert_many(TASK, {"t1": record}, received_at=25) == []
     stored = server.get_records(TASK, ["t1", "missing"])
     assert list(stored) == ["t1"]
@@ -292,7 +293,8 @@ def test_written_rows_are_read_back_only_when_a_reference_they_bound_is_missing(
         storage.upsert_many(TASK, {**page, "lost": task("lost", 7, list_id="nowhere")})
         assert violations({TASK: [*page, "lost"]}) == [(TASK, "lost", LIST, "nowhere")] and read_back()
     with undone(storage):  # a record without every field is bound on its own, and its row read back
-        storage.upsert_many(TASK, {"partial": SyncRecord("partial", {"id": "partial", "list_id": "nowhere"}, {"id": 7, "list_id": 7})})
+        partial = SyncRecord("partial", {"id": "partial", "list_id": "nowhere"}, {"id": 7, "list_id": 7})
+        storage.upsert_many(TASK, {"partial": partial})
         assert violations({TASK: ["partial"]}) == [(TASK, "partial", LIST, "nowhere")] and read_back()
     storage.close()
 
@@ -378,7 +380,8 @@ def test_same_observable_behaviour_as_memory_storage(tmp_path_factory: pytest.Te
             _, key, vals = op
             memory.write(NOTES, key, vals)
             app.execute(
-                "INSERT INTO notes (id, body, n) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body, n = excluded.n",
+                "INSERT INTO notes (id, body, n) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET body = excluded.body, n = excluded.n",
                 (key, vals["body"], vals["n"]),
             )
         elif kind == "delete":
@@ -388,11 +391,13 @@ def test_same_observable_behaviour_as_memory_storage(tmp_path_factory: pytest.Te
             _, key, vals, stamp, guard = op
             memory.clock.receive(stamp), sqlite_store.clock.receive(stamp)  # as the engine does before applying
             record = SyncRecord(key, {"id": key, **vals}, {"id": stamp, "body": stamp, "n": stamp})
-            assert memory.upsert_many(NOTES, {key: record}, guard=guard) == sqlite_store.upsert_many(NOTES, {key: record}, guard=guard)
+            kept = memory.upsert_many(NOTES, {key: record}, guard=guard)
+            assert kept == sqlite_store.upsert_many(NOTES, {key: record}, guard=guard)
         elif kind == "remote_delete":
             _, key, stamp, guard = op
             memory.clock.receive(stamp), sqlite_store.clock.receive(stamp)
-            assert memory.delete_many(NOTES, {key: stamp}, guard=guard) == sqlite_store.delete_many(NOTES, {key: stamp}, guard=guard)
+            kept = memory.delete_many(NOTES, {key: stamp}, guard=guard)
+            assert kept == sqlite_store.delete_many(NOTES, {key: stamp}, guard=guard)
         elif kind == "ack":
             for store in (memory, sqlite_store):
                 sent = {key: record.last_modified for key, record in store.get_pending(NOTES) if key in op[1]}
