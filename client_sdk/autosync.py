@@ -95,7 +95,8 @@ class AutoSync:
         """Seconds until the next look: ``poll``, or the backoff after failures."""
         if not self.failures:
             return self.poll
-        return min(self.poll * 2 ** min(self.failures, MAX_DOUBLINGS), self.max_backoff)
+        backoff: float = self.poll * 2 ** min(self.failures, MAX_DOUBLINGS)
+        return min(backoff, self.max_backoff)
 
     def _run(self) -> None:
         last_attempt: float | None = None

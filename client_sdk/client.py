@@ -21,8 +21,8 @@ from .engine.protocols import Transport
 from .engine.results import DatabaseResult
 from .errors import InvalidParameterError
 from .protocol.wire import SyncRecord
-from .sqlite.journal import ConflictRecord, LastSync, SyncJournal
 from .sqlite.install import check_models
+from .sqlite.journal import ConflictRecord, LastSync, SyncJournal
 from .sqlite.storage import SqliteSyncStorage
 from .transport.http import HttpTransport
 

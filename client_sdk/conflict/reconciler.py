@@ -193,7 +193,9 @@ class PayloadReconciler:
         except Exception as exc:  # a user resolver may raise anything: one error for this key
             result.errors.append({"key": conflict.key, "message": f"resolver failed: {type(exc).__name__}: {exc}"})
             return None
-        if not isinstance(resolution, RecordResolution) or (not resolution.delete and not isinstance(resolution.record, SyncRecord)):
+        if not isinstance(resolution, RecordResolution) or (
+            not resolution.delete and not isinstance(resolution.record, SyncRecord)
+        ):
             result.errors.append({"key": conflict.key, "message": f"resolver returned {resolution!r}, not a RecordResolution"})
             return None
         return resolution

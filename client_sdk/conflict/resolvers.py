@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..errors import ConflictStateError, InvalidParameterError
-from ..protocol.wire import META_FIELDS, SyncRecord
+from ..protocol.wire import META_FIELDS, JsonDict, SyncRecord
 from .types import ConflictType, RecordConflict, RecordResolution, ResolutionSource
 
 
@@ -56,7 +56,7 @@ class FieldTimestampWins:
         if conflict.conflict_type is ConflictType.MODIFY_VS_DELETE:
             return _keep(conflict.remote, ResolutionSource.REMOTE, conflict)
         local, remote = _both(conflict)
-        data: dict = {}
+        data: JsonDict = {}
         stamps: dict[str, int] = {}
         for name in self._fields(local, remote):
             winner = remote if self._remote_wins(name, local, remote) else local

@@ -10,7 +10,7 @@ from ..conflict.reconciler import PayloadReconciler
 from ..errors import ClockDriftError
 from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HybridLogicalClock, wall_of
-from ..protocol.wire import ModelPayload, SyncManifest
+from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest
 from .checks import all_storable, record_problems
 from .options import EngineOptions
 from .protocols import (
@@ -80,7 +80,7 @@ class EngineBase:
         if newest > self.clock.last:  # already past it: moving the clock anyway would write for nothing
             self.clock.receive(newest)
 
-    def _manifest(self, checkpoint: int, payloads: list[ModelPayload], after_keys: dict[str, dict], has_more: bool) -> SyncManifest:
+    def _manifest(self, checkpoint: int, payloads: list[ModelPayload], after_keys: AfterKeys, has_more: bool) -> SyncManifest:
         return SyncManifest(
             node_id=self.node_id,
             checkpoint=checkpoint,

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 
 from ..protocol.wire import SyncRecord
 
-
 READ_CHUNK = 1000
 """Rows fetched per storage call while filling a byte-only budget."""
 

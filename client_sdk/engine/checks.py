@@ -122,4 +122,4 @@ def _encodable(containers: list[Any]) -> bool:
 
 def _out_of_range(value: object) -> bool:
     """An integer SQLite cannot store (it has signed 64-bit integers)."""
-    return is_int(value) and not -HLC_MAX - 1 <= value <= HLC_MAX  # type: ignore[operator]
+    return is_int(value) and not -HLC_MAX - 1 <= value <= HLC_MAX

@@ -13,11 +13,11 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from ..conflict.reconciler import PayloadReconciler
+from ..errors import require
 from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HybridLogicalClock
-from .base import PhaseCallback, ProgressCallback
-from ..errors import require
 from ..protocol.limits import MiB
+from .base import PhaseCallback, ProgressCallback
 from .options import EngineOptions
 from .protocols import ClientStorage, ServerStorage, SyncLock, Transport
 from .results import DatabaseResult

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UnknownModelError
 from ..protocol.hlc import HybridLogicalClock
-from ..protocol.wire import SyncRecord
+from ..protocol.wire import AfterKeys, JsonDict, SyncRecord
 from .protocols import Cursor
 
 
@@ -62,7 +62,7 @@ class MemoryStorage:
         self.identity_field = identity_field
         self._models = {label: _Model() for label in labels}
         self._checkpoint = 0
-        self._after_keys: dict[str, dict] = {}
+        self._after_keys: AfterKeys = {}
         self._lock = threading.RLock()
 
     def _model(self, label: str) -> _Model:
@@ -72,7 +72,7 @@ class MemoryStorage:
             raise UnknownModelError(f"unknown model label {label!r}") from None
 
     # -- the app's side --
-    def write(self, label: str, key: str, values: dict) -> None:
+    def write(self, label: str, key: str, values: JsonDict) -> None:
         """Insert or update a row as the app would: stamp what changed, mark pending."""
         with self._lock:
             model = self._model(label)
@@ -102,7 +102,7 @@ class MemoryStorage:
             model.bury(key, stamp, stamp)
             model.pending_deletes.add(key)
 
-    def rows(self, label: str) -> dict[str, dict]:
+    def rows(self, label: str) -> dict[str, JsonDict]:
         """Plain row data by key, as the app would read it."""
         return {key: dict(record.data) for key, record in self._model(label).rows.items()}
 
@@ -118,7 +118,9 @@ class MemoryStorage:
                 raise
 
     # -- DatabaseSyncStorage --
-    def get_changed_since(self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None):
+    def get_changed_since(
+        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
+    ) -> list[tuple[str, SyncRecord]]:
         return self._ordered(self._model(label).rows.items(), since, after, limit)
 
     def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
@@ -142,7 +144,9 @@ class MemoryStorage:
         model = self._model(label)
         model.buried.update((key, record) for key, record in records.items() if key in model.tombstones)
 
-    def upsert_many(self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True) -> list[str]:
+    def upsert_many(
+        self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True
+    ) -> list[str]:
         model = self._model(label)
         skipped = []
         for key, record in records.items():
@@ -177,7 +181,7 @@ class MemoryStorage:
                 model.buried[key] = SyncRecord(key, erased.data, erased.timestamps)
         return skipped
 
-    def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None):
+    def get_pending(self, label: str, *, after: Cursor | None = None, limit: int | None = None) -> list[tuple[str, SyncRecord]]:
         model = self._model(label)
         return self._ordered(((key, model.rows[key]) for key in model.pending), -1, after, limit)
 
@@ -214,15 +218,17 @@ class MemoryStorage:
     def get_checkpoint(self) -> int:
         return self._checkpoint
 
-    def save_checkpoint(self, checkpoint: int, after_keys: dict[str, dict] | None = None) -> None:
+    def save_checkpoint(self, checkpoint: int, after_keys: AfterKeys | None = None) -> None:
         self._checkpoint = checkpoint
         self._after_keys = dict(after_keys or {})
 
-    def get_after_keys(self) -> dict[str, dict]:
+    def get_after_keys(self) -> AfterKeys:
         return dict(self._after_keys)
 
     @staticmethod
-    def _ordered(items, since: int, after: Cursor | None, limit: int | None) -> list[tuple[str, SyncRecord]]:
+    def _ordered(
+        items: Iterable[tuple[str, SyncRecord]], since: int, after: Cursor | None, limit: int | None
+    ) -> list[tuple[str, SyncRecord]]:
         chosen = sorted(
             ((record.last_modified, key), record) for key, record in items if _after((record.last_modified, key), after, since)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from ..errors import require
 from ..protocol.limits import MiB
@@ -36,10 +37,10 @@ class EngineOptions:
         require(is_int(self.max_rounds) and self.max_rounds > 0, "max_rounds must be a positive integer")
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     """An integer, and not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def positive_or_none(value: object) -> bool:
-    return value is None or (is_int(value) and value > 0)  # type: ignore[operator]
+    return value is None or (is_int(value) and value > 0)

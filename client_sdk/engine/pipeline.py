@@ -5,15 +5,25 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
+from enum import Enum
+from typing import Literal, cast
 
 from ..protocol.sealed import preview_sealed
-from ..protocol.wire import JsonDict, SyncManifest
+from ..protocol.wire import AfterKeys, SyncManifest
 from .protocols import ByteTransport, Transport
 
 Round = tuple[int, SyncManifest, SyncManifest]
 """(checkpoint the request was made from, request, response)."""
 _Answer = tuple[int, SyncManifest, SyncManifest | bytes] | BaseException | None
-_NOTHING = object()
+
+
+class _Nothing(Enum):
+    """No answer taken ahead (``None`` is an answer: the end)."""
+
+    NOTHING = 0
+
+
+_NOTHING = _Nothing.NOTHING
 
 
 def settles(response: SyncManifest) -> bool:
@@ -36,13 +46,13 @@ class PullPipeline:
     """
 
     def __init__(
-        self, transport: Transport, pull: Callable[[int, dict[str, JsonDict]], SyncManifest], checkpoint: int,
+        self, transport: Transport, pull: Callable[[int, AfterKeys], SyncManifest], checkpoint: int,
         request: SyncManifest,
     ) -> None:
         self._transport = transport
         self._pull = pull
         self._answers: queue.Queue[_Answer] = queue.Queue(1)
-        self._early: _Answer | object = _NOTHING
+        self._early: _Answer | Literal[_Nothing.NOTHING] = _NOTHING
         """An answer :meth:`ready` took from the queue ahead of :meth:`next`."""
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._run, args=(checkpoint, request), name="sync-pull", daemon=True)
@@ -59,7 +69,7 @@ class PullPipeline:
             raise answer
         checkpoint, request, response = answer
         if isinstance(response, bytes):
-            response = self._transport.decode(response)  # type: ignore[attr-defined]
+            response = cast(ByteTransport, self._transport).decode(response)  # only a ByteTransport's answers are bytes
         return checkpoint, request, response
 
     def ready(self, timeout: float) -> bool:
@@ -90,7 +100,7 @@ class PullPipeline:
         except BaseException as exc:  # handed to the sync's own thread, which raises it
             self._hand_over(exc)
 
-    def _exchange(self, checkpoint: int, request: SyncManifest) -> tuple[SyncManifest | bytes, int, dict, bool]:
+    def _exchange(self, checkpoint: int, request: SyncManifest) -> tuple[SyncManifest | bytes, int, AfterKeys, bool]:
         """One answer (undecoded if the transport allows and its preview reads) and what follows it:
         the next checkpoint, the cursors, and whether the answer settles the sync."""
         if isinstance(self._transport, ByteTransport):

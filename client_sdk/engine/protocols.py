@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from ..protocol.wire import SyncManifest, SyncRecord
+from ..protocol.wire import AfterKeys, SyncManifest, SyncRecord, WireCursor
 from .results import DatabaseResult, SyncPhase, SyncStatus
 
 
@@ -22,10 +22,10 @@ class Cursor(NamedTuple):
     key: str
 
     @classmethod
-    def from_wire(cls, raw: dict) -> Cursor:
+    def from_wire(cls, raw: WireCursor) -> Cursor:
         return cls(raw["timestamp"], raw["key"])
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> WireCursor:
         return {"key": self.key, "timestamp": self.timestamp}
 
 
@@ -122,11 +122,11 @@ class ClientStorage(RowStorage, Protocol):
 
     def get_checkpoint(self) -> int: ...
 
-    def save_checkpoint(self, checkpoint: int, after_keys: dict[str, dict] | None = None) -> None:
+    def save_checkpoint(self, checkpoint: int, after_keys: AfterKeys | None = None) -> None:
         """Store the checkpoint and the server's pagination cursors, atomically."""
         ...
 
-    def get_after_keys(self) -> dict[str, dict]: ...
+    def get_after_keys(self) -> AfterKeys: ...
 
 
 @runtime_checkable

@@ -17,17 +17,18 @@ whose answers keep arriving share one write transaction for up to
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from ..conflict.reconciler import ConflictEntry
 from ..conflict.types import ConflictType, FieldConflict, RecordConflict, ResolutionSource
 from ..errors import ConflictStateError, PayloadLimitError, SyncAbortedError, TransportRequiredError
-from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord
+from ..protocol.wire import META_FIELDS, AfterKeys, ModelPayload, SyncManifest, SyncRecord
 from .base import EngineBase
 from .budget import READ_CHUNK, Budget, record_size
 from .pipeline import PullPipeline, settles
-from .protocols import Cursor
+from .protocols import Cursor, Transport
 from .results import DatabaseResult, SyncPhase, SyncStage, SyncStatus
 
 COMMIT_INTERVAL = 0.25
@@ -50,16 +51,17 @@ class Syncing(EngineBase):
     def sync(self, dry_run: bool = False) -> DatabaseResult:
         """Run rounds until the server's answer is complete and empty (PROTOCOL.md 11 waits for a quiet round
         instead; see :data:`FOLLOW_UP_ROUNDS` for the bound under load). ``dry_run`` pulls once and changes nothing."""
-        if self.transport is None:
+        transport = self.transport
+        if transport is None:
             raise TransportRequiredError("this engine has no transport: pass transport= to sync as a client")
         result = DatabaseResult(dry_run=dry_run)
         self._session = self.lock.acquire(self.node_id) if self.lock is not None else None
         status = SyncStatus.FAILED
         try:
             if dry_run:
-                self._dry_run(result)
+                self._dry_run(result, transport)
             else:
-                self._rounds(result)
+                self._rounds(result, transport)
             self._phase(SyncPhase.COMPLETE)
             status = SyncStatus.SUCCEEDED
         except BaseException:
@@ -75,7 +77,7 @@ class Syncing(EngineBase):
             self._report(SyncStage.CALLBACK, 1, 1)
         return result
 
-    def _rounds(self, result: DatabaseResult) -> None:
+    def _rounds(self, result: DatabaseResult, transport: Transport) -> None:
         run = _Run(result, since=self.storage.get_checkpoint())
         rejected = run.rejected
         pipeline: PullPipeline | None = None
@@ -102,7 +104,7 @@ class Syncing(EngineBase):
                         checkpoint = self.storage.get_checkpoint()
                         request = self._collect(checkpoint, self.storage.get_after_keys(), rejected, result.errors)
                         self._phase(SyncPhase.EXCHANGING)
-                        response = self.transport.exchange(request)  # type: ignore[union-attr]
+                        response = transport.exchange(request)
                     self._phase(SyncPhase.RECONCILING)
                     complete = not request.has_more and not response.has_more
                     # An empty complete answer leaves this sync nothing to do: what is pending now was
@@ -114,7 +116,7 @@ class Syncing(EngineBase):
                     self._accept(response)
                     following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, rejected)
                     if following is not None:
-                        pipeline = PullPipeline(self.transport, self._pull, *following)  # type: ignore[arg-type]
+                        pipeline = PullPipeline(transport, self._pull, *following)
                     self._apply_response(request, response, checkpoint, run)
                     result.checkpoint = max(response.checkpoint, checkpoint)
                     if pipeline is not None and settles(response):
@@ -155,12 +157,12 @@ class Syncing(EngineBase):
             return None
         return following, pull
 
-    def _pull(self, checkpoint: int, after_keys: dict[str, dict]) -> SyncManifest:
+    def _pull(self, checkpoint: int, after_keys: AfterKeys) -> SyncManifest:
         """A request that pushes nothing (see :class:`PullPipeline`)."""
         return self._manifest(checkpoint, [], after_keys, False)
 
     def _collect(
-        self, checkpoint: int, after_keys: dict[str, dict], rejected: dict[str, set[str]],
+        self, checkpoint: int, after_keys: AfterKeys, rejected: dict[str, set[str]],
         errors: list[dict[str, str]] | None = None,
     ) -> SyncManifest:
         """Pending local changes, in dependency order, within the budget.
@@ -255,10 +257,10 @@ class Syncing(EngineBase):
         total = response.change_count
         done = 0
         for label in self._ordered_labels(response, result):
-            payload = response.payload(label)
-            assert payload is not None
-            self._apply_payload(payload, checkpoint, result)
-            done += len(payload)
+            answered = response.payload(label)
+            assert answered is not None
+            self._apply_payload(answered, checkpoint, result)
+            done += len(answered)
             self._report(SyncStage.MUTATE, done, total)
         self._refuse_dangling_references(response)
         new_checkpoint = max(response.checkpoint, checkpoint)
@@ -410,7 +412,7 @@ class Syncing(EngineBase):
         result.add("conflicts", label, [key])
         result.conflict_log.append(ConflictEntry(conflict, resolution.source))
 
-    def _dry_run(self, result: DatabaseResult) -> None:
+    def _dry_run(self, result: DatabaseResult, transport: Transport) -> None:
         """Report what a sync would push and apply, without pushing or writing anything."""
         result.rounds = 1
         self._phase(SyncPhase.COLLECTING)
@@ -419,17 +421,17 @@ class Syncing(EngineBase):
         for payload in would_push.payloads:
             result.add("pushed", payload.model_label, [*payload.records, *payload.deletes])
         self._phase(SyncPhase.EXCHANGING)
-        response = self.transport.exchange(self._manifest(checkpoint, [], self.storage.get_after_keys(), False))  # type: ignore[union-attr]
+        response = transport.exchange(self._manifest(checkpoint, [], self.storage.get_after_keys(), False))
         response.verify_checksum()
         self.check_drift(response)
         self._phase(SyncPhase.RECONCILING)
         for label in self._order:
-            payload = response.payload(label)
-            if payload is None:
+            answered = response.payload(label)
+            if answered is None:
                 continue
-            local = self.storage.get_records(label, [*payload.records, *payload.deletes])
+            local = self.storage.get_records(label, [*answered.records, *answered.deletes])
             pending = self.storage.get_pending_keys(label, local)
-            outcome = self.reconciler.reconcile(payload, local, checkpoint, unsynced=lambda key, _r: key in pending)
+            outcome = self.reconciler.reconcile(answered, local, checkpoint, unsynced=_has_pending(pending))
             result.merge_reconciliation(outcome)
             result.add("deleted", label, list(outcome.to_delete))
         result.checkpoint = checkpoint
@@ -443,3 +445,8 @@ class _Run:
     result: DatabaseResult
     since: int
     rejected: dict[str, set[str]] = field(default_factory=dict)
+
+
+def _has_pending(pending: set[str]) -> Callable[[str, SyncRecord], bool]:
+    """``unsynced`` for :meth:`PayloadReconciler.reconcile`: whether the key has a pending local change."""
+    return lambda key, _record: key in pending

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 from ..conflict.reconciler import join_fields
 from ..errors import SyncAbortedError
-from ..protocol.wire import ModelPayload, SyncManifest, SyncRecord
+from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest, SyncRecord
 from .base import EngineBase
 from .budget import READ_CHUNK, Budget
 from .protocols import Cursor
 from .results import DatabaseResult, SyncStage
+
 
 class Serving(EngineBase):
     """``process``: the server's half of ``DatabaseEngine``."""
@@ -78,7 +79,7 @@ class Serving(EngineBase):
             served = [self._serve_records(label, serving) for label in self._order]
             has_more = any(model.cut for model in served)
             payloads: list[ModelPayload] = []
-            after_keys: dict[str, dict] = {}
+            after_keys: AfterKeys = {}
             for model in served:
                 model.deletes = self._tombstones_for(model, incoming, has_more)
                 if model.records or model.deletes:
@@ -227,7 +228,7 @@ class Serving(EngineBase):
             if sent is not None and key in sent.records:
                 broken[(label, key)] = f"refers to {parent_label} {parent_key!r}, which does not exist (deleted?)"
             elif parent is not None and parent_key in parent.deletes:
-                broken[(parent_label, parent_key)] = f"cannot be deleted: {label} {key!r} still refers to it"
+                broken[(parent.model_label, parent_key)] = f"cannot be deleted: {label} {key!r} still refers to it"
             else:
                 raise SyncAbortedError(f"{label} {key!r} refers to a missing {parent_label} {parent_key!r}")
         if broken:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ManifestFieldError
-from .wire import CHECKSUM_KEYS, JsonDict, parse_after_keys, parse_json
+from .wire import CHECKSUM_KEYS, AfterKeys, parse_after_keys, parse_json
 
 _SEAM = b'],"after_keys":'
 _CHECKPOINT = re.compile(rb'\{"checkpoint": (\d{1,20}), ')
@@ -54,7 +54,7 @@ class Preview:
     answer is checked when it is decoded, and a pull sent on a wrong preview only reads."""
 
     checkpoint: int
-    after_keys: dict[str, JsonDict]
+    after_keys: AfterKeys
     has_more: bool
     empty: bool
     """No payloads."""

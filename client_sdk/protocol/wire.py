@@ -11,9 +11,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypedDict, TypeGuard
 
 from ..errors import InvalidParameterError, ManifestChecksumError, ManifestFieldError, RecordFieldError
 from .hlc import HLC_MAX
@@ -27,7 +27,19 @@ CHECKSUM_KEYS = ("checkpoint", "node_id", "node_time", "payloads")
 JsonDict = dict[str, Any]
 
 
-def is_stamp(value: object) -> bool:
+class WireCursor(TypedDict):
+    """Where a model's paging stands, as ``after_keys`` carries it: the last row sent, in
+    (last_modified, key) order."""
+
+    key: str
+    timestamp: int
+
+
+AfterKeys = dict[str, WireCursor]
+"""``after_keys``: model label -> its cursor."""
+
+
+def is_stamp(value: object) -> TypeGuard[int]:
     """A non-negative 64-bit integer (a bool is not an integer here)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= HLC_MAX
 
@@ -180,10 +192,10 @@ class ModelPayload:
         """The canonical JSON of :meth:`to_dict`, put together from its records' own texts if every
         record has one at hand (see :attr:`SyncRecord.canonical_text`), else None."""
         texts = [record.canonical_text for record in self.records.values()]
-        if not texts or None in texts or set(map(type, self.records)) != {str}:
+        if not texts or not _all_text(texts) or set(map(type, self.records)) != {str}:
             return None
-        keys, texts = zip(*sorted(zip(self.records, texts)))  # by key, as sort_keys orders them
-        records = ", ".join(map("%s: %s".__mod__, zip(map(encode_basestring_ascii, keys), texts)))
+        keys, ordered = zip(*sorted(zip(self.records, texts, strict=True)), strict=True)  # by key, as sort_keys orders them
+        records = ", ".join(map("%s: %s".__mod__, zip(map(encode_basestring_ascii, keys), ordered, strict=True)))
         deletes, label = _canonical_json(dict(self.deletes)), _canonical_json(self.model_label)
         return f'{{"deletes": {deletes}, "model_label": {label}, "records": {{{records}}}}}'
 
@@ -227,7 +239,7 @@ class ModelPayload:
         return cls(model_label=label, records=records, deletes=dict(raw_deletes))
 
 
-def _plain_records(raw_records: dict) -> dict[str, SyncRecord] | None:
+def _plain_records(raw_records: dict[Any, Any]) -> dict[str, SyncRecord] | None:
     """The records, if every one is exactly what ``json.loads`` makes of a valid record; else None.
 
     The fast path of :meth:`ModelPayload.from_dict`: it accepts a subset of what
@@ -245,13 +257,18 @@ def _plain_records(raw_records: dict) -> dict[str, SyncRecord] | None:
         return None
     datas = list(map(dict.get, raws, repeat("data")))
     maps = list(map(dict.get, raws, repeat("timestamps")))
-    if set(map(type, datas)) != {dict} or set(map(type, maps)) != {dict}:
+    if not _all_dicts(datas) or not _all_dicts(maps):
         return None
     names = set(map(type, chain.from_iterable(maps)))
     stamps = list(chain.from_iterable(map(dict.values, maps)))
     if stamps and (names != {str} or set(map(type, stamps)) != {int} or min(stamps) < 0 or max(stamps) > HLC_MAX):
         return None
-    return dict(zip(raw_records, map(SyncRecord, raw_records, datas, maps)))
+    return dict(zip(raw_records, map(SyncRecord, raw_records, datas, maps), strict=True))
+
+
+def _all_dicts(values: list[Any]) -> TypeGuard[list[dict[Any, Any]]]:
+    """Whether every one of ``values`` is exactly a ``dict``, as ``json.loads`` makes an object."""
+    return set(map(type, values)) == {dict}
 
 
 def parse_json(body: bytes | str) -> Any:
@@ -274,8 +291,13 @@ def checksum_of(body: JsonDict) -> str:
     return _sha256(_canonical_json({k: body.get(k) for k in CHECKSUM_KEYS}))
 
 
-def _canonical_json(covered: JsonDict) -> str:
+def _canonical_json(covered: object) -> str:
     return json.dumps(covered, sort_keys=True, ensure_ascii=True)
+
+
+def _all_text(texts: list[str | None]) -> TypeGuard[list[str]]:
+    """Whether every canonical text is at hand (none is None)."""
+    return None not in texts
 
 
 def _sha256(text: str) -> str:
@@ -288,7 +310,7 @@ class SyncManifest:
 
     node_id: str
     checkpoint: int
-    after_keys: dict[str, JsonDict] = field(default_factory=dict)
+    after_keys: AfterKeys = field(default_factory=dict)
     checksum: str = ""
     """Empty until :meth:`seal` (or as received); sent as ``null`` while empty."""
     has_more: bool = False
@@ -344,10 +366,10 @@ class SyncManifest:
     def _canonical_text(self) -> str:
         """The canonical JSON of the covered keys, reusing the payloads' own texts where they have them."""
         texts = [payload._canonical_text() for payload in self.payloads]
-        if None in texts:
+        if not _all_text(texts):
             return _canonical_json(self._checksum_body())
         head = _canonical_json({"checkpoint": self.checkpoint, "node_id": self.node_id, "node_time": self.node_time})
-        return f'{head[:-1]}, "payloads": [{", ".join(texts)}]}}'  # type: ignore[arg-type]
+        return f'{head[:-1]}, "payloads": [{", ".join(texts)}]}}'
 
     def _checksum_body(self) -> JsonDict:
         return {
@@ -427,10 +449,10 @@ class SyncManifest:
         )
 
 
-def parse_after_keys(raw: object) -> dict[str, JsonDict]:
+def parse_after_keys(raw: object) -> AfterKeys:
     if not isinstance(raw, dict):
         raise _manifest_error("after_keys", "an object", raw)
-    cursors: dict[str, JsonDict] = {}
+    cursors: AfterKeys = {}
     for label, cursor in raw.items():
         if not is_text(label):
             raise _manifest_error("after_keys", f"labels of {NOT_TEXT}", label)

@@ -57,11 +57,13 @@ def read_registry(connection: sqlite3.Connection) -> dict[str, Tracked]:
 
 
 def log_is_empty(connection: sqlite3.Connection) -> bool:
-    return connection.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {LOG})").fetchone()[0] == 1
+    empty: bool = connection.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {LOG})").fetchone()[0] == 1
+    return empty
 
 
 def read_clock(connection: sqlite3.Connection) -> int:
-    return connection.execute(f'SELECT "last" FROM {CLOCK}').fetchone()[0]
+    last: int = connection.execute(f'SELECT "last" FROM {CLOCK}').fetchone()[0]
+    return last
 
 
 def write_clock(connection: sqlite3.Connection, last: int) -> None:

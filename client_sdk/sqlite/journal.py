@@ -43,7 +43,7 @@ _R = TypeVar("_R")
 
 def _mapped(method: Callable[Concatenate[SyncJournal, _P], _R]) -> Callable[Concatenate[SyncJournal, _P], _R]:
     @wraps(method)
-    def wrapper(self: SyncJournal, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    def wrapper(self: SyncJournal, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with storage_errors(self.connection):
             return method(self, *args, **kwargs)
 

@@ -56,7 +56,9 @@ class SqliteSyncLock:
     (and every other ``hold``) out until that transaction ends.
     """
 
-    def __init__(self, connection: sqlite3.Connection, transactions: Transactions, *, stale_after: float = DEFAULT_STALE_AFTER) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, transactions: Transactions, *, stale_after: float = DEFAULT_STALE_AFTER
+    ) -> None:
         if stale_after <= 0:
             raise InvalidParameterError("stale_after must be > 0 seconds")
         self._connection = connection

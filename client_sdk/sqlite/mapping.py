@@ -75,7 +75,8 @@ class TableMapping:
     @cached_property
     def _converted(self) -> tuple[tuple[int, ColumnKind], ...]:
         """(index, kind) of the columns whose values need :func:`to_json` even when no value is bytes."""
-        return tuple((index, column.kind) for index, column in enumerate(self.schema.columns) if column.kind is not ColumnKind.PLAIN)
+        columns = enumerate(self.schema.columns)
+        return tuple((index, column.kind) for index, column in columns if column.kind is not ColumnKind.PLAIN)
 
     def records(self, rows: list[tuple[Any, ...]], *, served: bool = False) -> list[tuple[str, SyncRecord]]:
         """Rows of :attr:`select` as (key, record), in order; ``served``: records to be sent, which
@@ -88,7 +89,7 @@ class TableMapping:
         if not rows:
             return []
         n = len(self.tracked.fields)
-        columns = list(zip(*map(itemgetter(slice(2 + n, None)), rows)))
+        columns = list(zip(*map(itemgetter(slice(2 + n, None)), rows), strict=True))
         converted = self._converted
         if bytes in set(map(type, chain.from_iterable(columns))):
             converted = tuple(enumerate(column.kind for column in self.schema.columns))
@@ -96,16 +97,16 @@ class TableMapping:
             columns[index] = json_column(kind, columns[index])
         keys = list(map(itemgetter(0), rows))
         if served:
-            stamp_columns = list(zip(*map(itemgetter(slice(2, 2 + n)), rows)))
+            stamp_columns = list(zip(*map(itemgetter(slice(2, 2 + n)), rows), strict=True))
             page = served_records(self.tracked.fields, columns, stamp_columns, list(map(itemgetter(1), rows)), keys)
             if page is not None:
-                return list(zip(keys, page))
-        datas = map(dict, map(zip, repeat(self.schema.fields), zip(*columns)))
+                return list(zip(keys, page, strict=True))
+        datas = map(dict, map(zip, repeat(self.schema.fields), zip(*columns, strict=True)))
         stamps = list(map(itemgetter(slice(2, 2 + n)), rows))
         timestamps = list(map(dict, map(zip, repeat(self.tracked.fields), stamps)))
         if None in set(chain.from_iterable(stamps)):  # fields with no stamp are left out of the map
             timestamps = [{name: stamp for name, stamp in m.items() if stamp is not None} for m in timestamps]
-        return list(zip(keys, map(SyncRecord, keys, datas, timestamps, map(itemgetter(1), rows))))
+        return list(zip(keys, map(SyncRecord, keys, datas, timestamps, map(itemgetter(1), rows)), strict=True))
 
 
 _AS_BOOLEAN = {0: False, 1: True}

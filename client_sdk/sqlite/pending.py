@@ -11,10 +11,10 @@ import json
 from collections.abc import Iterable
 
 from ..engine.protocols import Cursor
-from ..protocol.wire import SyncRecord
+from ..protocol.wire import AfterKeys, SyncRecord
+from .core import StorageCore
 from .ddl import META, S_KEY, S_LM, S_PENDING
 from .mapping import IN_KEYS, keys_json, position_filter
-from .core import StorageCore
 from .transaction import serialized
 
 
@@ -105,7 +105,7 @@ class PendingChanges(StorageCore):
         return 0 if row is None else int(row[0])
 
     @serialized
-    def save_checkpoint(self, checkpoint: int, after_keys: dict[str, dict] | None = None) -> None:
+    def save_checkpoint(self, checkpoint: int, after_keys: AfterKeys | None = None) -> None:
         with self._tx.write():
             self.connection.executemany(
                 f"INSERT INTO {META} (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -113,6 +113,9 @@ class PendingChanges(StorageCore):
             )
 
     @serialized
-    def get_after_keys(self) -> dict[str, dict]:
+    def get_after_keys(self) -> AfterKeys:
         row = self.connection.execute(f"SELECT value FROM {META} WHERE name = 'after_keys'").fetchone()
-        return {} if row is None else json.loads(row[0])
+        if row is None:
+            return {}
+        after_keys: AfterKeys = json.loads(row[0])  # as save_checkpoint stored them
+        return after_keys

@@ -55,9 +55,11 @@ class ReferenceChecks:
                 single = len(fk.columns) == 1 and column is not None
                 gone = deleted.get(parent_label, ()) if parent_label else ()
                 bound = bound_references.get((label, fk))
-                if single and children and not (by_key and bound is not None and self._all_present(fk, column, bound)):
+                if single and column is not None and children and not (
+                    by_key and bound is not None and self._all_present(fk, column, bound)
+                ):
                     found += self._dangling(model, fk, column, f"c.{model.tracked.key_column} IN {IN_KEYS}", children)
-                if by_key and gone:
+                if by_key and column is not None and gone:
                     found += self._dangling(model, fk, column, f"c.{quote(fk.columns[0])} IN {IN_KEYS}", gone)
                 parent_changed = bool(gone or (parent_label and written.get(parent_label)))
                 if (not single and children) or (not by_key and parent_changed):

@@ -75,7 +75,9 @@ def introspect(connection: sqlite3.Connection, table: str, identity_field: str) 
     """Read ``table``'s schema; raise :class:`InvalidParameterError` if it cannot be tracked."""
     if table.startswith(PREFIX):
         raise InvalidParameterError(f"table {table!r}: names starting with {PREFIX!r} are reserved for sync's own objects")
-    row = connection.execute("SELECT type, sql FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')", (table,)).fetchone()
+    row = connection.execute(
+        "SELECT type, sql FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')", (table,)
+    ).fetchone()
     if row is None:
         raise InvalidParameterError(f"table {table!r} does not exist: create it before tracking it")
     kind, sql = row

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from itertools import repeat
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from ..protocol.wire import JsonDict, SyncRecord
@@ -28,26 +28,30 @@ class ServedRecord(SyncRecord):
     """A :class:`SyncRecord` read from a page of stored rows, with its canonical text at hand.
     (Made by :func:`served_records`; constructed like a SyncRecord, it is an ordinary one.)"""
 
+    _names: tuple[str, ...]
+    _values: tuple[Any, ...]
+    _stamps: tuple[int, ...]
+    """The row's fields, and its values and stamps in their order (set by :func:`_served`)."""
     _text: str | None = None
     _data: JsonDict | None = None
     _timestamps: dict[str, int] | None = None
 
-    @property  # type: ignore[override]
+    @property
     def data(self) -> JsonDict:
         if self._data is None:
             self._text = None
-            self._data = dict(zip(self._names, self._values))
+            self._data = dict(zip(self._names, self._values, strict=True))
         return self._data
 
     @data.setter
     def data(self, value: JsonDict) -> None:
         self._text, self._data = None, value
 
-    @property  # type: ignore[override]
+    @property
     def timestamps(self) -> dict[str, int]:
         if self._timestamps is None:
             self._text = None
-            self._timestamps = dict(zip(self._names, self._stamps))
+            self._timestamps = dict(zip(self._names, self._stamps, strict=True))
         return self._timestamps
 
     @timestamps.setter
@@ -86,9 +90,11 @@ def served_records(
     order = sorted(range(len(names)), key=names.__getitem__)  # the keys of each map, as sort_keys orders them
     fields = ", ".join(f"{encode_basestring_ascii(names[index]).replace('%', '%%')}: %s" for index in order)
     template = f'{{"data": {{{fields}}}, "timestamps": {{{fields}}}}}'
-    texts = map(template.__mod__, zip(*(_texts(value_columns[i]) for i in order), *(_texts(stamp_columns[i]) for i in order)))
+    value_texts, stamp_texts = (_texts(value_columns[i]) for i in order), (_texts(stamp_columns[i]) for i in order)
+    texts = map(template.__mod__, zip(*value_texts, *stamp_texts, strict=True))
     keyed = repeat("") if keys is None else keys
-    return list(map(_served, repeat(names), zip(*value_columns), zip(*stamp_columns), received, texts, keyed))
+    values, stamps = zip(*value_columns, strict=True), zip(*stamp_columns, strict=True)  # row by row
+    return list(map(_served, repeat(names), values, stamps, received, texts, keyed))
 
 
 def _served(

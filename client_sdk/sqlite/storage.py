@@ -32,19 +32,38 @@ from ..protocol.hlc import HLC_MAX, HybridLogicalClock, system_ms
 from ..protocol.wire import SyncRecord
 from . import changelog
 from .clock import SqliteClockState
-from .failures import database_path, storage_errors
 from .ddl import (
-    GLOBAL_DDL, LOG, META, S_KEY, S_LM, S_PENDING, S_RECEIVED, TABLES, TOMB_HLC, Tracked, UNLOGGED, storage_ddl, trigger_ddl,
+    GLOBAL_DDL,
+    LOG,
+    META,
+    S_KEY,
+    S_LM,
+    S_PENDING,
+    S_RECEIVED,
+    TABLES,
+    TOMB_HLC,
+    UNLOGGED,
+    Tracked,
+    storage_ddl,
+    trigger_ddl,
 )
+from .failures import database_path, storage_errors
 from .install import check_models, grow_cache, migrate_stamps, migrate_tombstones, open_database
 from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
 from .mapping import (
-    IN_KEYS, TableMapping, keys_json, plain_rows, position_filter, record_json, shadow_rows, upsert_sql,
+    IN_KEYS,
+    TableMapping,
+    keys_json,
+    plain_rows,
+    position_filter,
+    record_json,
+    shadow_rows,
+    upsert_sql,
     value_rows,
 )
+from .pending import PendingChanges
 from .references import ReferenceChecks
 from .schema import PREFIX, TableSchema, affinity, introspect, quote
-from .pending import PendingChanges
 from .transaction import Transactions, serialized
 from .values import ValueRule, rule_for
 
@@ -141,7 +160,8 @@ class SqliteSyncStorage(PendingChanges):
         if row is not None:
             if given is not None and given != row[0]:
                 raise InvalidParameterError(f"this database belongs to node {row[0]!r}, not {given!r}")
-            return row[0]
+            stored: str = row[0]
+            return stored
         node_id = given or str(uuid.uuid4())
         self.connection.execute(f"INSERT INTO {META} (name, value) VALUES ('node_id', ?)", (node_id,))
         return node_id
@@ -324,7 +344,8 @@ class SqliteSyncStorage(PendingChanges):
     def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         t = self._model(label).tracked
         self._fold_log()
-        return dict(self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(keys),)))
+        rows = self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(keys),))
+        return dict(rows)
 
     # ------------------------------------------------------------------ writing what sync decided
 
@@ -386,7 +407,8 @@ class SqliteSyncStorage(PendingChanges):
             self.connection.execute(f'INSERT INTO {UNLOGGED} ("tbl", "key", "through") VALUES (?, \'\', NULL)', (t.id,))
         else:
             self.connection.execute(
-                f'INSERT OR IGNORE INTO {UNLOGGED} ("tbl", "key", "through") SELECT ?, value, value FROM json_each(?)', (t.id, keys)
+                f'INSERT OR IGNORE INTO {UNLOGGED} ("tbl", "key", "through") SELECT ?, value, value FROM json_each(?)',
+                (t.id, keys),
             )
         yield
         self.connection.execute(f'DELETE FROM {UNLOGGED} WHERE "tbl" = ?', (t.id,))

@@ -100,7 +100,7 @@ def serialized(method: Callable[Concatenate[Any, _P], _R]) -> Callable[Concatena
     :class:`StorageError`."""
 
     @wraps(method)
-    def wrapper(self: Any, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    def wrapper(self: Any, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._tx.lock, storage_errors(self.connection, self.path):
             return method(self, *args, **kwargs)
 
