@@ -10,7 +10,7 @@ from ..conflict.reconciler import PayloadReconciler
 from ..errors import ClockDriftError
 from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HybridLogicalClock, wall_of
-from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest
+from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest, SyncRecord
 from .checks import all_storable, record_problems
 from .options import EngineOptions
 from .protocols import (
@@ -111,6 +111,25 @@ class EngineBase:
             rest = {k: r for k, r in payload.records.items() if k not in problems} if problems else payload.records
             problems.update(self.storage.invalid_values(payload.model_label, rest))
         return problems
+
+    def _in_our_names(self, payload: ModelPayload) -> ModelPayload:
+        """``payload`` with each stamp a peer put under another name for a field (the existing clients
+        stamp a foreign key under the model's field name, PROTOCOL.md 14) moved to the field."""
+        aliases = self.storage.stamp_aliases(payload.model_label) if isinstance(self.storage, KnowsFields) else {}
+        if not aliases:
+            return payload
+        renamed = {}
+        for key, record in payload.records.items():
+            if aliases.keys().isdisjoint(record.timestamps):
+                continue
+            stamps: dict[str, int] = {}
+            for name, stamp in record.timestamps.items():
+                name = aliases.get(name, name)
+                stamps[name] = max(stamp, stamps.get(name, 0))
+            renamed[key] = SyncRecord(key, record.data, stamps, record.received_at)
+        if not renamed:
+            return payload
+        return ModelPayload(payload.model_label, {**payload.records, **renamed}, payload.deletes)
 
     def _reference_violations(self, applied: SyncManifest) -> list[ReferenceViolation]:
         """FOREIGN KEYs left pointing at nothing by applying ``applied``, if the storage can tell."""

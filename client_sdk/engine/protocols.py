@@ -149,6 +149,11 @@ class KnowsFields(Protocol):
 
     def fields(self, label: str) -> frozenset[str]: ...
 
+    def stamp_aliases(self, label: str) -> dict[str, str]:
+        """Other names a peer may stamp a field under -> that field: a foreign key's model field
+        name (``list``) for its column (``list_id``), as the existing server's clients stamp it."""
+        ...
+
 
 @runtime_checkable
 class ChecksValues(Protocol):

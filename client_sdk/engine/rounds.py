@@ -170,40 +170,45 @@ class Syncing(EngineBase):
         A row no node could store as it is (a non-finite number, text that is not valid UTF-8,
         a value its column's type does not allow) is quarantined: left out, reported in
         ``errors`` once per sync, and still pending, so it goes as soon as the app fixes it.
+
+        The pending rows and tombstones are read in one transaction: another writer that deletes a
+        key and creates it again meanwhile can never make it both a row and a tombstone in the
+        request (which a server refuses whole).
         """
-        budget = Budget(self.options.batch_size, self.options.batch_bytes)
-        payloads = []
-        has_more = False
-        for label in self._order:
-            skip = rejected.setdefault(label, set())
-            deletes: dict[str, int] = {}
-            for key, stamp in sorted(self.storage.get_pending_deletes(label).items(), key=lambda item: (item[1], item[0])):
-                if key in skip:
-                    continue
-                if not budget.take(len(key) + 24):
-                    has_more = True
-                    break
-                deletes[key] = stamp
-            records: dict[str, SyncRecord] = {}
-            position: Cursor | None = None
-            while not has_more:
-                rows = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
-                for key, message in self._invalid_records(ModelPayload(label, dict(rows))).items():
-                    if key not in skip and errors is not None:
-                        errors.append({"key": key, "model_label": label, "message": f"not pushed: {message}"})
-                    skip.add(key)
-                for key, record in rows:
-                    position = Cursor(record.last_modified, key)
+        with self.transaction():
+            budget = Budget(self.options.batch_size, self.options.batch_bytes)
+            payloads = []
+            has_more = False
+            for label in self._order:
+                skip = rejected.setdefault(label, set())
+                deletes: dict[str, int] = {}
+                for key, stamp in sorted(self.storage.get_pending_deletes(label).items(), key=lambda item: (item[1], item[0])):
                     if key in skip:
                         continue
-                    if not budget.take_record(record):
+                    if not budget.take(len(key) + 24):
                         has_more = True
                         break
-                    records[key] = SyncRecord(key, record.user_data(), record.timestamps)
-                if len(rows) < READ_CHUNK:
-                    break
-            if records or deletes:
-                payloads.append(ModelPayload(label, records, deletes))
+                    deletes[key] = stamp
+                records: dict[str, SyncRecord] = {}
+                position: Cursor | None = None
+                while not has_more:
+                    rows = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
+                    for key, message in self._invalid_records(ModelPayload(label, dict(rows))).items():
+                        if key not in skip and errors is not None:
+                            errors.append({"key": key, "model_label": label, "message": f"not pushed: {message}"})
+                        skip.add(key)
+                    for key, record in rows:
+                        position = Cursor(record.last_modified, key)
+                        if key in skip:
+                            continue
+                        if not budget.take_record(record):
+                            has_more = True
+                            break
+                        records[key] = SyncRecord(key, record.user_data(), record.timestamps)
+                    if len(rows) < READ_CHUNK:
+                        break
+                if records or deletes:
+                    payloads.append(ModelPayload(label, records, deletes))
         request = self._manifest(checkpoint, payloads, after_keys, has_more)
         self._check_limits(request)
         return request
@@ -318,6 +323,7 @@ class Syncing(EngineBase):
     def _apply_payload(self, payload: ModelPayload, checkpoint: int, result: DatabaseResult) -> None:
         """Apply one server payload; rows with pending local changes go through the resolver."""
         label = payload.model_label
+        payload = self._settle_overlaps(self._in_our_names(payload), result)
         problems = self._invalid_records(payload)
         for key, message in problems.items():
             result.errors.append({"key": key, "model_label": label, "message": message})
@@ -339,6 +345,24 @@ class Syncing(EngineBase):
         self._report(SyncStage.CLASSIFY, len(keys), len(keys))
         if pending:
             self._merge_pending(label, records, payload.deletes, pending, local, checkpoint, result)
+
+    @staticmethod
+    def _settle_overlaps(payload: ModelPayload, result: DatabaseResult) -> ModelPayload:
+        """A key both in ``records`` and ``deletes`` (the existing server sends that, PROTOCOL.md 14) is
+        settled by stamps, the same on every device: the tombstone wins when it is at least as new as
+        the record's newest field stamp (when the server received the row does not count), otherwise
+        the record brings the row back. The side that lost is counted as skipped."""
+        both = payload.records.keys() & payload.deletes.keys()
+        if not both:
+            return payload
+        records, deletes = dict(payload.records), dict(payload.deletes)
+        for key in both:
+            if deletes[key] >= max(records[key].timestamps.values(), default=0):
+                del records[key]
+            else:
+                del deletes[key]
+        result.add("skipped", payload.model_label, sorted(both))
+        return ModelPayload(payload.model_label, records, deletes)
 
     def _merge_pending(
         self,

@@ -153,6 +153,7 @@ class Serving(EngineBase):
     def _apply_incoming(self, payload: ModelPayload, model: _ServedModel, serving: _Round) -> None:
         """Reconcile a payload the client sent against our rows and store the outcome (PROTOCOL.md 7.3, 8)."""
         label, checkpoint, now, result = payload.model_label, serving.incoming.checkpoint, serving.now, serving.result
+        payload = self._in_our_names(payload)
         problems = self._invalid_records(payload)
         for key, message in problems.items():
             result.errors.append({"key": key, "model_label": label, "message": message})

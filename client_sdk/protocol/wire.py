@@ -207,8 +207,12 @@ class ModelPayload:
         }
 
     @classmethod
-    def from_dict(cls, data: JsonDict, *, index: int = 0) -> ModelPayload:
-        """Validate one decoded payload (``index``: its place in the manifest, for the error messages)."""
+    def from_dict(cls, data: JsonDict, *, index: int = 0, overlapping: bool = False) -> ModelPayload:
+        """Validate one decoded payload (``index``: its place in the manifest, for the error messages).
+
+        A key may not be both in ``records`` and ``deletes``, unless ``overlapping``: the existing
+        server sends that shape (PROTOCOL.md 14), so a client reading answers must take it and settle
+        it by stamps (see ``settle_overlaps``)."""
         where = f"payloads[{index}]"
         if not isinstance(data, dict):
             raise _manifest_error(where, "an object", data)
@@ -231,7 +235,7 @@ class ModelPayload:
             if not is_stamp(stamp):
                 raise _manifest_error(f"{where}.deletes.{key}", "a non-negative 64-bit integer", stamp)
         both = raw_records.keys() & raw_deletes.keys()
-        if both:
+        if both and not overlapping:
             raise _manifest_error(f"{where}", "no key both in records and deletes", sorted(both)[0])
         records = _plain_records(raw_records)
         if records is None:  # something is off: the record-by-record pass names the first offender
@@ -402,9 +406,10 @@ class SyncManifest:
         return f"{self._sealed_json[:-1]},{rest[1:]}"
 
     @classmethod
-    def from_dict(cls, data: JsonDict, *, covered_digest: str | None = None) -> SyncManifest:
+    def from_dict(cls, data: JsonDict, *, covered_digest: str | None = None, overlapping: bool = False) -> SyncManifest:
         """Validate ``data`` (a decoded manifest). ``covered_digest``: the sha256 of the covered keys'
-        canonical text as it was received (see :func:`parse_sealed`), which spares encoding them again."""
+        canonical text as it was received (see :func:`parse_sealed`), which spares encoding them again.
+        ``overlapping``: payloads may list a key both in records and deletes (answers only)."""
         if not isinstance(data, dict):
             raise _manifest_error("manifest", "an object", data)
         node_id = data.get("node_id")
@@ -423,7 +428,7 @@ class SyncManifest:
             raise _manifest_error("payloads", "a list", raw_payloads)
         if len(raw_payloads) > PAYLOADS_MAX:
             raise _manifest_error("payloads", f"at most {PAYLOADS_MAX} payloads", len(raw_payloads))
-        payloads = [ModelPayload.from_dict(p, index=i) for i, p in enumerate(raw_payloads)]
+        payloads = [ModelPayload.from_dict(p, index=i, overlapping=overlapping) for i, p in enumerate(raw_payloads)]
         labels = [p.model_label for p in payloads]
         if len(set(labels)) != len(labels):
             duplicate = next(label for label in labels if labels.count(label) > 1)

@@ -221,6 +221,12 @@ class SqliteSyncStorage(PendingChanges):
         return frozenset(self._model(label).tracked.fields)
 
     @serialized
+    def stamp_aliases(self, label: str) -> dict[str, str]:
+        model = self._model(label)
+        fields = model.field_set
+        return {fk.columns[0][:-3]: fk.columns[0] for fk in model.schema.foreign_keys
+                if len(fk.columns) == 1 and fk.columns[0].endswith("_id") and fk.columns[0][:-3] not in fields}
+
     def invalid_values(self, label: str, records: Mapping[str, SyncRecord]) -> dict[str, str]:
         """Records holding a value its column cannot take as sent (see :func:`values.rule_for`): key ->
         each such field, with what its column takes. Fields a record leaves out or the table lacks are

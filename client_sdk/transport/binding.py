@@ -89,7 +89,8 @@ def read_response(raw: object, covered_digest: str | None = None) -> SyncManifes
     if missing:
         raise InvalidResponseError(f"response has no {' or '.join(missing)}")
     try:
-        manifest = SyncManifest.from_dict(raw, covered_digest=covered_digest)
+        # the existing server may list a key both in records and deletes: the engine settles it by stamps
+        manifest = SyncManifest.from_dict(raw, covered_digest=covered_digest, overlapping=True)
     except MANIFEST_ERRORS as exc:
         raise InvalidResponseError(f"invalid response manifest: {exc}") from exc
     except RecursionError as exc:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from client_sdk import HttpTransport, SyncClient, SyncStage
+from client_sdk import DatabaseEngine, HttpTransport, SqliteSyncStorage, SyncClient, SyncStage
 from tests.conftest import NOTES, Server, create_file, rows
 from tests.reliability.inflight import HookedTransport
 
@@ -133,3 +133,48 @@ def test_a_write_during_a_round_survives(world: World, tmp_path: Path, op: str, 
     assert rows(tmp_path / "server.db") == wanted
     assert rows(world.other.path) == wanted
     assert world.device.pending_changes() == []
+
+
+class ReinsertWhileCollecting(SqliteSyncStorage):
+    """Right after sync reads the pending tombstones, another connection (on its own thread) re-creates
+    a deleted key; the collect waits for it at most a moment, so it sees the write only if its reads
+    are not one snapshot."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.armed = False
+        self.writer = threading.Thread(target=self._reinsert)
+
+    def get_pending_deletes(self, label: str) -> dict[str, int]:
+        deletes = super().get_pending_deletes(label)
+        if self.armed:
+            self.armed = False
+            self.writer.start()
+            self.writer.join(0.5)
+        return deletes
+
+    def _reinsert(self) -> None:
+        with closing(sqlite3.connect(self.path or "", timeout=30)) as connection, connection:
+            reinsert_k1(connection)
+
+
+def test_a_key_recreated_while_sync_collects_is_never_both_row_and_tombstone(tmp_path: Path, server: Server) -> None:
+    url = server()
+    path = create_file(tmp_path / "device.db")
+    with closing(sqlite3.connect(path)) as connection, connection:
+        insert_k1(connection)
+    storage = ReinsertWhileCollecting(path, NOTES, node_id="device")
+    transport = HttpTransport(url, retries=0, timeout=10.0)
+    engine = DatabaseEngine(storage, storage.dependency_graph(), storage.clock, "device",
+                            transaction=storage.transaction, transport=transport)
+    engine.sync()
+    with closing(sqlite3.connect(path)) as connection, connection:
+        delete_k1(connection)
+    storage.armed = True
+    assert engine.sync().ok
+    storage.writer.join(30)  # it committed during that sync (or right after): two more syncs carry it
+    assert engine.sync().ok
+    assert engine.sync().ok
+    assert rows(tmp_path / "server.db") == rows(path) == {"k1": ("again", 1)}
+    transport.close()
+    storage.close()
