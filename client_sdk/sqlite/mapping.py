@@ -17,7 +17,7 @@ from ..protocol.wire import META_FIELDS, SyncRecord
 from .ddl import S_KEY, S_LM, S_RECEIVED, Tracked
 from .schema import ForeignKey, TableSchema, affinity, quote
 from .served import served_records
-from .values import ColumnKind, ValueMappingError, to_json, to_sqlite
+from .values import ColumnKind, ValueMappingError, ValueRule, rule_for, to_json, to_sqlite
 
 IN_KEYS = "(SELECT value FROM json_each(?))"
 
@@ -45,6 +45,22 @@ class TableMapping:
             f"SELECT s.{S_KEY}, s.{S_RECEIVED}, {stamps}, {values} "
             f"FROM {t.shadow} AS s CROSS JOIN {t.base} AS b ON b.{t.key_column} = s.{S_KEY}"
         )
+
+    @cached_property
+    def value_rules(self) -> tuple[tuple[str, ValueRule], ...]:
+        """(column, the values it takes) of every column but the key's (``values.invalid_values``)."""
+        return tuple(
+            (column.name, rule_for(column.kind, affinity(column.declared_type), nullable=not column.not_null))
+            for column in self.schema.columns
+            if column.name != self.tracked.key
+        )
+
+    @cached_property
+    def stamp_aliases(self) -> dict[str, str]:
+        """A foreign key's model field name -> its column, where the column is ``<field>_id`` and the
+        table has no column ``<field>``: the name the existing clients stamp it under."""
+        return {fk.columns[0][:-3]: fk.columns[0] for fk in self.schema.foreign_keys
+                if len(fk.columns) == 1 and fk.columns[0].endswith("_id") and fk.columns[0][:-3] not in self.field_set}
 
     @cached_property
     def kinds(self) -> dict[str, ColumnKind]:

@@ -22,6 +22,7 @@ class Column:
     name: str
     declared_type: str
     kind: ColumnKind
+    not_null: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ def introspect(connection: sqlite3.Connection, table: str, identity_field: str) 
     if kind != "table" or (sql or "").upper().startswith("CREATE VIRTUAL"):
         raise InvalidParameterError(f"{table!r} is not an ordinary table: only ordinary tables can be tracked")
     info = connection.execute(
-        'SELECT name, type, pk, hidden FROM pragma_table_xinfo(?) ORDER BY cid', (table,)
+        'SELECT name, type, pk, hidden, "notnull" FROM pragma_table_xinfo(?) ORDER BY cid', (table,)
     ).fetchall()
-    keys = [(pk, name, declared) for name, declared, pk, hidden in info if pk]
+    keys = [(pk, name, declared) for name, declared, pk, hidden, _ in info if pk]
     fix = f'declare a single text primary key, e.g. "{identity_field}" TEXT PRIMARY KEY holding UUID strings'
     if not keys:
         raise InvalidParameterError(f"table {table!r} has no PRIMARY KEY: {fix}")
@@ -101,12 +102,12 @@ def introspect(connection: sqlite3.Connection, table: str, identity_field: str) 
             f"rename the column or pass identity_field={key!r}"
         )
     columns = []
-    for name, declared, _, hidden in info:
+    for name, declared, _, hidden, not_null in info:
         if hidden:
             continue  # generated columns are derived, never written by sync
         if name.startswith(PREFIX):
             raise InvalidParameterError(f"table {table!r}: column {name!r} uses the reserved prefix {PREFIX!r}; rename it")
-        columns.append(Column(name, declared or "", kind_for(declared or "")))
+        columns.append(Column(name, declared or "", kind_for(declared or ""), bool(not_null)))
     constraints: dict[int, list[tuple[str, str, str | None]]] = {}
     for fk_id, parent, column, parent_column in connection.execute(
         'SELECT "id", "table", "from", "to" FROM pragma_foreign_key_list(?) ORDER BY "id", "seq"', (table,)

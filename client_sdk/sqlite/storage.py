@@ -19,16 +19,15 @@ import sqlite3
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
 import sqlite_utils
 
-from ..engine.protocols import Cursor, ReferenceViolation
+from ..engine.protocols import ReferenceViolation
 from ..errors import InvalidParameterError, UnknownModelError
 from ..protocol.graph import DependencyGraph
-from ..protocol.hlc import HLC_MAX, HybridLogicalClock, system_ms
+from ..protocol.hlc import HybridLogicalClock, system_ms
 from ..protocol.wire import SyncRecord
 from . import changelog
 from .clock import SqliteClockState
@@ -55,7 +54,6 @@ from .mapping import (
     TableMapping,
     keys_json,
     plain_rows,
-    position_filter,
     record_json,
     shadow_rows,
     upsert_sql,
@@ -63,19 +61,18 @@ from .mapping import (
 )
 from .pending import PendingChanges
 from .references import ReferenceChecks
-from .schema import PREFIX, TableSchema, affinity, introspect, quote
+from .schema import PREFIX, TableSchema, introspect, quote
+from .serving import ServedChanges
 from .transaction import Transactions, serialized
-from .values import ValueRule, rule_for
+from .values import invalid_values
 
 ROLES = ("client", "server")
 DEFAULT_TOMBSTONE_RETENTION = 90 * 24 * 3600.0
 """Seconds a server keeps tombstones by default (see :meth:`SqliteSyncStorage.purge_tombstones`)."""
 
-_ABSENT = object()
-"""A field a record leaves out (``invalid_values``)."""
 
 
-class SqliteSyncStorage(PendingChanges):
+class SqliteSyncStorage(ServedChanges, PendingChanges):
     """Sync state for the tables of one SQLite database.
 
     ``database``: a path, an ``sqlite3.Connection`` or a ``sqlite_utils.Database``.
@@ -121,8 +118,6 @@ class SqliteSyncStorage(PendingChanges):
         self._references = ReferenceChecks(self.connection, identity_field, self._models, self._labels_by_table)
         self._writes_alone: dict[str, tuple[tuple[int, int], bool]] = {}
         """Table -> (schema versions of main and temp, what :meth:`_upsert_writes_alone` found then)."""
-        self._rules: dict[str, tuple[tuple[str, ValueRule], ...]] = {}
-        """Label -> (column, the values it takes) for :meth:`invalid_values`, the key column left out."""
         try:
             with storage_errors(self.connection, self.path):
                 self._setup(models, node_id)
@@ -222,42 +217,12 @@ class SqliteSyncStorage(PendingChanges):
 
     @serialized
     def stamp_aliases(self, label: str) -> dict[str, str]:
-        model = self._model(label)
-        fields = model.field_set
-        return {fk.columns[0][:-3]: fk.columns[0] for fk in model.schema.foreign_keys
-                if len(fk.columns) == 1 and fk.columns[0].endswith("_id") and fk.columns[0][:-3] not in fields}
+        return self._model(label).stamp_aliases
 
     def invalid_values(self, label: str, records: Mapping[str, SyncRecord]) -> dict[str, str]:
-        """Records holding a value its column cannot take as sent (see :func:`values.rule_for`): key ->
-        each such field, with what its column takes. Fields a record leaves out or the table lacks are
-        not looked at. A page is checked a column at a time by the set of types in it; only a column
-        holding a type that needs a closer look (a float in an INTEGER column, base64 text for a BLOB)
-        is read value by value."""
-        datas = [record.data for record in records.values()]
-        found: dict[int, list[str]] = {}
-        for name, rule in self._value_rules(label) if datas else ():
-            column = list(map(dict.get, datas, repeat(name), repeat(_ABSENT)))
-            if set(map(type, column)) - {object} <= rule.held:
-                continue
-            for index, value in enumerate(column):
-                problem = None if value is _ABSENT else rule.problem(name, value)
-                if problem is not None:
-                    found.setdefault(index, []).append(problem)
-        keys = list(records)
-        return {keys[index]: "; ".join(problems[:5]) for index, problems in found.items()}
-
-    def _value_rules(self, label: str) -> tuple[tuple[str, ValueRule], ...]:
-        rules = self._rules.get(label)
-        if rules is None:
-            model = self._model(label)
-            table, key = model.tracked.table, model.tracked.key
-            not_null = dict(self.connection.execute('SELECT name, "notnull" FROM pragma_table_info(?)', (table,)))
-            rules = self._rules[label] = tuple(
-                (column.name, rule_for(column.kind, affinity(column.declared_type), nullable=not not_null.get(column.name)))
-                for column in model.schema.columns
-                if column.name != key
-            )
-        return rules
+        """Records holding a value its column cannot take as sent: key -> each such field, with what
+        its column takes (see :func:`values.invalid_values`)."""
+        return invalid_values(self._model(label).value_rules, records)
 
     def dependency_graph(self) -> DependencyGraph:
         """Parents before children, from the FOREIGN KEYs among tracked tables (self-references ignored)."""
@@ -295,24 +260,6 @@ class SqliteSyncStorage(PendingChanges):
     # ------------------------------------------------------------------ reading changes
 
     @serialized
-    def get_changed_since(
-        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
-    ) -> list[tuple[str, SyncRecord]]:
-        model = self._model(label)
-        self._fold_log()
-        where, params = position_filter(since, after)
-        return self._page(model, where, params, limit, served=True)
-
-    @serialized
-    def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
-        t = self._model(label).tracked
-        self._fold_log()
-        return dict(self.connection.execute(
-            f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "stamp" > ? AND "stamp" <= ?',
-            (since, HLC_MAX if until is None else until),
-        ))
-
-    @serialized
     def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
         model = self._model(label)
         self._fold_log()
@@ -320,24 +267,6 @@ class SqliteSyncStorage(PendingChanges):
 
     def _read_records(self, model: TableMapping, keys: str) -> dict[str, SyncRecord]:
         return dict(model.records(self._fetch_all(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (keys,))))
-
-    @serialized
-    def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
-        t = self._model(label).tracked
-        self._fold_log()
-        rows = self.connection.execute(
-            f'SELECT "key", "row" FROM {t.tomb} WHERE "row" IS NOT NULL AND "key" IN {IN_KEYS}', (keys_json(keys),)
-        )
-        return {key: SyncRecord.from_dict(key, json.loads(text), label=label) for key, text in rows}
-
-    @serialized
-    def keep_buried(self, label: str, records: dict[str, SyncRecord]) -> None:
-        t = self._model(label).tracked
-        with self._tx.write():
-            self.connection.executemany(
-                f'UPDATE {t.tomb} SET "row" = ? WHERE "key" = ?',
-                [(record_json(record), key) for key, record in records.items()],
-            )
 
     @serialized
     def reference_violations(

@@ -22,10 +22,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import repeat
 from typing import Any
+
+from ..protocol.wire import SyncRecord
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
@@ -184,3 +187,26 @@ def _is_base64(value: str) -> bool:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_ABSENT = object()
+"""A field a record leaves out."""
+
+
+def invalid_values(rules: Sequence[tuple[str, ValueRule]], records: Mapping[str, SyncRecord]) -> dict[str, str]:
+    """Records holding a value its column's rule refuses: key -> each such field, with what its column
+    takes. Fields a record leaves out are not looked at. A page is checked a column at a time by the
+    set of types in it; only a column holding a type that needs a closer look (a float in an INTEGER
+    column, base64 text for a BLOB) is read value by value."""
+    datas = [record.data for record in records.values()]
+    found: dict[int, list[str]] = {}
+    for name, rule in rules if datas else ():
+        column = list(map(dict.get, datas, repeat(name), repeat(_ABSENT)))
+        if set(map(type, column)) - {object} <= rule.held:
+            continue
+        for index, value in enumerate(column):
+            problem = None if value is _ABSENT else rule.problem(name, value)
+            if problem is not None:
+                found.setdefault(index, []).append(problem)
+    keys = list(records)
+    return {keys[index]: "; ".join(problems[:5]) for index, problems in found.items()}

@@ -1,0 +1,221 @@
+"""Applying a server's answer on a client: acknowledge what it took, take what it sent, merge with
+what is pending here, and log the conflicts a device should hear about (PROTOCOL.md 11.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..conflict.reconciler import ConflictEntry
+from ..conflict.types import ConflictType, FieldConflict, RecordConflict, ResolutionSource
+from ..errors import ConflictStateError
+from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord
+from .base import EngineBase
+from .results import DatabaseResult, SyncPhase, SyncStage
+
+
+@dataclass
+class SyncRun:
+    """One sync: its result, the keys the server refused in it (not pushed again until the next sync),
+    and the checkpoint it started from (the fields changed since then are the device's own edits)."""
+
+    result: DatabaseResult
+    since: int
+    rejected: dict[str, set[str]] = field(default_factory=dict)
+
+
+class Applying(EngineBase):
+    """The part of ``sync`` that applies one round's answer, inside the round's transaction."""
+
+    def _apply_response(self, request: SyncManifest, response: SyncManifest, checkpoint: int, run: SyncRun) -> None:
+        """Acknowledge what the server took, apply what it sent, store the new checkpoint: all in one transaction."""
+        result, rejected = run.result, run.rejected
+        refused = {str(error.get("key")) for error in response.errors}
+        for payload in request.payloads:
+            label = payload.model_label
+            bad = refused & (set(payload.records) | set(payload.deletes))
+            rejected.setdefault(label, set()).update(bad)
+            self.storage.acknowledge(
+                label,
+                {key: record.last_modified for key, record in payload.records.items() if key not in bad},
+                {key: stamp for key, stamp in payload.deletes.items() if key not in bad},
+            )
+            result.add("pushed", label, [key for key in [*payload.records, *payload.deletes] if key not in bad])
+        result.errors.extend(response.errors)
+        self._log_server_resolutions(request, response, checkpoint, run)
+        self._phase(SyncPhase.COMMITTING)
+        total = response.change_count
+        done = 0
+        for label in self._ordered_labels(response, result):
+            answered = response.payload(label)
+            assert answered is not None
+            self._apply_payload(answered, checkpoint, result)
+            done += len(answered)
+            self._report(SyncStage.MUTATE, done, total)
+        self._refuse_dangling_references(response)
+        new_checkpoint = max(response.checkpoint, checkpoint)
+        if (new_checkpoint, response.after_keys) != (checkpoint, self.storage.get_after_keys()):
+            self.storage.save_checkpoint(new_checkpoint, response.after_keys)
+
+    def _refuse_dangling_references(self, response: SyncManifest) -> None:
+        """The server's answer would leave a local FOREIGN KEY pointing at nothing (typically: it deleted
+        a parent a pending local row still refers to). Nothing of the round is applied; the app decides."""
+        dangling = self._reference_violations(response)
+        if dangling:
+            shown = "; ".join(f"{label} {key!r} refers to {parent} {parent_key!r}"
+                              for label, key, parent, parent_key in dangling[:5])
+            raise ConflictStateError(
+                f"the server's changes would leave {len(dangling)} local row(s) referring to deleted rows: {shown}. "
+                "Delete or re-parent those rows, then sync again"
+            )
+
+    def _log_server_resolutions(self, request: SyncManifest, response: SyncManifest, checkpoint: int, run: SyncRun) -> None:
+        """A record we pushed came back with other values in fields we changed: the server's resolver
+        replaced our edits there. (Fields only the other side changed merged cleanly: no conflict.)
+        Or it came back deleted: a newer delete beat our edit."""
+        result = run.result
+        for sent_payload in request.payloads:
+            returned_payload = response.payload(sent_payload.model_label)
+            if returned_payload is None:
+                continue
+            for key in sent_payload.records.keys() & returned_payload.deletes.keys():
+                self._log_discarded_edit(sent_payload.model_label, key, sent_payload.records[key],
+                                         returned_payload.deletes[key], run.since, result)
+            for key, returned in returned_payload.records.items():
+                sent = sent_payload.records.get(key)
+                if sent is None:
+                    continue
+                clashes = [
+                    FieldConflict(name, sent.data.get(name), returned.data.get(name),
+                                  sent.timestamps.get(name, 0), returned.timestamps.get(name, 0))
+                    for name in sorted((set(sent.data) | set(returned.data)) - META_FIELDS)
+                    if sent.timestamps.get(name, 0) > checkpoint and sent.data.get(name) != returned.data.get(name)
+                ]
+                if clashes:
+                    conflict = RecordConflict(key, sent_payload.model_label, ConflictType.BOTH_MODIFIED, clashes, sent, returned)
+                    result.conflict_log.append(ConflictEntry(conflict, ResolutionSource.REMOTE))
+                    result.add("conflicts", sent_payload.model_label, [key])
+
+    def _ordered_labels(self, response: SyncManifest, result: DatabaseResult) -> list[str]:
+        present = {payload.model_label for payload in response.payloads}
+        for label in sorted(present - self.graph.known_models()):
+            payload = response.payload(label)
+            assert payload is not None
+            for key in [*payload.records, *payload.deletes]:
+                result.errors.append({"key": key, "model_label": label, "message": f"unknown model label {label!r}"})
+        return [label for label in self._order if label in present]
+
+    def _apply_payload(self, payload: ModelPayload, checkpoint: int, result: DatabaseResult) -> None:
+        """Apply one server payload; rows with pending local changes go through the resolver."""
+        label = payload.model_label
+        payload = self._settle_overlaps(self._in_our_names(payload), result)
+        problems = self._invalid_records(payload)
+        for key, message in problems.items():
+            result.errors.append({"key": key, "model_label": label, "message": message})
+        records = payload.records
+        if problems:
+            records = {key: record for key, record in records.items() if key not in problems}
+        keys = [*records, *payload.deletes]
+        pending = self.storage.get_pending_keys(label, keys)
+        local = self.storage.get_records(label, [key for key in keys if key in pending]) if pending else {}
+        clean_records = {k: r for k, r in records.items() if k not in pending} if pending else records
+        # a key deleted here too stays pending: our delete may be the newer one, and must reach the server
+        clean_deletes = {k: s for k, s in payload.deletes.items() if k not in pending} if pending else payload.deletes
+        # Rows without pending local changes take the server's answer as it is: the server already
+        # reconciled it, and a guard here would keep a row the server's resolver replaced by an older one.
+        self.storage.upsert_many(label, clean_records, guard=False)
+        self.storage.delete_many(label, clean_deletes, guard=False)
+        result.add("applied", label, list(clean_records))
+        result.add("deleted", label, list(clean_deletes))
+        self._report(SyncStage.CLASSIFY, len(keys), len(keys))
+        if pending:
+            self._merge_pending(label, records, payload.deletes, pending, local, checkpoint, result)
+
+    @staticmethod
+    def _settle_overlaps(payload: ModelPayload, result: DatabaseResult) -> ModelPayload:
+        """A key both in ``records`` and ``deletes`` (the existing server sends that, PROTOCOL.md 14) is
+        settled by stamps, the same on every device: the tombstone wins when it is at least as new as
+        the record's newest field stamp (when the server received the row does not count), otherwise
+        the record brings the row back. The side that lost is counted as skipped."""
+        both = payload.records.keys() & payload.deletes.keys()
+        if not both:
+            return payload
+        records, deletes = dict(payload.records), dict(payload.deletes)
+        for key in both:
+            if deletes[key] >= max(records[key].timestamps.values(), default=0):
+                del records[key]
+            else:
+                del deletes[key]
+        result.add("skipped", payload.model_label, sorted(both))
+        return ModelPayload(payload.model_label, records, deletes)
+
+    def _merge_pending(
+        self,
+        label: str,
+        records: dict[str, SyncRecord],
+        deletes: dict[str, int],
+        pending: set[str],
+        local: dict[str, SyncRecord],
+        checkpoint: int,
+        result: DatabaseResult,
+    ) -> None:
+        """The server changed rows we changed too and have not pushed yet: resolve, keep the result pending."""
+        contested = ModelPayload(
+            label,
+            {k: r for k, r in records.items() if k in local},
+            {k: s for k, s in deletes.items() if k in local},
+        )
+        outcome = self.reconciler.reconcile(contested, local, checkpoint, unsynced=lambda _key, _record: True)
+        # A delete newer than a pending edit wins, but the edit goes to the server first: it keeps the
+        # fields of deleted rows for an edit that brings one back, and answers with the delete again
+        # (the device then drops the row and logs the conflict, see _log_server_resolutions).
+        beaten = sorted(key for key in contested.deletes.keys() & outcome.to_delete.keys() if key not in outcome.conflict_keys)
+        for key in beaten:
+            del outcome.to_delete[key]
+        result.add("skipped", label, beaten)
+        self.storage.upsert_many(label, outcome.to_upsert, guard=False)
+        self.storage.delete_many(label, outcome.to_delete, guard=False)
+        self.storage.mark_pending(label, outcome.response_records)
+        result.merge_reconciliation(outcome)
+        result.add("deleted", label, list(outcome.to_delete))
+        deleted_here = [key for key in records if key in pending and key not in local]
+        tombstones = self.storage.get_tombstones(label, deleted_here) if deleted_here else {}
+        for key in deleted_here:
+            self._modify_vs_local_delete(label, key, records[key], tombstones.get(key, 0), result)
+
+    @staticmethod
+    def _log_discarded_edit(
+        label: str, key: str, edited: SyncRecord, tombstone: int, checkpoint: int, result: DatabaseResult
+    ) -> None:
+        """Log that a delete beat a local edit the server had not taken yet: each field the edit
+        changed, with the value it lost. (Against a server that stamps deletes with its own clock,
+        such a delete may even be older than the edit; the log is how the app finds out.)"""
+        clashes = [FieldConflict(name, edited.data.get(name), None, stamp, tombstone)
+                   for name, stamp in sorted(edited.timestamps.items()) if stamp > checkpoint and name not in META_FIELDS]
+        conflict = RecordConflict(key, label, ConflictType.DELETE_VS_MODIFY, clashes, edited, None)
+        result.conflict_log.append(ConflictEntry(conflict, ResolutionSource.REMOTE))
+        result.add("conflicts", label, [key])
+
+    def _modify_vs_local_delete(
+        self, label: str, key: str, remote: SyncRecord, tombstone: int, result: DatabaseResult
+    ) -> None:
+        """The server modified a row we deleted and have not pushed yet.
+
+        As with an incoming tombstone (PROTOCOL.md 8), a delete at least as new as
+        the remote row simply wins; only an older delete is a conflict.
+        """
+        if tombstone >= remote.last_modified:
+            result.add("skipped", label, [key])
+            return
+        conflict = RecordConflict(key, label, ConflictType.MODIFY_VS_DELETE, [], None, remote)
+        try:
+            resolution = self.reconciler.resolver.resolve(conflict)
+        except Exception as exc:  # a user resolver may raise anything: one error for this key
+            result.errors.append({"key": key, "model_label": label, "message": f"resolver failed: {type(exc).__name__}: {exc}"})
+            return
+        if resolution.delete or resolution.record is None:
+            result.add("skipped", label, [key])
+        else:
+            self.storage.upsert_many(label, {key: resolution.record}, guard=False)
+            result.add("applied", label, [key])
+        result.add("conflicts", label, [key])
+        result.conflict_log.append(ConflictEntry(conflict, resolution.source))
