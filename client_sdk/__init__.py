@@ -49,7 +49,7 @@ from .errors import (
     UnknownDependencyError,
     UnknownModelError,
 )
-from .protocol import DependencyGraph, HybridLogicalClock, ModelPayload, SyncManifest, SyncRecord
+from .protocol import DependencyGraph, HybridLogicalClock, ModelPayload, RecordError, SyncManifest, SyncRecord
 from .sqlite import SqliteSyncLock, SqliteSyncStorage
 from .sqlite.journal import ConflictRecord, LastSync
 from .transport import HttpTransport, InProcessTransport
@@ -91,6 +91,7 @@ __all__ = [
     "PendingChange",
     "QuarantinedRow",
     "ReconciliationResult",
+    "RecordError",
     "RecordConflict",
     "RecordFieldError",
     "RecordResolution",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import InvalidParameterError
-from ..protocol.wire import META_FIELDS, JsonDict, ModelPayload, SyncRecord
+from ..protocol.wire import META_FIELDS, JsonDict, ModelPayload, RecordError, SyncRecord
 from .resolvers import FieldTimestampWins
 from .types import ConflictResolver, ConflictType, FieldConflict, RecordConflict, RecordResolution, ResolutionSource
 
@@ -39,7 +39,7 @@ class ReconciliationResult:
     conflict_keys: list[str] = field(default_factory=list)
     conflict_log: list[ConflictEntry] = field(default_factory=list)
     created_keys: set[str] = field(default_factory=set)
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
     response_records: dict[str, SyncRecord] = field(default_factory=dict)
     to_delete: dict[str, int] = field(default_factory=dict)
     to_upsert: dict[str, SyncRecord] = field(default_factory=dict)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..conflict.reconciler import ConflictEntry
 from ..conflict.types import ConflictType, FieldConflict, RecordConflict, ResolutionSource
 from ..errors import ConflictStateError
-from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord
+from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord, record_error
 from .base import EngineBase
 from .results import DatabaseResult, SyncPhase, SyncStage
 
@@ -101,7 +101,7 @@ class Applying(EngineBase):
             payload = response.payload(label)
             assert payload is not None
             for key in [*payload.records, *payload.deletes]:
-                result.errors.append({"key": key, "model_label": label, "message": f"unknown model label {label!r}"})
+                result.errors.append(record_error(label, key, f"unknown model label {label!r}"))
         return [label for label in self._order if label in present]
 
     def _apply_payload(self, payload: ModelPayload, checkpoint: int, result: DatabaseResult) -> None:
@@ -110,7 +110,7 @@ class Applying(EngineBase):
         payload = self._settle_overlaps(self._in_our_names(payload), result)
         problems = self._invalid_records(payload)
         for key, message in problems.items():
-            result.errors.append({"key": key, "model_label": label, "message": message})
+            result.errors.append(record_error(label, key, message))
         records = payload.records
         if problems:
             records = {key: record for key, record in records.items() if key not in problems}
@@ -210,7 +210,7 @@ class Applying(EngineBase):
         try:
             resolution = self.reconciler.resolver.resolve(conflict)
         except Exception as exc:  # a user resolver may raise anything: one error for this key
-            result.errors.append({"key": key, "model_label": label, "message": f"resolver failed: {type(exc).__name__}: {exc}"})
+            result.errors.append(record_error(label, key, f"resolver failed: {type(exc).__name__}: {exc}"))
             return
         if resolution.delete or resolution.record is None:
             result.add("skipped", label, [key])

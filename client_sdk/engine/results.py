@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..conflict.reconciler import ConflictEntry, ReconciliationResult
+from ..protocol.wire import RecordError
 
 KEY_LISTS = ("pushed", "created", "applied", "compatible", "conflicts", "deleted", "skipped")
 
@@ -50,7 +51,7 @@ class DatabaseResult:
     conflicts: defaultdict[str, list[str]] = field(default_factory=_key_lists)
     created: defaultdict[str, list[str]] = field(default_factory=_key_lists)
     deleted: defaultdict[str, list[str]] = field(default_factory=_key_lists)
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
     pushed: defaultdict[str, list[str]] = field(default_factory=_key_lists)
     skipped: defaultdict[str, list[str]] = field(default_factory=_key_lists)
     rounds: int = field(default=0, kw_only=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from ..errors import PayloadLimitError, SyncAbortedError, TransportRequiredError
-from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest, SyncRecord
+from ..protocol.wire import AfterKeys, ModelPayload, RecordError, SyncManifest, SyncRecord, record_error
 from .apply import Applying, SyncRun
 from .budget import READ_CHUNK, Budget, record_size
 from .pipeline import PullPipeline, settles
@@ -160,7 +160,7 @@ class Syncing(Applying):
 
     def _collect(
         self, checkpoint: int, after_keys: AfterKeys, rejected: dict[str, set[str]],
-        errors: list[dict[str, str]] | None = None,
+        errors: list[RecordError] | None = None,
     ) -> SyncManifest:
         """Pending local changes, in dependency order, within the budget.
 
@@ -192,7 +192,7 @@ class Syncing(Applying):
                     rows = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
                     for key, message in self._invalid_records(ModelPayload(label, dict(rows))).items():
                         if key not in skip and errors is not None:
-                            errors.append({"key": key, "model_label": label, "message": f"not pushed: {message}"})
+                            errors.append(record_error(label, key, f"not pushed: {message}"))
                         skip.add(key)
                     for key, record in rows:
                         position = Cursor(record.last_modified, key)
@@ -210,7 +210,7 @@ class Syncing(Applying):
         self._check_limits(request)
         return request
 
-    def unpushable(self) -> list[dict[str, str]]:
+    def unpushable(self) -> list[RecordError]:
         """The pending rows a sync leaves out because no node could store them as they are
         (see :meth:`_collect`): ``{"key", "model_label", "message"}`` each, in sync order."""
         found = []
@@ -218,7 +218,7 @@ class Syncing(Applying):
             position: Cursor | None = None
             while True:
                 rows = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
-                found += [{"key": key, "model_label": label, "message": message}
+                found += [record_error(label, key, message)
                           for key, message in self._invalid_records(ModelPayload(label, dict(rows))).items()]
                 if len(rows) < READ_CHUNK:
                     break

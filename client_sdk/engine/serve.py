@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..conflict.reconciler import join_fields
 from ..errors import SyncAbortedError
-from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest, SyncRecord
+from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest, SyncRecord, record_error
 from .base import EngineBase
 from .budget import READ_CHUNK, Budget
 from .protocols import Cursor
@@ -60,12 +60,11 @@ class Serving(EngineBase):
     ) -> tuple[SyncManifest, DatabaseResult]:
         result = DatabaseResult()
         for (label, key), message in refused.items():
-            result.errors.append({"key": key, "model_label": label, "message": message})
+            result.errors.append(record_error(label, key, message))
         for payload in incoming.payloads:
             if payload.model_label not in self.graph:
                 for key in [*payload.records, *payload.deletes]:
-                    result.errors.append({"key": key, "model_label": payload.model_label,
-                                          "message": f"unknown model label {payload.model_label!r}"})
+                    result.errors.append(record_error(payload.model_label, key, f"unknown model label {payload.model_label!r}"))
         with self.transaction():
             if self.lock is not None:
                 self.lock.hold(self.node_id)
@@ -156,7 +155,7 @@ class Serving(EngineBase):
         payload = self._in_our_names(payload)
         problems = self._invalid_records(payload)
         for key, message in problems.items():
-            result.errors.append({"key": key, "model_label": label, "message": message})
+            result.errors.append(record_error(label, key, message))
         skip = problems.keys() | {key for refused_label, key in serving.refused if refused_label == label}
         clean = ModelPayload(
             label,

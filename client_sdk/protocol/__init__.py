@@ -2,7 +2,7 @@
 
 from .graph import DependencyGraph
 from .hlc import ClockState, HybridLogicalClock, MemoryClockState
-from .wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord, checksum_of
+from .wire import META_FIELDS, ModelPayload, RecordError, SyncManifest, SyncRecord, checksum_of
 
 __all__ = [
     "META_FIELDS",
@@ -11,6 +11,7 @@ __all__ = [
     "HybridLogicalClock",
     "MemoryClockState",
     "ModelPayload",
+    "RecordError",
     "SyncManifest",
     "SyncRecord",
     "checksum_of",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from itertools import chain, repeat
 from json.encoder import encode_basestring_ascii
 from operator import attrgetter
-from typing import Any, TypedDict, TypeGuard
+from typing import Any, Required, TypedDict, TypeGuard
 
 from ..errors import InvalidParameterError, ManifestChecksumError, ManifestFieldError, RecordFieldError
 from .hlc import HLC_MAX
@@ -36,6 +36,19 @@ class WireCursor(TypedDict):
 
 
 AfterKeys = dict[str, WireCursor]
+
+
+class RecordError(TypedDict, total=False):
+    """One key's refusal, as an answer lists it beside the manifest (PROTOCOL.md 5: ``errors``) and
+    a sync's result collects it; ``model_label`` names the model where it is known."""
+
+    key: Required[str]
+    message: Required[str]
+    model_label: str
+
+
+def record_error(label: str, key: str, message: str) -> RecordError:
+    return {"key": key, "model_label": label, "message": message}
 """``after_keys``: model label -> its cursor."""
 
 
@@ -320,7 +333,7 @@ class SyncManifest:
     has_more: bool = False
     node_time: int = 0
     payloads: list[ModelPayload] = field(default_factory=list)
-    errors: list[dict[str, str]] = field(default_factory=list, kw_only=True)
+    errors: list[RecordError] = field(default_factory=list, kw_only=True)
     """Per-key errors a server reports beside its manifest (HTTP ``errors``); not covered by the checksum."""
     _wire_checksum: str | None = field(default=None, repr=False, compare=False, kw_only=True)
     _sealed_json: str | None = field(default=None, repr=False, compare=False, kw_only=True)
@@ -474,12 +487,15 @@ def parse_after_keys(raw: object) -> AfterKeys:
     return cursors
 
 
-def _parse_errors(raw: object) -> list[dict[str, str]]:
+def _parse_errors(raw: object) -> list[RecordError]:
     if not isinstance(raw, list):
         raise _manifest_error("errors", "a list", raw)
-    errors = []
+    errors: list[RecordError] = []
     for index, entry in enumerate(raw):
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
             raise _manifest_error(f"errors[{index}]", "an object with a string key", entry)
-        errors.append({name: str(value) for name, value in entry.items()})
+        error: RecordError = {"key": entry["key"], "message": str(entry.get("message", ""))}
+        if "model_label" in entry:
+            error["model_label"] = str(entry["model_label"])
+        errors.append(error)
     return errors

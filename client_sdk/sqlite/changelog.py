@@ -91,21 +91,21 @@ def fold(connection: sqlite3.Connection, tables: Iterable[Tracked]) -> None:
     connection.execute(_STAMP, {"first": first, "floor": read_clock(connection) + 1})
     touched = {tbl for (tbl,) in connection.execute(f'SELECT DISTINCT "tbl" FROM {FOLD}')}
     write_clock(connection, connection.execute(f'SELECT max("s") FROM {FOLD}').fetchone()[0])
-    for t in tables:
-        if t.id in touched:
-            _fold_table(connection, t)
-            if t.sweep:
-                sweep_orphans(connection, t, fresh_stamp(connection))
+    for tracked in tables:
+        if tracked.id in touched:
+            _fold_table(connection, tracked)
+            if tracked.sweep:
+                sweep_orphans(connection, tracked, fresh_stamp(connection))
     connection.execute(f"DELETE FROM {LOG}")
     connection.execute(f"DELETE FROM {FOLD}")
 
 
-def _fold_table(connection: sqlite3.Connection, t: Tracked) -> None:
+def _fold_table(connection: sqlite3.Connection, tracked: Tracked) -> None:
     """One table's share of the log: one row per key (in key order), then four set-wise statements."""
-    columns = [quote(name) for name in t.fields]
+    columns = [quote(name) for name in tracked.fields]
     stamps = []
-    for index in range(len(t.fields)):
-        word, bit = t.bit(index)
+    for index in range(len(tracked.fields)):
+        word, bit = tracked.bit(index)
         bits = '"mask"' if word == 0 else f"json_extract(\"more\", '$[{word - 1}]')"
         stamps.append(f'max(CASE WHEN ({bits} >> {bit}) & 1 THEN "s" END)')
     connection.execute(f"DROP TABLE IF EXISTS {FOLD_KEYS}")
@@ -116,56 +116,57 @@ def _fold_table(connection: sqlite3.Connection, t: Tracked) -> None:
     # "last": the key's latest event (a tombstone's stamp); "lm" and the stamps: its latest writes
     connection.execute(
         f"""INSERT INTO {FOLD_KEYS} ("key", "alive", "last", "lm", {", ".join(columns)})
-        SELECT "key", EXISTS (SELECT 1 FROM {t.base} WHERE {t.key_column} = f."key"),
+        SELECT "key", EXISTS (SELECT 1 FROM {tracked.base} WHERE {tracked.key_column} = f."key"),
                max("s"), max(CASE WHEN "mask" IS NOT NULL THEN "s" END), {", ".join(stamps)}
         FROM {FOLD} AS f WHERE "tbl" = ? GROUP BY "key" ORDER BY "key" """,
-        (t.id,),
+        (tracked.id,),
     )
     merged = ", ".join(f"{column} = coalesce(excluded.{column}, {column})" for column in columns)
     # live keys: the new stamps are newer than anything stored, and the row is pending again
     connection.execute(
-        f"""INSERT INTO {t.shadow} ({S_KEY}, {S_LM}, {S_PENDING}, {", ".join(columns)})
+        f"""INSERT INTO {tracked.shadow} ({S_KEY}, {S_LM}, {S_PENDING}, {", ".join(columns)})
         SELECT "key", "lm", 1, {", ".join(columns)} FROM {FOLD_KEYS} WHERE "alive" AND "lm" IS NOT NULL
         ON CONFLICT ({S_KEY}) DO UPDATE SET {S_LM} = max({S_LM}, excluded.{S_LM}), {S_PENDING} = 1, {merged}"""
     )
-    connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN (SELECT "key" FROM {FOLD_KEYS} WHERE "alive")')
+    connection.execute(f'DELETE FROM {tracked.tomb} WHERE "key" IN (SELECT "key" FROM {FOLD_KEYS} WHERE "alive")')
     # gone keys: a pending tombstone stamped by the last logged event
     connection.execute(
-        f"""INSERT INTO {t.tomb} ("key", "stamp", "pending") SELECT "key", "last", 1 FROM {FOLD_KEYS} WHERE NOT "alive"
+        f"""INSERT INTO {tracked.tomb} ("key", "stamp", "pending") SELECT "key", "last", 1 FROM {FOLD_KEYS} WHERE NOT "alive"
         ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "hlc" = NULL, "pending" = 1"""
     )
-    connection.execute(f'DELETE FROM {t.shadow} WHERE {S_KEY} IN (SELECT "key" FROM {FOLD_KEYS} WHERE NOT "alive")')
+    connection.execute(f'DELETE FROM {tracked.shadow} WHERE {S_KEY} IN (SELECT "key" FROM {FOLD_KEYS} WHERE NOT "alive")')
     connection.execute(f"DROP TABLE {FOLD_KEYS}")
 
 
-def sweep_orphans(connection: sqlite3.Connection, t: Tracked, stamp: int) -> None:
+def sweep_orphans(connection: sqlite3.Connection, tracked: Tracked, stamp: int) -> None:
     """Shadow rows whose base row vanished without a logged delete become pending tombstones.
 
     That happens when ``REPLACE`` removes a row that clashes on a secondary UNIQUE
     constraint while ``recursive_triggers`` is off, or while triggers were missing.
     O(table): run only for tables with such constraints, or when reconciling.
     """
-    gone = f"NOT EXISTS (SELECT 1 FROM {t.base} WHERE {t.key_column} = s.{S_KEY})"
+    gone = f"NOT EXISTS (SELECT 1 FROM {tracked.base} WHERE {tracked.key_column} = s.{S_KEY})"
     connection.execute(
-        f"""INSERT INTO {t.tomb} ("key", "stamp", "pending") SELECT s.{S_KEY}, ?, 1 FROM {t.shadow} AS s WHERE {gone}
+        f"""INSERT INTO {tracked.tomb} ("key", "stamp", "pending") SELECT s.{S_KEY}, ?, 1 FROM {tracked.shadow} AS s WHERE {gone}
         ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "hlc" = NULL, "pending" = 1""",
         (stamp,),
     )
-    connection.execute(f"DELETE FROM {t.shadow} AS s WHERE {gone}")
+    connection.execute(f"DELETE FROM {tracked.shadow} AS s WHERE {gone}")
 
 
-def backfill(connection: sqlite3.Connection, t: Tracked, stamp: int) -> None:
+def backfill(connection: sqlite3.Connection, tracked: Tracked, stamp: int) -> None:
     """Rows without a shadow row (present before tracking, or written while triggers were missing)
     are stamped as inserts: every field at ``stamp``, pending."""
-    columns = ", ".join(quote(name) for name in t.fields)
-    stamps = ", ".join(":stamp" for _ in t.fields)
+    columns = ", ".join(quote(name) for name in tracked.fields)
+    stamps = ", ".join(":stamp" for _ in tracked.fields)
     connection.execute(
-        f"""INSERT INTO {t.shadow} ({S_KEY}, {S_LM}, {S_PENDING}, {columns})
-        SELECT b.{t.key_column}, :stamp, 1, {stamps} FROM {t.base} AS b
-        WHERE NOT EXISTS (SELECT 1 FROM {t.shadow} WHERE {S_KEY} = b.{t.key_column})""",
+        f"""INSERT INTO {tracked.shadow} ({S_KEY}, {S_LM}, {S_PENDING}, {columns})
+        SELECT b.{tracked.key_column}, :stamp, 1, {stamps} FROM {tracked.base} AS b
+        WHERE NOT EXISTS (SELECT 1 FROM {tracked.shadow} WHERE {S_KEY} = b.{tracked.key_column})""",
         {"stamp": stamp},
     )
     connection.execute(
-        f'DELETE FROM {t.tomb} WHERE EXISTS (SELECT 1 FROM {t.base} WHERE {t.key_column} = {t.tomb}."key")'
+        f'DELETE FROM {tracked.tomb} WHERE EXISTS '
+        f'(SELECT 1 FROM {tracked.base} WHERE {tracked.key_column} = {tracked.tomb}."key")'
     )
 

@@ -31,7 +31,7 @@ class StorageCore:
 
     def _fold_targets(self, registry: Mapping[str, Tracked]) -> list[Tracked]:
         tables = {name for (name,) in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        return [t for name, t in registry.items() if name in tables]
+        return [tracked for name, tracked in registry.items() if name in tables]
 
     def _fold_log(self) -> None:
         """Fold the change log, if anything was logged, so shadow rows and tombstones are current."""

@@ -136,78 +136,79 @@ own stamp when that is older (NULL: the same as ``"stamp"``, as it always is on 
 also keeps in ``"row"`` what the delete erased, as a record's JSON (see ``join_fields``)."""
 
 
-def storage_ddl(t: Tracked, role: str) -> list[str]:
+def storage_ddl(tracked: Tracked, role: str) -> list[str]:
     """The shadow and tombstone tables and the indexes the role's queries use."""
-    stamps = "".join(f", {quote(name)} INTEGER DEFAULT 0" for name in t.fields)
+    stamps = "".join(f", {quote(name)} INTEGER DEFAULT 0" for name in tracked.fields)
     statements = [
-        f"CREATE TABLE IF NOT EXISTS {t.shadow} ({S_KEY} TEXT PRIMARY KEY, {S_LM} INTEGER NOT NULL, "
+        f"CREATE TABLE IF NOT EXISTS {tracked.shadow} ({S_KEY} TEXT PRIMARY KEY, {S_LM} INTEGER NOT NULL, "
         f"{S_RECEIVED} INTEGER NOT NULL DEFAULT 0, {S_PENDING} INTEGER NOT NULL DEFAULT 0{stamps}) WITHOUT ROWID",
-        f'CREATE TABLE IF NOT EXISTS {t.tomb} ("key" TEXT PRIMARY KEY, "stamp" INTEGER NOT NULL, '
+        f'CREATE TABLE IF NOT EXISTS {tracked.tomb} ("key" TEXT PRIMARY KEY, "stamp" INTEGER NOT NULL, '
         f'"pending" INTEGER NOT NULL, "hlc" INTEGER, "row" TEXT) WITHOUT ROWID',
     ]
     if role == "server":
         # get_changed_since / get_deletes_since: a page costs O(page)
         statements += [
-            f"CREATE INDEX IF NOT EXISTS {quote(t.name('lm'))} ON {t.shadow} ({S_LM}, {S_KEY})",
-            f'CREATE INDEX IF NOT EXISTS {quote(t.name("tstamp"))} ON {t.tomb} ("stamp")',
+            f"CREATE INDEX IF NOT EXISTS {quote(tracked.name('lm'))} ON {tracked.shadow} ({S_LM}, {S_KEY})",
+            f'CREATE INDEX IF NOT EXISTS {quote(tracked.name("tstamp"))} ON {tracked.tomb} ("stamp")',
         ]
     else:
         # get_pending / get_pending_deletes: partial indexes hold only what is still to push
         statements += [
-            f"CREATE INDEX IF NOT EXISTS {quote(t.name('pending'))} ON {t.shadow} ({S_LM}, {S_KEY}) WHERE {S_PENDING} = 1",
-            f'CREATE INDEX IF NOT EXISTS {quote(t.name("tpending"))} ON {t.tomb} ("stamp") WHERE "pending" = 1',
+            f"CREATE INDEX IF NOT EXISTS {quote(tracked.name('pending'))} ON {tracked.shadow} ({S_LM}, {S_KEY}) "
+            f"WHERE {S_PENDING} = 1",
+            f'CREATE INDEX IF NOT EXISTS {quote(tracked.name("tpending"))} ON {tracked.tomb} ("stamp") WHERE "pending" = 1',
         ]
     return statements
 
 
-def trigger_ddl(t: Tracked) -> dict[str, str]:
+def trigger_ddl(tracked: Tracked) -> dict[str, str]:
     """CREATE TRIGGER statements by unquoted trigger name, exactly as SQLite will store them.
 
     Each written record appends one log row: ``mask`` (and ``more``) mark the
     changed fields, all of them for an insert; ``mask`` is NULL for a delete.
     """
-    names = t.trigger_names()
-    key = t.key_column
+    names = tracked.trigger_names()
+    key = tracked.key_column
     columns = '("tbl", "key", "mask", "more", "at")'
 
     def not_applying(ref: str) -> str:
         """No range of ``_sync_unlogged`` holds the key: the one starting last at or before it ends before it."""
         return (f'coalesce((SELECT "through" IS NOT NULL AND "through" < {ref}.{key} FROM {UNLOGGED} '
-                f'WHERE "tbl" = {t.id} AND "key" <= {ref}.{key} ORDER BY "key" DESC LIMIT 1), 1)')
+                f'WHERE "tbl" = {tracked.id} AND "key" <= {ref}.{key} ORDER BY "key" DESC LIMIT 1), 1)')
 
     def row(ref: str, masks: list[str]) -> str:
         more = f"json_array({', '.join(masks[1:])})" if len(masks) > 1 else "NULL"
-        return f"({t.id}, {ref}.{key}, {masks[0]}, {more}, {JULIAN_NOW})"
+        return f"({tracked.id}, {ref}.{key}, {masks[0]}, {more}, {JULIAN_NOW})"
 
-    every = row("NEW", ["-1"] * t.words)
-    gone = f"({t.id}, OLD.{key}, NULL, NULL, {JULIAN_NOW})"
+    every = row("NEW", ["-1"] * tracked.words)
+    gone = f"({tracked.id}, OLD.{key}, NULL, NULL, {JULIAN_NOW})"
     out = {
         names["insert"]: (
-            f"CREATE TRIGGER {quote(names['insert'])} AFTER INSERT ON {t.base}\n"
+            f"CREATE TRIGGER {quote(names['insert'])} AFTER INSERT ON {tracked.base}\n"
             f"WHEN {not_applying('NEW')}\nBEGIN\n  INSERT INTO {LOG} {columns} VALUES {every};\nEND"
         ),
         names["rekey"]: (
-            f"CREATE TRIGGER {quote(names['rekey'])} AFTER UPDATE OF {key} ON {t.base}\n"
+            f"CREATE TRIGGER {quote(names['rekey'])} AFTER UPDATE OF {key} ON {tracked.base}\n"
             f"WHEN OLD.{key} IS NOT NEW.{key} COLLATE BINARY\nBEGIN\n  INSERT INTO {LOG} {columns} VALUES {gone}, {every};\nEND"
         ),
         names["delete"]: (
-            f"CREATE TRIGGER {quote(names['delete'])} AFTER DELETE ON {t.base}\n"
+            f"CREATE TRIGGER {quote(names['delete'])} AFTER DELETE ON {tracked.base}\n"
             f"WHEN {not_applying('OLD')}\nBEGIN\n  INSERT INTO {LOG} {columns} VALUES {gone};\nEND"
         ),
     }
-    values = [(index, quote(name)) for index, name in enumerate(t.fields) if name != t.key]
+    values = [(index, quote(name)) for index, name in enumerate(tracked.fields) if name != tracked.key]
     if values:
         changed = " OR ".join(f"OLD.{col} IS NOT NEW.{col} COLLATE BINARY" for _, col in values)
         masks = []
-        for word in range(t.words):
+        for word in range(tracked.words):
             bits = [
-                f"((OLD.{col} IS NOT NEW.{col} COLLATE BINARY) << {t.bit(index)[1]})"
+                f"((OLD.{col} IS NOT NEW.{col} COLLATE BINARY) << {tracked.bit(index)[1]})"
                 for index, col in values
-                if t.bit(index)[0] == word
+                if tracked.bit(index)[0] == word
             ]
             masks.append(" | ".join(bits) or "0")
         out[names["update"]] = (
-            f"CREATE TRIGGER {quote(names['update'])} AFTER UPDATE ON {t.base}\n"
+            f"CREATE TRIGGER {quote(names['update'])} AFTER UPDATE ON {tracked.base}\n"
             f"WHEN OLD.{key} IS NEW.{key} COLLATE BINARY AND ({changed}) AND {not_applying('NEW')}\nBEGIN\n"
             f"  INSERT INTO {LOG} {columns} VALUES {row('NEW', masks)};\nEND"
         )

@@ -18,13 +18,13 @@ table, its key index and its shadow table; a cache holding their upper levels an
 makes that about a third cheaper than SQLite's 2 MiB default. Memory is taken only as used."""
 
 
-def migrate_tombstones(connection: sqlite3.Connection, t: Tracked) -> None:
+def migrate_tombstones(connection: sqlite3.Connection, tracked: Tracked) -> None:
     """Files made before tombstones kept their delete's own stamp and erased row get the columns
     (NULL: the delete's stamp is the tombstone's; nothing kept)."""
-    columns = {name for (name,) in connection.execute("SELECT name FROM pragma_table_info(?)", (t.name("tomb"),))}
+    columns = {name for (name,) in connection.execute("SELECT name FROM pragma_table_info(?)", (tracked.name("tomb"),))}
     for name, kind in (("hlc", "INTEGER"), ("row", "TEXT")):
         if columns and name not in columns:
-            connection.execute(f'ALTER TABLE {t.tomb} ADD COLUMN "{name}" {kind}')
+            connection.execute(f'ALTER TABLE {tracked.tomb} ADD COLUMN "{name}" {kind}')
 
 
 def grow_cache(connection: sqlite3.Connection) -> None:
@@ -65,20 +65,20 @@ def check_models(models: Mapping[str, str]) -> None:
         raise InvalidParameterError(f"model labels must be unique, repeated: {', '.join(duplicates)}")
 
 
-def migrate_stamps(connection: sqlite3.Connection, t: Tracked) -> None:
+def migrate_stamps(connection: sqlite3.Connection, tracked: Tracked) -> None:
     """Give the shadow table one stamp column per current field, keeping existing stamps.
 
     A new column's existing rows get stamp 0 (older than any write); a dropped
     column's stamps go, and last_modified is recomputed from what remains.
     """
-    have = [name for (name,) in connection.execute("SELECT name FROM pragma_table_info(?)", (t.name("shadow"),))]
+    have = [name for (name,) in connection.execute("SELECT name FROM pragma_table_info(?)", (tracked.name("shadow"),))]
     stamps = [name for name in have if not name.startswith(PREFIX)]
-    for name in t.fields:
+    for name in tracked.fields:
         if name not in stamps:
-            connection.execute(f"ALTER TABLE {t.shadow} ADD COLUMN {quote(name)} INTEGER DEFAULT 0")
-    dropped = [name for name in stamps if name not in t.fields]
+            connection.execute(f"ALTER TABLE {tracked.shadow} ADD COLUMN {quote(name)} INTEGER DEFAULT 0")
+    dropped = [name for name in stamps if name not in tracked.fields]
     for name in dropped:
-        connection.execute(f"ALTER TABLE {t.shadow} DROP COLUMN {quote(name)}")
+        connection.execute(f"ALTER TABLE {tracked.shadow} DROP COLUMN {quote(name)}")
     if dropped:
-        newest = ", ".join(f"coalesce({quote(name)}, 0)" for name in t.fields)
-        connection.execute(f"UPDATE {t.shadow} SET {S_LM} = max({S_RECEIVED}, {newest})")
+        newest = ", ".join(f"coalesce({quote(name)}, 0)" for name in tracked.fields)
+        connection.execute(f"UPDATE {tracked.shadow} SET {S_LM} = max({S_RECEIVED}, {newest})")

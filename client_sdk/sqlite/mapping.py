@@ -38,12 +38,12 @@ class TableMapping:
     @cached_property
     def select(self) -> str:
         """Columns of a record: key, received_at, one stamp per field, then the row's values."""
-        t = self.tracked
-        stamps = ", ".join(f"s.{quote(name)}" for name in t.fields)
-        values = ", ".join(f"b.{quote(name)}" for name in t.fields)
+        tracked = self.tracked
+        stamps = ", ".join(f"s.{quote(name)}" for name in tracked.fields)
+        values = ", ".join(f"b.{quote(name)}" for name in tracked.fields)
         return (
             f"SELECT s.{S_KEY}, s.{S_RECEIVED}, {stamps}, {values} "
-            f"FROM {t.shadow} AS s CROSS JOIN {t.base} AS b ON b.{t.key_column} = s.{S_KEY}"
+            f"FROM {tracked.shadow} AS s CROSS JOIN {tracked.base} AS b ON b.{tracked.key_column} = s.{S_KEY}"
         )
 
     @cached_property
@@ -137,20 +137,20 @@ def json_column(kind: ColumnKind, values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def value_rows(model: TableMapping, records: dict[str, SyncRecord]) -> dict[tuple[str, ...], list[Sequence[Any]]]:
     """Each record's values as bound for its table, grouped by the fields it carries."""
-    t = model.tracked
+    tracked = model.tracked
     kinds = model.kinds
     groups: dict[tuple[str, ...], list[Sequence[Any]]] = {}
     for key, record in records.items():
         data = record.user_data()
-        data[t.key] = key
-        names = tuple(name for name in t.fields if name in data)
+        data[tracked.key] = key
+        names = tuple(name for name in tracked.fields if name in data)
         unknown = (data.keys() | record.timestamps.keys()) - kinds.keys() - META_FIELDS
         if unknown:
-            raise RecordFieldError(f"{t.label} record {key!r}: unknown field(s) {sorted(unknown)[:5]}")
+            raise RecordFieldError(f"{tracked.label} record {key!r}: unknown field(s) {sorted(unknown)[:5]}")
         try:
             groups.setdefault(names, []).append([to_sqlite(kinds[name], data[name]) for name in names])
         except ValueMappingError as exc:
-            raise RecordFieldError(f"{t.label} record {key!r}: {exc}") from None
+            raise RecordFieldError(f"{tracked.label} record {key!r}: {exc}") from None
     return groups
 
 
@@ -163,13 +163,13 @@ def json_types_adapted() -> bool:
     return not _JSON_TYPES.isdisjoint(kind for kind, _protocol in sqlite3.adapters)
 
 
-def upsert_sql(t: Tracked, names: Sequence[str]) -> str:
+def upsert_sql(tracked: Tracked, names: Sequence[str]) -> str:
     """Insert a row of the fields ``names`` (the key among them), or update the row with its key."""
     columns = ", ".join(quote(name) for name in names)
     marks = ", ".join("?" for _ in names)
-    updates = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in names if name != t.key)
+    updates = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in names if name != tracked.key)
     action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-    return f"INSERT INTO {t.base} ({columns}) VALUES ({marks}) ON CONFLICT ({t.key_column}) {action}"
+    return f"INSERT INTO {tracked.base} ({columns}) VALUES ({marks}) ON CONFLICT ({tracked.key_column}) {action}"
 
 
 def plain_rows(model: TableMapping, records: dict[str, SyncRecord]) -> list[Sequence[Any]] | None:
@@ -178,7 +178,7 @@ def plain_rows(model: TableMapping, records: dict[str, SyncRecord]) -> list[Sequ
     unchanged (plain or boolean). None: take the record-by-record path. The values are not looked
     at: a scalar binds as :func:`to_sqlite` would map it, and the binding refuses the rest (see
     ``SqliteSyncStorage._upsert_as_bound``)."""
-    t = model.tracked
+    tracked = model.tracked
     if not model.plain or json_types_adapted():
         return None
     fields = model.field_set
@@ -186,18 +186,18 @@ def plain_rows(model: TableMapping, records: dict[str, SyncRecord]) -> list[Sequ
     stamps = (record.timestamps for record in records.values())
     if not all(map(eq, map(dict.keys, datas), repeat(fields))) or not all(map(le, map(dict.keys, stamps), repeat(fields))):
         return None
-    if list(map(itemgetter(t.key), datas)) != list(records):
+    if list(map(itemgetter(tracked.key), datas)) != list(records):
         return None
-    return list(map(itemgetter(*t.fields), datas)) if len(t.fields) > 1 else [(key,) for key in records]
+    return list(map(itemgetter(*tracked.fields), datas)) if len(tracked.fields) > 1 else [(key,) for key in records]
 
 
-def shadow_rows(t: Tracked, records: dict[str, SyncRecord], received_at: int) -> list[Sequence[Any]]:
+def shadow_rows(tracked: Tracked, records: dict[str, SyncRecord], received_at: int) -> list[Sequence[Any]]:
     """(key, last_modified, received_at, one stamp per field) of each record, column by column."""
     maps = [record.timestamps for record in records.values()]
     newest = list(map(max, map(dict.values, maps))) if all(maps) else [max(m.values(), default=0) for m in maps]
     if received_at:
         newest = [max(received_at, stamp) for stamp in newest]
-    stamp_columns = [list(map(dict.get, maps, repeat(name))) for name in t.fields]
+    stamp_columns = [list(map(dict.get, maps, repeat(name))) for name in tracked.fields]
     return list(zip(records, newest, repeat(received_at), *stamp_columns))
 
 

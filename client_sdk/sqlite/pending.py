@@ -30,24 +30,24 @@ class PendingChanges(StorageCore):
 
     @serialized
     def get_pending_deletes(self, label: str) -> dict[str, int]:
-        t = self._model(label).tracked
+        tracked = self._model(label).tracked
         self._fold_log()
-        return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {t.tomb} WHERE "pending" = 1'))
+        return dict(self.connection.execute(f'SELECT "key", "stamp" FROM {tracked.tomb} WHERE "pending" = 1'))
 
     @serialized
     def get_pending_keys(self, label: str, keys: Iterable[str]) -> set[str]:
-        t = self._model(label).tracked
+        tracked = self._model(label).tracked
         self._fold_log()
         anything = self.connection.execute(  # both answered by the partial "pending" indexes
-            f"SELECT EXISTS (SELECT 1 FROM {t.shadow} WHERE {S_PENDING} = 1) "
-            f'OR EXISTS (SELECT 1 FROM {t.tomb} WHERE "pending" = 1)'
+            f"SELECT EXISTS (SELECT 1 FROM {tracked.shadow} WHERE {S_PENDING} = 1) "
+            f'OR EXISTS (SELECT 1 FROM {tracked.tomb} WHERE "pending" = 1)'
         ).fetchone()[0]
         if not anything:
             return set()
         wanted = keys_json(keys)
         rows = self.connection.execute(
-            f"SELECT {S_KEY} FROM {t.shadow} WHERE {S_PENDING} = 1 AND {S_KEY} IN {IN_KEYS} "
-            f'UNION SELECT "key" FROM {t.tomb} WHERE "pending" = 1 AND "key" IN {IN_KEYS}',
+            f"SELECT {S_KEY} FROM {tracked.shadow} WHERE {S_PENDING} = 1 AND {S_KEY} IN {IN_KEYS} "
+            f'UNION SELECT "key" FROM {tracked.tomb} WHERE "pending" = 1 AND "key" IN {IN_KEYS}',
             (wanted, wanted),
         )
         return {key for (key,) in rows}
@@ -56,10 +56,10 @@ class PendingChanges(StorageCore):
     def has_pending_after(self, stamp: int) -> bool:
         self._fold_log()
         for model in self._models.values():
-            t = model.tracked
+            tracked = model.tracked
             if self.connection.execute(  # both answered by the partial "pending" indexes
-                f"SELECT EXISTS (SELECT 1 FROM {t.shadow} WHERE {S_PENDING} = 1 AND {S_LM} > ?) "
-                f'OR EXISTS (SELECT 1 FROM {t.tomb} WHERE "pending" = 1 AND "stamp" > ?)',
+                f"SELECT EXISTS (SELECT 1 FROM {tracked.shadow} WHERE {S_PENDING} = 1 AND {S_LM} > ?) "
+                f'OR EXISTS (SELECT 1 FROM {tracked.tomb} WHERE "pending" = 1 AND "stamp" > ?)',
                 (stamp, stamp),
             ).fetchone()[0]:
                 return True
@@ -67,22 +67,22 @@ class PendingChanges(StorageCore):
 
     @serialized
     def acknowledge(self, label: str, records: dict[str, int], deletes: dict[str, int]) -> None:
-        t = self._model(label).tracked
+        tracked = self._model(label).tracked
         with self._tx.write():
             self._fold_log()  # a write made since the push changes last_modified: it stays pending
             self.connection.executemany(
-                f"UPDATE {t.shadow} SET {S_PENDING} = 0 WHERE {S_KEY} = ? AND {S_LM} = ?", records.items()
+                f"UPDATE {tracked.shadow} SET {S_PENDING} = 0 WHERE {S_KEY} = ? AND {S_LM} = ?", records.items()
             )
             self.connection.executemany(
-                f'UPDATE {t.tomb} SET "pending" = 0 WHERE "key" = ? AND "stamp" = ?', deletes.items()
+                f'UPDATE {tracked.tomb} SET "pending" = 0 WHERE "key" = ? AND "stamp" = ?', deletes.items()
             )
 
     @serialized
     def mark_pending(self, label: str, keys: Iterable[str]) -> None:
-        t = self._model(label).tracked
+        tracked = self._model(label).tracked
         with self._tx.write():
             self._fold_log()
-            self.connection.execute(f"UPDATE {t.shadow} SET {S_PENDING} = 1 WHERE {S_KEY} IN {IN_KEYS}", (keys_json(keys),))
+            self.connection.execute(f"UPDATE {tracked.shadow} SET {S_PENDING} = 1 WHERE {S_KEY} IN {IN_KEYS}", (keys_json(keys),))
 
     @serialized
     def pending_count(self) -> int:
@@ -90,10 +90,10 @@ class PendingChanges(StorageCore):
         self._fold_log()
         total = 0
         for model in self._models.values():
-            t = model.tracked
+            tracked = model.tracked
             total += self.connection.execute(
-                f"SELECT (SELECT count(*) FROM {t.shadow} WHERE {S_PENDING} = 1) "
-                f'+ (SELECT count(*) FROM {t.tomb} WHERE "pending" = 1)'
+                f"SELECT (SELECT count(*) FROM {tracked.shadow} WHERE {S_PENDING} = 1) "
+                f'+ (SELECT count(*) FROM {tracked.tomb} WHERE "pending" = 1)'
             ).fetchone()[0]
         return total
 

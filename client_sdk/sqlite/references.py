@@ -84,16 +84,16 @@ class ReferenceChecks:
         self, model: TableMapping, fk: ForeignKey, parent_column: str, where: str, keys: Collection[str]
     ) -> list[ReferenceViolation]:
         """Rows of ``model`` selected by ``where`` (bound to ``keys``) whose single-column ``fk`` names no row."""
-        t = model.tracked
+        tracked = model.tracked
         reference = f"c.{quote(fk.columns[0])}"
         rows = self.connection.execute(
-            f"SELECT c.{t.key_column}, {reference} FROM {t.base} AS c WHERE {where} AND {reference} IS NOT NULL "
+            f"SELECT c.{tracked.key_column}, {reference} FROM {tracked.base} AS c WHERE {where} AND {reference} IS NOT NULL "
             f"AND NOT EXISTS (SELECT 1 FROM {quote(fk.parent)} AS p WHERE p.{quote(parent_column)} = {reference}) "
             f"ORDER BY 1",
             (keys_json(keys),),
         )
         parent_label = self._labels_by_table.get(fk.parent)
-        return [ReferenceViolation(t.label, key, parent_label, parent_key) for key, parent_key in rows]
+        return [ReferenceViolation(tracked.label, key, parent_label, parent_key) for key, parent_key in rows]
 
     def _table_violations(self, table: str) -> list[ReferenceViolation]:
         found = []

@@ -33,27 +33,27 @@ class ServedChanges(StorageCore):
 
     @serialized
     def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
-        t = self._model(label).tracked
+        tracked = self._model(label).tracked
         self._fold_log()
         return dict(self.connection.execute(
-            f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "stamp" > ? AND "stamp" <= ?',
+            f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "stamp" > ? AND "stamp" <= ?',
             (since, HLC_MAX if until is None else until),
         ))
 
     @serialized
     def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
-        t = self._model(label).tracked
+        tracked = self._model(label).tracked
         self._fold_log()
         rows = self.connection.execute(
-            f'SELECT "key", "row" FROM {t.tomb} WHERE "row" IS NOT NULL AND "key" IN {IN_KEYS}', (keys_json(keys),)
+            f'SELECT "key", "row" FROM {tracked.tomb} WHERE "row" IS NOT NULL AND "key" IN {IN_KEYS}', (keys_json(keys),)
         )
         return {key: SyncRecord.from_dict(key, json.loads(text), label=label) for key, text in rows}
 
     @serialized
     def keep_buried(self, label: str, records: dict[str, SyncRecord]) -> None:
-        t = self._model(label).tracked
+        tracked = self._model(label).tracked
         with self._tx.write():
             self.connection.executemany(
-                f'UPDATE {t.tomb} SET "row" = ? WHERE "key" = ?',
+                f'UPDATE {tracked.tomb} SET "row" = ? WHERE "key" = ?',
                 [(record_json(record), key) for key, record in records.items()],
             )

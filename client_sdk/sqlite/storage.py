@@ -139,11 +139,11 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             self.node_id = self._node_id(node_id)
             registry = changelog.read_registry(self.connection)
             targets = self._fold_targets(registry)
-            for t in targets:
-                migrate_tombstones(self.connection, t)
+            for tracked in targets:
+                migrate_tombstones(self.connection, tracked)
             changelog.fold(self.connection, targets)  # with the fields the triggers were made for
             if models is None:
-                models = {name: t.label for name, t in registry.items()}
+                models = {name: tracked.label for name, tracked in registry.items()}
                 if not models:
                     raise InvalidParameterError("this database tracks no tables yet: pass models={table: label}")
             check_models(models)
@@ -167,18 +167,18 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             table_id = current.id
         else:
             table_id = self.connection.execute(f'SELECT coalesce(max("id"), 0) + 1 FROM {TABLES}').fetchone()[0]
-        t = Tracked(table_id, schema.name, label, schema.key, schema.fields, schema.secondary_unique)
-        for statement in storage_ddl(t, self.role):
+        tracked = Tracked(table_id, schema.name, label, schema.key, schema.fields, schema.secondary_unique)
+        for statement in storage_ddl(tracked, self.role):
             self.connection.execute(statement)
-        migrate_stamps(self.connection, t)
+        migrate_stamps(self.connection, tracked)
         existing = dict(
             self.connection.execute(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name LIKE ? ESCAPE '\\'",
-                (t.table, PREFIX.replace("_", "\\_") + "%"),
+                (tracked.table, PREFIX.replace("_", "\\_") + "%"),
             ).fetchall()
         )
         capturing = current is not None and existing == trigger_ddl(current)
-        expected = trigger_ddl(t)
+        expected = trigger_ddl(tracked)
         if existing != expected:
             for name in existing:
                 self.connection.execute(f"DROP TRIGGER {quote(name)}")
@@ -186,15 +186,15 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
                 self.connection.execute(sql)
         self.connection.execute(
             f'INSERT OR REPLACE INTO {TABLES} ("name", "id", "label", "key", "fields", "sweep") VALUES (?, ?, ?, ?, ?, ?)',
-            (t.table, t.id, t.label, t.key, json.dumps(list(t.fields)), int(t.sweep)),
+            (tracked.table, tracked.id, tracked.label, tracked.key, json.dumps(list(tracked.fields)), int(tracked.sweep)),
         )
         if not capturing:
             # first tracking, or triggers were dropped (a rebuilt table): catch up on what was not logged
             stamp = changelog.fresh_stamp(self.connection)
-            changelog.backfill(self.connection, t, stamp)
-            changelog.sweep_orphans(self.connection, t, stamp)
-        self._models[label] = TableMapping(t, schema)
-        self._labels_by_table[t.table] = label
+            changelog.backfill(self.connection, tracked, stamp)
+            changelog.sweep_orphans(self.connection, tracked, stamp)
+        self._models[label] = TableMapping(tracked, schema)
+        self._labels_by_table[tracked.table] = label
 
     # ------------------------------------------------------------------ names
 
@@ -277,9 +277,11 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
 
     @serialized
     def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
-        t = self._model(label).tracked
+        tracked = self._model(label).tracked
         self._fold_log()
-        rows = self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(keys),))
+        rows = self.connection.execute(
+            f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(keys),)
+        )
         return dict(rows)
 
     # ------------------------------------------------------------------ writing what sync decided
@@ -289,64 +291,66 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True
     ) -> list[str]:
         model = self._model(label)
-        t = model.tracked
+        tracked = model.tracked
         with self._tx.write():
             self._fold_log()
             if not records:
                 return []
-            skipped = self._stale(t, records) if guard else []
+            skipped = self._stale(tracked, records) if guard else []
             stale = set(skipped)
             accepted = {key: record for key, record in records.items() if key not in stale} if stale else records
             if accepted:
                 self._write_rows(model, accepted, received_at or 0)
             return skipped
 
-    def _stale(self, t: Tracked, records: dict[str, SyncRecord]) -> list[str]:
+    def _stale(self, tracked: Tracked, records: dict[str, SyncRecord]) -> list[str]:
         """Keys of ``records`` older than the row or tombstone stored here (the staleness guard, 7.6)."""
         keys = keys_json(records)
-        stored = dict(self.connection.execute(f"SELECT {S_KEY}, {S_LM} FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,)))
-        tombs = dict(self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys,)))
+        stored = dict(self.connection.execute(
+            f"SELECT {S_KEY}, {S_LM} FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,)
+        ))
+        tombs = dict(self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys,)))
         return [
             key for key, record in records.items()
             if (stored[key] if key in stored else tombs.get(key, -1)) > record.last_modified
         ]
 
     def _write_rows(self, model: TableMapping, records: dict[str, SyncRecord], received_at: int) -> None:
-        t = model.tracked
-        stamp_rows = shadow_rows(t, records, received_at)
+        tracked = model.tracked
+        stamp_rows = shadow_rows(tracked, records, received_at)
         self.connection.execute("PRAGMA defer_foreign_keys = ON")  # a page may hold children before parents
-        with self._unlogged(t, None if self._upsert_writes_alone(model) else keys_json(records)):
+        with self._unlogged(tracked, None if self._upsert_writes_alone(model) else keys_json(records)):
             plain = plain_rows(model, records)
-            if plain is None or not self._upsert_as_bound(t, plain):
+            if plain is None or not self._upsert_as_bound(tracked, plain):
                 plain = None
                 for names, rows in value_rows(model, records).items():
-                    self.connection.executemany(upsert_sql(t, names), rows)
+                    self.connection.executemany(upsert_sql(tracked, names), rows)
         self._references.note(model, plain)
-        stamp_columns = ", ".join(quote(name) for name in t.fields)
-        marks = ", ".join("?" for _ in range(3 + len(t.fields)))
+        stamp_columns = ", ".join(quote(name) for name in tracked.fields)
+        marks = ", ".join("?" for _ in range(3 + len(tracked.fields)))
         self.connection.executemany(
-            f"INSERT OR REPLACE INTO {t.shadow} ({S_KEY}, {S_LM}, {S_RECEIVED}, {stamp_columns}, {S_PENDING}) "
+            f"INSERT OR REPLACE INTO {tracked.shadow} ({S_KEY}, {S_LM}, {S_RECEIVED}, {stamp_columns}, {S_PENDING}) "
             f"VALUES ({marks}, 0)",
             stamp_rows,
         )
-        if self.connection.execute(f"SELECT EXISTS (SELECT 1 FROM {t.tomb})").fetchone()[0]:  # none on a first sync
-            self.connection.execute(f'DELETE FROM {t.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(records),))
+        if self.connection.execute(f"SELECT EXISTS (SELECT 1 FROM {tracked.tomb})").fetchone()[0]:  # none on a first sync
+            self.connection.execute(f'DELETE FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(records),))
         changelog.write_clock(self.connection, max(map(itemgetter(1), stamp_rows)))
 
     @contextmanager
-    def _unlogged(self, t: Tracked, keys: str | None) -> Iterator[None]:
+    def _unlogged(self, tracked: Tracked, keys: str | None) -> Iterator[None]:
         """Keep the capture triggers from logging the block's writes to the rows ``keys`` (a JSON array)
         or, with None, to any row of the table. (A block that raises fails the transaction, which
         takes the mark away with it.)"""
         if keys is None:  # '' starts before every key (keys compare as text)
-            self.connection.execute(f'INSERT INTO {UNLOGGED} ("tbl", "key", "through") VALUES (?, \'\', NULL)', (t.id,))
+            self.connection.execute(f'INSERT INTO {UNLOGGED} ("tbl", "key", "through") VALUES (?, \'\', NULL)', (tracked.id,))
         else:
             self.connection.execute(
                 f'INSERT OR IGNORE INTO {UNLOGGED} ("tbl", "key", "through") SELECT ?, value, value FROM json_each(?)',
-                (t.id, keys),
+                (tracked.id, keys),
             )
         yield
-        self.connection.execute(f'DELETE FROM {UNLOGGED} WHERE "tbl" = ?', (t.id,))
+        self.connection.execute(f'DELETE FROM {UNLOGGED} WHERE "tbl" = ?', (tracked.id,))
 
     def _upsert_writes_alone(self, model: TableMapping) -> bool:
         """Whether upserting rows of the table can write no other row: no trigger of the app's is on
@@ -354,29 +358,29 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         which never changes a row's key, changes no column a FOREIGN KEY can refer to, so no foreign
         key action fires; and no REPLACE can delete another row.) Then every write to the table while
         a page is upserted is the page's own. Read again whenever the schema changed."""
-        t = model.tracked
+        tracked = model.tracked
         version = (self.connection.execute("PRAGMA main.schema_version").fetchone()[0],
                    self.connection.execute("PRAGMA temp.schema_version").fetchone()[0])
-        known = self._writes_alone.get(t.table)
+        known = self._writes_alone.get(tracked.table)
         if known is not None and known[0] == version:
             return known[1]
         triggers = self.connection.execute(
             "SELECT EXISTS (SELECT 1 FROM (SELECT * FROM sqlite_master UNION ALL SELECT * FROM sqlite_temp_master) "
             "WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE AND name NOT GLOB ?)",
-            (t.table, f"{PREFIX}*"),
+            (tracked.table, f"{PREFIX}*"),
         ).fetchone()[0]
-        alone = not triggers and not t.sweep
-        self._writes_alone[t.table] = (version, alone)
+        alone = not triggers and not tracked.sweep
+        self._writes_alone[tracked.table] = (version, alone)
         return alone
 
-    def _upsert_as_bound(self, t: Tracked, rows: list[Sequence[Any]]) -> bool:
+    def _upsert_as_bound(self, tracked: Tracked, rows: list[Sequence[Any]]) -> bool:
         """Upsert rows whose values bind as they are; False if the binding refuses one (a list, an
         object, an integer past 64 bits). The rows before that one are written then, with the very
         values the record-by-record path binds for them (it converts only what does not bind), so
         writing the page again that way repeats them harmlessly; no savepoint is taken for it (see
         :meth:`Transactions.write`)."""
         try:
-            self.connection.executemany(upsert_sql(t, t.fields), rows)
+            self.connection.executemany(upsert_sql(tracked, tracked.fields), rows)
         except (OverflowError, sqlite3.ProgrammingError):
             return False
         return True
@@ -386,13 +390,15 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         self, label: str, deletes: dict[str, int], *, received_at: int | None = None, guard: bool = True
     ) -> list[str]:
         model = self._model(label)
-        t = model.tracked
+        tracked = model.tracked
         with self._tx.write():
             self._fold_log()
             if not deletes:
                 return []
             keys = keys_json(deletes)
-            stored = dict(self.connection.execute(f"SELECT {S_KEY}, {S_LM} FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,)))
+            stored = dict(self.connection.execute(
+                f"SELECT {S_KEY}, {S_LM} FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,)
+            ))
             skipped = [key for key, stamp in deletes.items() if guard and stored.get(key, -1) > stamp]
             accepted = {key: stamp for key, stamp in deletes.items() if key not in skipped}
             if accepted:
@@ -401,15 +407,15 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
                 # ON DELETE actions still fire other rows' triggers: those rows become local changes.
                 # A child left dangling is found before the round commits (reference_violations).
                 self.connection.execute("PRAGMA defer_foreign_keys = ON")
-                with self._unlogged(t, keys):
-                    self.connection.execute(f"DELETE FROM {t.base} WHERE {t.key_column} IN {IN_KEYS}", (keys,))
-                self.connection.execute(f"DELETE FROM {t.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
+                with self._unlogged(tracked, keys):
+                    self.connection.execute(f"DELETE FROM {tracked.base} WHERE {tracked.key_column} IN {IN_KEYS}", (keys,))
+                self.connection.execute(f"DELETE FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
                 # with received_at, the tombstone is delivered from then on, keeps the delete's own
                 # stamp and what it erased
                 rows = [(key, own if received_at is None else received_at, None if received_at is None else own,
                          record_json(erased.get(key))) for key, own in accepted.items()]
                 self.connection.executemany(
-                    f'INSERT INTO {t.tomb} ("key", "stamp", "hlc", "row", "pending") VALUES (?, ?, ?, ?, 0) '
+                    f'INSERT INTO {tracked.tomb} ("key", "stamp", "hlc", "row", "pending") VALUES (?, ?, ?, ?, 0) '
                     'ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), '
                     f'"hlc" = CASE WHEN excluded."hlc" IS NULL THEN NULL ELSE max({TOMB_HLC}, excluded."hlc") END, '
                     '"row" = coalesce(excluded."row", "row"), "pending" = 0',
@@ -456,16 +462,16 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             registry = changelog.read_registry(self.connection)
             if table not in registry:
                 raise UnknownModelError(f"table {table!r} is not tracked")
-            t = registry[table]
+            tracked = registry[table]
             triggers = self.connection.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name LIKE ? ESCAPE '\\'",
                 (table, PREFIX.replace("_", "\\_") + "%"),
             ).fetchall()
             for (name,) in triggers:
                 self.connection.execute(f"DROP TRIGGER {quote(name)}")
-            for kind, name in t.object_names():
+            for kind, name in tracked.object_names():
                 self.connection.execute(f"DROP {kind.upper()} IF EXISTS {quote(name)}")
-            self.connection.execute(f'DELETE FROM {LOG} WHERE "tbl" = ?', (t.id,))
+            self.connection.execute(f'DELETE FROM {LOG} WHERE "tbl" = ?', (tracked.id,))
             self.connection.execute(f'DELETE FROM {TABLES} WHERE "name" = ?', (table,))
         label = self._labels_by_table.pop(table, None)
         if label is not None:

@@ -1,8 +1,10 @@
 """The HTTP binding of PROTOCOL.md section 5, minus the HTTP: what a server answers and how a client reads it.
 
-``server_stub`` and :class:`InProcessTransport` build answers and refusals
-here, and both client transports read answers here, so an in-process sync
-sees the same statuses, texts and checks as one over the network.
+This module is the declared seam between the client transports and any server
+built on this package: ``server_stub`` and :class:`InProcessTransport` build
+answers and refusals here, and both client transports read answers here, so an
+in-process sync sees the same statuses, texts and checks as one over the
+network. Its ``__all__`` is what a server may use.
 """
 
 from __future__ import annotations
@@ -20,6 +22,30 @@ from ..errors import (
 )
 from ..protocol.sealed import parse_sealed
 from ..protocol.wire import SyncManifest
+
+__all__ = [
+    "ABORT_REASONS",
+    "AUTH_REQUIRED",
+    "BAD_CONTENT_ENCODING",
+    "BAD_CONTENT_TYPE",
+    "INCOMPLETE_BODY",
+    "INVALID_CONTENT_LENGTH",
+    "INVALID_GZIP",
+    "INVALID_JSON",
+    "MANIFEST_ERRORS",
+    "NODE_FORBIDDEN",
+    "NOT_ALLOWED",
+    "NOT_AN_OBJECT",
+    "SYNC_ABORTED",
+    "TOO_LARGE",
+    "abort_reason",
+    "invalid_manifest",
+    "is_refusal",
+    "read_response",
+    "read_response_body",
+    "refused",
+    "response_json",
+]
 
 INVALID_JSON = "Invalid JSON in request body"
 NOT_AN_OBJECT = "Request body must be a JSON object"
