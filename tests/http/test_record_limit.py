@@ -10,8 +10,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -141,15 +142,22 @@ def test_health_and_a_small_sync_answer_while_the_largest_allowed_request_is_wor
     assert count_rows(config.database, "Task") == 5000 and count_rows(config.database, "TodoList") == 1
 
 
-def test_the_sdk_pages_6000_pending_rows_under_the_default_limit(tmp_path: Path) -> None:
+@contextmanager
+def notes_client(tmp_path: Path, **limits: Any) -> Iterator[tuple[ServerConfig, SyncClient]]:
+    """A server_stub for a notes table (with ``limits``) and a SyncClient syncing with it."""
     config = ServerConfig(database=tmp_path / "server.db", models={"notes": "notes.Note"},
-                          schema="CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);")
+                          schema="CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);", **limits)
     device = tmp_path / "device.db"
     with closing(sqlite3.connect(device)) as connection, connection:
         connection.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT)")
     with serve(create_app(config)) as base, \
             SyncClient(device, models={"notes": "notes.Note"}, node_id="laptop",
                        transport=HttpTransport(base + "/sync/", retries=0, timeout=60)) as client:
+        yield config, client
+
+
+def test_the_sdk_pages_6000_pending_rows_under_the_default_limit(tmp_path: Path) -> None:
+    with notes_client(tmp_path) as (config, client):
         with client.connection as connection:
             connection.executemany("INSERT INTO notes (id, body) VALUES (?, ?)",
                                    [(f"note-{number:04d}", f"body {number}") for number in range(6000)])
@@ -160,14 +168,7 @@ def test_the_sdk_pages_6000_pending_rows_under_the_default_limit(tmp_path: Path)
 
 def test_a_server_limit_under_the_sdk_batch_is_a_clear_refusal(tmp_path: Path) -> None:
     """The other side of the test above: the limit is really in force on what the SDK sends."""
-    config = ServerConfig(database=tmp_path / "server.db", models={"notes": "notes.Note"},
-                          schema="CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);", records_per_model_max=999)
-    device = tmp_path / "device.db"
-    with closing(sqlite3.connect(device)) as connection, connection:
-        connection.execute("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT)")
-    with serve(create_app(config)) as base, \
-            SyncClient(device, models={"notes": "notes.Note"}, node_id="laptop",
-                       transport=HttpTransport(base + "/sync/", retries=0, timeout=60)) as client:
+    with notes_client(tmp_path, records_per_model_max=999) as (config, client):
         with client.connection as connection:
             connection.executemany("INSERT INTO notes (id, body) VALUES (?, ?)", [(f"n{n}", "x") for n in range(1000)])
         with pytest.raises(SyncAbortedError) as refused:
