@@ -15,12 +15,13 @@ from .results import DatabaseResult, SyncPhase, SyncStage
 
 @dataclass
 class SyncRun:
-    """One sync: its result, the keys the server refused in it (not pushed again until the next sync),
-    and the checkpoint it started from (the fields changed since then are the device's own edits)."""
+    """One sync: its result, the checkpoint it started from (the fields changed since then are the
+    device's own edits), and the keys it holds back: refused by the server or quarantined in this
+    sync, label -> keys, not pushed again until the next one."""
 
     result: DatabaseResult
     since: int
-    rejected: dict[str, set[str]] = field(default_factory=dict)
+    held_back: dict[str, set[str]] = field(default_factory=dict)
 
 
 class Applying(EngineBase):
@@ -28,12 +29,12 @@ class Applying(EngineBase):
 
     def _apply_response(self, request: SyncManifest, response: SyncManifest, checkpoint: int, run: SyncRun) -> None:
         """Acknowledge what the server took, apply what it sent, store the new checkpoint: all in one transaction."""
-        result, rejected = run.result, run.rejected
+        result, held_back = run.result, run.held_back
         refused = {str(error.get("key")) for error in response.errors}
         for payload in request.payloads:
             label = payload.model_label
             bad = refused & (set(payload.records) | set(payload.deletes))
-            rejected.setdefault(label, set()).update(bad)
+            held_back.setdefault(label, set()).update(bad)
             self.storage.acknowledge(
                 label,
                 {key: record.last_modified for key, record in payload.records.items() if key not in bad},

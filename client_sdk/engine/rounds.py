@@ -76,7 +76,7 @@ class Syncing(Applying):
 
     def _rounds(self, result: DatabaseResult, transport: Transport) -> None:
         run = SyncRun(result, since=self.storage.get_checkpoint())
-        rejected = run.rejected
+        held_back = run.held_back
         pipeline: PullPipeline | None = None
         opened: float | None = None  # when the transaction ``held`` began, while it is open
         follow_ups = 0
@@ -99,7 +99,7 @@ class Syncing(Applying):
                             pipeline.close()
                             pipeline = None
                         checkpoint = self.storage.get_checkpoint()
-                        request = self._collect(checkpoint, self.storage.get_after_keys(), rejected, result.errors)
+                        request = self._collect(checkpoint, self.storage.get_after_keys(), held_back, result.errors)
                         self._phase(SyncPhase.EXCHANGING)
                         response = transport.exchange(request)
                     self._phase(SyncPhase.RECONCILING)
@@ -111,7 +111,7 @@ class Syncing(Applying):
                         held.enter_context(self.transaction())
                         opened = time.monotonic()
                     self._accept(response)
-                    following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, rejected)
+                    following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, held_back)
                     if following is not None:
                         pipeline = PullPipeline(transport, self._pull, *following)
                     self._apply_response(request, response, checkpoint, run)
@@ -125,7 +125,7 @@ class Syncing(Applying):
                         opened = None
                     # A request sent ahead could not see what applying the rounds before it changed
                     # locally (an ON DELETE CASCADE, say): the sync ends only once that is pushed too.
-                    if last and not (pulled is not None and self._collect(result.checkpoint, {}, rejected).payloads):
+                    if last and not (pulled is not None and self._collect(result.checkpoint, {}, held_back).payloads):
                         return
                     if complete and not last:
                         follow_ups += 1
@@ -136,7 +136,7 @@ class Syncing(Applying):
                 pipeline.close()
 
     def _pull_ahead(
-        self, request: SyncManifest, response: SyncManifest, checkpoint: int, rejected: dict[str, set[str]]
+        self, request: SyncManifest, response: SyncManifest, checkpoint: int, held_back: dict[str, set[str]]
     ) -> tuple[int, SyncManifest] | None:
         """The next round's checkpoint and request, if the request is already fully determined: a pure pull.
 
@@ -149,7 +149,7 @@ class Syncing(Applying):
         if request.payloads or request.has_more:
             return None
         following = max(response.checkpoint, checkpoint)
-        pull = self._collect(following, response.after_keys, rejected)
+        pull = self._collect(following, response.after_keys, held_back)
         if pull.payloads or pull.has_more:
             return None
         return following, pull
@@ -159,7 +159,7 @@ class Syncing(Applying):
         return self._manifest(checkpoint, [], after_keys, False)
 
     def _collect(
-        self, checkpoint: int, after_keys: AfterKeys, rejected: dict[str, set[str]],
+        self, checkpoint: int, after_keys: AfterKeys, held_back: dict[str, set[str]],
         errors: list[RecordError] | None = None,
     ) -> SyncManifest:
         """Pending local changes, in dependency order, within the budget.
@@ -177,7 +177,7 @@ class Syncing(Applying):
             payloads = []
             has_more = False
             for label in self._order:
-                skip = rejected.setdefault(label, set())
+                skip = held_back.setdefault(label, set())
                 deletes: dict[str, int] = {}
                 for key, stamp in sorted(self.storage.get_pending_deletes(label).items(), key=lambda item: (item[1], item[0])):
                     if key in skip:

@@ -106,7 +106,7 @@ class LegacyClientEngine(DatabaseEngine):
     """Collects as the existing client does: every row and tombstone newer than its checkpoint,
     whether or not the server already acknowledged it."""
 
-    def _collect(self, checkpoint, after_keys, rejected, errors=None):  # type: ignore[override]
+    def _collect(self, checkpoint, after_keys, held_back, errors=None):  # type: ignore[override]
         from client_sdk import ModelPayload
 
         payloads = []
