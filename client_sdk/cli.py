@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from .client import SyncClient
-from .engine.results import SyncPhase, SyncStage
+from .engine.results import KEY_LISTS, DatabaseResult, SyncPhase, SyncStage
 from .errors import StorageError, SyncError
 from .transport.http import HttpTransport
+
+TOKEN_VARIABLE = "CLIENT_SDK_TOKEN"
+"""The environment variable ``sync`` and ``resync`` read the bearer token from when ``--token`` is not given."""
+DRY_RUN_KEYS = 10
+"""How many keys per table and kind ``sync --dry-run`` lists."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,11 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", parents=[after], help="pending changes, last sync, conflicts")
     sync = commands.add_parser("sync", parents=[after], help="sync now, with a progress bar")
-    sync.add_argument("--server", required=True, help="sync URL, e.g. http://127.0.0.1:8000/sync/")
-    sync.add_argument("--token", help="bearer token")
-    sync.add_argument("--retries", type=int, default=3,
-                      help="retries of a round that hits a network error (default: 3)")
-    sync.add_argument("--dry-run", action="store_true", help="show what would move, change nothing")
+    resync = commands.add_parser("resync", parents=[after],
+                                 help="download everything from the server again, keeping pending local changes")
+    for command in (sync, resync):
+        command.add_argument("--server", required=True, help="sync URL, e.g. http://127.0.0.1:8000/sync/")
+        command.add_argument("--token", help=f"bearer token (default: ${TOKEN_VARIABLE}; prefer the variable, "
+                                             "other users can see a command line)")
+        command.add_argument("--retries", type=int, default=3,
+                             help="retries of a round that hits a network error (default: 3)")
+    sync.add_argument("--dry-run", action="store_true",
+                      help=f"show what would move (the first {DRY_RUN_KEYS} keys per table), change nothing")
     conflicts = commands.add_parser("conflicts", parents=[after], help="the conflict log, newest first")
     conflicts.add_argument("--limit", type=int, default=20)
     return parser
@@ -81,12 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not path.is_file():
         print(f"error: no database file at {path}", file=sys.stderr)
         return 2
+    if not _tracks_tables(path):
+        print(f"error: {path} tracks no tables yet, so there is nothing to inspect or sync: open it once from the app "
+              "(SyncClient(path, models=...) tracks the app's tables), then run client-sdk on it again", file=sys.stderr)
+        return 2
     try:
-        if args.command == "sync":
+        if args.command in ("sync", "resync"):
             bar = ProgressBar()
-            transport = HttpTransport(args.server, auth_token=args.token, retries=args.retries)
+            token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+            transport = HttpTransport(args.server, auth_token=token, retries=args.retries)
             with SyncClient(path, models=None, transport=transport, on_phase=bar.phase, progress=bar) as client:
-                return _sync(client, args.server, args.dry_run)
+                return _sync(client, args.server, getattr(args, "dry_run", False), resync=args.command == "resync")
         with SyncClient(path, models=None) as client:
             return _status(client) if args.command == "status" else _conflicts(client, args.limit)
     except StorageError as exc:
@@ -97,17 +114,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _sync(client: SyncClient, server: str, dry_run: bool) -> int:
+def _tracks_tables(path: Path) -> bool:
+    """Whether an app has tracked tables in the file (a file SQLite cannot read counts as yes: opening it says why)."""
     try:
-        result = client.sync(dry_run=dry_run)
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return True
+    try:
+        return bool(connection.execute('SELECT count(*) FROM "_sync_tables"').fetchone()[0])
+    except sqlite3.OperationalError as exc:
+        return "no such table" not in str(exc)
+    except sqlite3.Error:
+        return True
+    finally:
+        connection.close()
+
+
+def _sync(client: SyncClient, server: str, dry_run: bool, resync: bool = False) -> int:
+    try:
+        result = client.resync() if resync else client.sync(dry_run=dry_run)
     except SyncError as exc:
-        print(f"error: sync with {server} failed: {exc}", file=sys.stderr)
+        print(f"error: {'resync' if resync else 'sync'} with {server} failed: {exc}", file=sys.stderr)
         return 1
     counts = {name: count for name, count in result.summary().items() if count}
-    print(("would move: " if dry_run else "synced: ") + (", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing"))
+    done = "would move: " if dry_run else "resynced: " if resync else "synced: "
+    print(done + (", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing"))
+    if dry_run:
+        _list_keys(client, result)
     for error in result.errors:
         print(f"  error on {error.get('key')}: {error.get('message')}")
     return 0 if result.ok else 1
+
+
+def _list_keys(client: SyncClient, result: DatabaseResult) -> None:
+    """The keys of each kind and table, the first :data:`DRY_RUN_KEYS` of each."""
+    tables = {label: table for table, label in client.models.items()}
+    for kind in KEY_LISTS:
+        for label, keys in sorted(getattr(result, kind).items()):
+            if not keys:
+                continue
+            shown = ", ".join(keys[:DRY_RUN_KEYS])
+            more = f" ... and {len(keys) - DRY_RUN_KEYS} more" if len(keys) > DRY_RUN_KEYS else ""
+            print(f"  {kind} {tables.get(label, label)}: {shown}{more}")
 
 
 def _status(client: SyncClient) -> int:

@@ -170,6 +170,23 @@ class SyncClient:
                 self.storage.purge_tombstones()  # the server has them now: keep the file from growing
             return result
 
+    def resync(self) -> DatabaseResult:
+        """Download everything from the server again, keeping the pending local changes: for a device that
+        looks confused (rows missing or stale, a damaged checkpoint), the support answer that loses nothing.
+
+        Resets the checkpoint and the paging cursors to 0, then syncs: every row the server holds is
+        pulled and stored again (a row without a pending change takes the server's version), pending
+        changes are merged field by field as in any sync and then pushed. Rows the server does not
+        hold stay as they are. If the sync fails, the next ``sync()`` finishes the full download.
+        """
+        if self.connection.in_transaction:
+            raise InvalidParameterError("the connection has an uncommitted transaction: commit it before resync()")
+        if self.transport is None:
+            raise InvalidParameterError("resync needs a server_url or a transport")
+        with self._sync_lock:
+            self.storage.save_checkpoint(0, {})
+        return self.sync()
+
     def _held(self, result: DatabaseResult) -> dict[tuple[str, str], SyncRecord]:
         """The rows now stored for the keys the conflict log names: they show which side won."""
         wanted: dict[str, set[str]] = {}

@@ -11,7 +11,7 @@ import pytest
 
 from client_sdk import SyncClient
 from client_sdk.protocol.hlc import system_ms, wall_of
-from tests.conftest import Device, Server
+from tests.conftest import Device, Server, rows
 from tests.loopback import free_port
 
 from .conftest import ROOT, run, wait_until
@@ -78,6 +78,80 @@ def test_a_dry_run_sync_moves_nothing(server: Server, device: Device) -> None:
     assert "pending changes:  1" in client_sdk("status", "--db", str(laptop.path)).stdout
 
 
+def test_a_dry_run_lists_the_first_ten_keys_of_each_kind_and_table(server: Server, device: Device) -> None:
+    url = server()
+    phone = device("phone", url)
+    for n in range(12):
+        write(phone, f"INSERT INTO notes VALUES ('r{n:02}', 'from the phone', 0)")
+    phone.sync()
+    laptop = device("laptop")
+    write(laptop, "INSERT INTO notes VALUES ('mine', 'milk', 0)")
+    laptop.close()
+    lines = client_sdk("sync", "--db", str(laptop.path), "--server", url, "--dry-run").stdout.splitlines()
+    assert lines[0] == "would move: pushed 1, created 12, rounds 1"
+    assert lines[1:] == ["  pushed notes: mine",
+                         "  created notes: " + ", ".join(f"r{n:02}" for n in range(10)) + " ... and 2 more"]
+    assert rows(laptop.path) == {"mine": ("milk", 0)}
+
+
+def test_the_token_comes_from_client_sdk_token_and_is_never_required(
+    server: Server, device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server(tokens={"secret": frozenset({"laptop"})})
+    laptop = device("laptop")
+    write(laptop, "INSERT INTO notes VALUES ('n1', 'milk', 0)")
+    laptop.close()
+    db = str(laptop.path)
+    assert "CLIENT_SDK_TOKEN" in client_sdk("sync", "--help").stdout
+    monkeypatch.delenv("CLIENT_SDK_TOKEN", raising=False)
+    refused = client_sdk("sync", "--db", db, "--server", url, "--retries", "0", check=False)
+    assert refused.returncode == 1 and "401" in refused.stderr
+    monkeypatch.setenv("CLIENT_SDK_TOKEN", "secret")
+    assert client_sdk("sync", "--db", db, "--server", url).stdout == "synced: pushed 1, rounds 1\n"
+    monkeypatch.setenv("CLIENT_SDK_TOKEN", "wrong")
+    write_db(db, "UPDATE notes SET body = 'oat milk'")
+    assert client_sdk("sync", "--db", db, "--server", url, "--token", "secret").stdout == "synced: pushed 1, rounds 1\n"
+
+
+def write_db(db: str, sql: str) -> None:
+    connection = sqlite3.connect(db)
+    try:
+        with connection:
+            connection.execute(sql)
+    finally:
+        connection.close()
+
+
+def test_resync_downloads_everything_again_and_keeps_a_pending_edit(
+    tmp_path: Path, server: Server, device: Device
+) -> None:
+    """A device whose checkpoint was damaged misses the other devices' edits; ``resync`` brings them back
+    and pushes the edit it had pending."""
+    url = server()
+    laptop, phone = device("laptop", url), device("phone", url)
+    for n in range(3):
+        write(laptop, f"INSERT INTO notes VALUES ('n{n}', 'note {n}', 0)")
+    laptop.sync()
+    phone.sync()
+    laptop.close()
+    db = str(laptop.path)
+    # the damage: a checkpoint a minute ahead of the server's clock
+    write_db(db, "UPDATE _sync_meta SET value = value + (60000 << 16) WHERE name = 'checkpoint'")
+    write(phone, "UPDATE notes SET body = 'edited on the phone' WHERE id = 'n1'")
+    phone.sync()
+    client_sdk("sync", "--db", db, "--server", url)
+    assert rows(laptop.path)["n1"] == ("note 1", 0)  # the phone's edit never arrives
+    write_db(db, "UPDATE notes SET pinned = 1 WHERE id = 'n2'")  # pending when the device resyncs
+
+    done = client_sdk("resync", "--db", db, "--server", url)
+    assert done.stdout.startswith("resynced: pushed 1,")
+    assert rows(laptop.path) == {"n0": ("note 0", 0), "n1": ("edited on the phone", 0), "n2": ("note 2", 1)}
+    assert rows(tmp_path / "server.db") == rows(laptop.path)
+    assert "pending changes:  0" in client_sdk("status", "--db", db).stdout
+    phone.sync()
+    assert rows(phone.path) == rows(laptop.path)
+
+
 def test_conflicts_lists_the_log_with_both_values_and_the_winner(server: Server, device: Device) -> None:
     url = server()
     laptop, phone = device("laptop", url), device("phone", url)
@@ -120,6 +194,7 @@ def test_a_missing_or_foreign_database_file_is_a_clear_error(tmp_path: Path) -> 
     done = client_sdk("conflicts", "--db", str(untracked), check=False)
     assert done.returncode != 0
     assert "tracks no tables" in done.stderr and "Traceback" not in done.stderr
+    assert "open it once from the app" in done.stderr and "pass models" not in done.stderr
 
 
 def test_an_unreachable_server_is_a_clear_error_and_is_recorded(device: Device) -> None:
