@@ -20,6 +20,12 @@ class SyncAbortedError(SyncError):
         self.server_error = server_error
 
 
+class ConnectionSetupError(SyncAbortedError):
+    """The server cannot be reached in a way retrying would not fix, so the transport did not retry:
+    the sync URL's host name does not resolve, or TLS cannot be set up (an https URL to a plain-HTTP
+    server, a certificate that does not verify). The message says which and what to check."""
+
+
 class ClockDriftError(SyncAbortedError):
     """The peer's wall clock is further from ours than ``clock_drift_max``."""
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import socket
+import ssl
 import time
 import zlib
 from collections.abc import Mapping
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from ..errors import DecompressionLimitError, InvalidParameterError, InvalidResponseError, RetryExhaustedError, require
+from ..errors import (
+    ConnectionSetupError,
+    DecompressionLimitError,
+    InvalidParameterError,
+    InvalidResponseError,
+    RetryExhaustedError,
+    require,
+)
 from ..protocol.limits import BODY_BYTES_MAX
 from ..protocol.wire import SyncManifest, parse_json
 from .binding import read_response_body, refused
@@ -19,6 +29,11 @@ from .compression import BodyTooLarge, BoundedBody, gzip_bytes
 
 RESERVED_HEADERS = frozenset({"content-type", "content-encoding", "accept-encoding", "content-length"})
 """Set by the transport itself; a caller-supplied value would break the binding."""
+
+REDIRECTS = frozenset({301, 302, 307, 308})
+"""Followed (once, the POST sent again) only when the new address is the sync URL plus a trailing slash."""
+
+log = logging.getLogger("client_sdk.transport")
 
 
 class _Retryable(Exception):
@@ -35,7 +50,12 @@ class HttpTransport:
     A 4xx answer raises :class:`SyncAbortedError` at once (``status`` and the
     server's ``error`` text on it); connection errors, timeouts and 5xx are
     retried ``retries`` times, ``retry_delay * 2**n`` seconds apart, then
-    :class:`RetryExhaustedError`. Responses are bounded to
+    :class:`RetryExhaustedError`. Failures retrying cannot fix (a host name
+    that does not resolve, TLS that cannot be set up) raise
+    :class:`ConnectionSetupError` at once. A redirect that only adds the
+    trailing slash to the URL is followed, and ``url`` becomes the new
+    address; any other redirect raises :class:`InvalidResponseError` naming
+    it. Responses are bounded to
     ``response_bytes_max`` bytes both as received and once inflated, then
     validated and checksum-verified before ``exchange`` returns them.
     ``bytes_sent`` and ``bytes_received`` count body bytes as they crossed the
@@ -90,7 +110,10 @@ class HttpTransport:
                     raise RetryExhaustedError(
                         f"sync round failed after {attempt + 1} attempt(s); last: {exc}", status=exc.status
                     ) from (exc.__cause__ or exc)
-                time.sleep(self.retry_delay * 2**attempt)
+                delay = self.retry_delay * 2**attempt
+                log.warning("sync round attempt %d of %d failed (%s); retrying in %.1f s",
+                            attempt + 1, self.retries + 1, exc, delay)
+                time.sleep(delay)
                 attempt += 1
 
     def reachable(self) -> bool:
@@ -112,21 +135,62 @@ class HttpTransport:
         self.close()
 
     # -- one attempt --
-    def _round(self, body: bytes) -> bytes:
+    def _round(self, body: bytes, redirected: bool = False) -> bytes:
         self.bytes_sent += len(body)
+        location: str | None = None
         try:
             with self._client.stream("POST", self.url, content=body) as response:
                 status = response.status_code
                 if status >= 500:
                     raise _Retryable(f"HTTP {status} from the server", status)
-                payload = self._read_body(response)
+                if status in REDIRECTS:
+                    location = response.headers.get("Location")
+                    payload = b""
+                else:
+                    payload = self._read_body(response)
         except httpx.TransportError as exc:
+            unfixable = self._unfixable(exc)
+            if unfixable is not None:
+                raise ConnectionSetupError(unfixable) from exc
             raise _Retryable(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
+        if status in REDIRECTS and not redirected:
+            target = _slash_added(self.url, location)
+            if target is not None:
+                log.warning("the sync URL %s redirects to %s: following; configure that URL to save a request",
+                            self.url, target)
+                self.url = target
+                return self._round(body, redirected=True)
+        if status in REDIRECTS:
+            where = f"to {urljoin(self.url, location)}" if location else "without a Location"
+            raise InvalidResponseError(
+                f"the sync URL {self.url} redirects (HTTP {status}) {where}; a sync is only sent on when the "
+                "redirect adds the trailing slash: set the sync URL to the address the server expects",
+                status=status,
+            )
         if 400 <= status < 500:
             raise refused(status, *_error_parts(payload))
         if status != 200:
             raise InvalidResponseError(f"unexpected HTTP {status} from the sync URL", status=status)
         return payload
+
+    def _unfixable(self, exc: httpx.TransportError) -> str | None:
+        """What is wrong, when ``exc`` is a failure no retry can fix: a host name that does not resolve
+        (a temporary resolver failure is retried), TLS that cannot be set up. ``None`` otherwise
+        (a refused connection is retried: a server restarting refuses for a moment)."""
+        parts = urlsplit(self.url)
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, socket.gaierror) and cause.errno != socket.EAI_AGAIN:
+                return (f"the sync URL's host {parts.hostname!r} does not resolve ({cause.strerror}): "
+                        "check the host name in the URL, or whether the device is online")
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                return (f"the TLS certificate of {parts.netloc} did not verify ({cause.verify_message}): "
+                        "check the host name in the sync URL and the server's certificate")
+            if isinstance(cause, ssl.SSLError) and not isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+                return (f"TLS could not be set up with {parts.netloc} ({cause.reason or cause}); if the server "
+                        "speaks plain HTTP, use an http:// sync URL")
+            cause = cause.__cause__ or cause.__context__
+        return None
 
     def decode(self, body: bytes) -> SyncManifest:
         """The manifest of a 200 body, validated and its checksum verified."""
@@ -153,6 +217,22 @@ class HttpTransport:
             raise InvalidResponseError(f"response inflates past response_bytes_max={limit} bytes") from exc
         except zlib.error as exc:
             raise InvalidResponseError(f"response is not valid gzip: {exc}") from exc
+
+
+def _slash_added(url: str, location: str | None) -> str | None:
+    """``location`` (resolved against ``url``) when it is ``url`` with a trailing slash added to the path:
+    same scheme, host, port and query. ``None`` for any other redirect."""
+    if not location:
+        return None
+    target = urljoin(url, location)
+    old, new = urlsplit(url), urlsplit(target)
+    try:
+        same_place = (old.scheme, old.hostname, old.port) == (new.scheme, new.hostname, new.port)
+    except ValueError:  # a malformed port in Location
+        return None
+    if same_place and old.query == new.query and new.path == old.path + "/" and not old.path.endswith("/"):
+        return target
+    return None
 
 
 def _error_parts(body: bytes) -> tuple[str, object, object]:

@@ -79,7 +79,7 @@ class Rogue:
         return await response if inspect.isawaitable(response) else response
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/sync/", self.handle, methods=["GET", "POST"])])
+        return Starlette(routes=[Route(path, self.handle, methods=["GET", "POST"]) for path in ("/sync/", "/sync")])
 
 
 @pytest.fixture(scope="module")
@@ -279,12 +279,31 @@ def test_broken_or_unknown_encodings_are_invalid_responses(
         http.exchange(request_manifest())
 
 
-def test_a_redirect_is_not_followed(rogue: tuple[Rogue, str]) -> None:
+@pytest.mark.parametrize(
+    "location",
+    ["http://127.0.0.1:1/elsewhere/", "/elsewhere/", "http://127.0.0.1:1/sync/", "https://{host}/sync/", "/sync/?x=1"],
+)
+def test_a_redirect_that_does_more_than_add_a_slash_is_not_followed(rogue: tuple[Rogue, str], location: str) -> None:
     server, url = rogue
-    server.script = [reply(b"", 307, headers={"Location": "http://127.0.0.1:1/elsewhere/"})]
-    with transport(url) as http, pytest.raises(InvalidResponseError, match="HTTP 307") as caught:
+    location = location.format(host=url.split("/")[2])
+    server.script = [reply(b"", 307, headers={"Location": location})]
+    with transport(url.rstrip("/")) as http, pytest.raises(InvalidResponseError, match="HTTP 307") as caught:
         http.exchange(request_manifest())
     assert caught.value.status == 307 and len(server.seen) == 1
+    assert "set the sync URL to the address the server expects" in str(caught.value)
+    assert location.rsplit(":", 1)[-1] in str(caught.value)
+
+
+@pytest.mark.parametrize("location", ["/sync/", "http://{host}/sync/"])
+def test_a_redirect_that_only_adds_the_slash_is_followed_once(rogue: tuple[Rogue, str], location: str) -> None:
+    server, url = rogue
+    server.script = [reply(b"", 307, headers={"Location": location.format(host=url.split("/")[2])})]
+    with transport(url.rstrip("/")) as http:
+        assert http.exchange(request_manifest()).node_id == "server"
+        assert http.url == url and len(server.seen) == 2
+        server.script = [reply(b"", 308, headers={"Location": "/sync//"})]
+        with pytest.raises(InvalidResponseError, match="HTTP 308"):
+            http.exchange(request_manifest())
 
 
 def test_nothing_is_applied_from_an_answer_that_fails_its_checksum(rogue: tuple[Rogue, str]) -> None:
