@@ -1,5 +1,7 @@
 """Offline-first sync for apps that keep their data in SQLite."""
 
+import logging as _logging
+
 from .autosync import AutoSync
 from .client import PendingChange, QuarantinedRow, SyncClient
 from .conflict import (
@@ -54,6 +56,8 @@ from .protocol import DependencyGraph, HybridLogicalClock, ModelPayload, RecordE
 from .sqlite import SqliteSyncLock, SqliteSyncStorage
 from .sqlite.journal import ConflictRecord, LastSync
 from .transport import HttpTransport, InProcessTransport
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())  # the app configures logging, the library never
 
 __all__ = [
     "AutoSync",

@@ -3,6 +3,7 @@ what is pending here, and log the conflicts a device should hear about (PROTOCOL
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from ..conflict.reconciler import ConflictEntry
@@ -11,6 +12,8 @@ from ..errors import ConflictStateError
 from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord, record_error
 from .base import EngineBase
 from .results import DatabaseResult, SyncPhase, SyncStage
+
+log = logging.getLogger("client_sdk.sync")
 
 
 @dataclass
@@ -147,6 +150,8 @@ class Applying(EngineBase):
             else:
                 del deletes[key]
         result.add("skipped", payload.model_label, sorted(both))
+        log.warning("tolerated a server quirk: %d key(s) of %s came both as a row and as a deletion (e.g. %r); "
+                    "settled by their stamps", len(both), payload.model_label, min(both))
         return ModelPayload(payload.model_label, records, deletes)
 
     def _merge_pending(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -25,6 +26,8 @@ from .results import DatabaseResult, SyncPhase, SyncStage
 
 PhaseCallback = Callable[[SyncPhase], None]
 ProgressCallback = Callable[[SyncStage, int, int], None]
+
+log = logging.getLogger("client_sdk.sync")
 
 
 class EngineBase:
@@ -129,6 +132,8 @@ class EngineBase:
             renamed[key] = SyncRecord(key, record.data, stamps, record.received_at)
         if not renamed:
             return payload
+        log.warning("tolerated a peer quirk: %d row(s) of %s carry stamps under a foreign key's field name "
+                    "(e.g. %r); moved them to the column's name", len(renamed), payload.model_label, next(iter(renamed)))
         return ModelPayload(payload.model_label, {**payload.records, **renamed}, payload.deletes)
 
     def _reference_violations(self, applied: SyncManifest) -> list[ReferenceViolation]:

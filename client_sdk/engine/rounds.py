@@ -16,6 +16,7 @@ whose answers keep arriving share one write transaction for up to
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -27,6 +28,8 @@ from .budget import READ_CHUNK, Budget, record_size
 from .pipeline import PullPipeline, settles
 from .protocols import Cursor, Transport
 from .results import DatabaseResult, SyncPhase, SyncStage, SyncStatus
+
+log = logging.getLogger("client_sdk.sync")
 
 COMMIT_INTERVAL = 0.25
 """Seconds one write transaction may span consecutive pulled rounds. Each commit writes every
@@ -52,6 +55,8 @@ class Syncing(Applying):
         if transport is None:
             raise TransportRequiredError("this engine has no transport: pass transport= to sync as a client")
         result = DatabaseResult(dry_run=dry_run)
+        what = "dry run" if dry_run else "sync"
+        started = time.monotonic()
         self._session = self.lock.acquire(self.node_id) if self.lock is not None else None
         status = SyncStatus.FAILED
         try:
@@ -61,13 +66,17 @@ class Syncing(Applying):
                 self._rounds(result, transport)
             self._phase(SyncPhase.COMPLETE)
             status = SyncStatus.SUCCEEDED
-        except BaseException:
+        except BaseException as exc:
+            log.warning("%s of node %r failed after %.2f s in round %d: %s: %s", what, self.node_id,
+                        time.monotonic() - started, result.rounds, type(exc).__name__, exc)
             self._phase(SyncPhase.FAILED)
             raise
         finally:
             if self.lock is not None and self._session is not None:
                 self.lock.release(self._session, status, result)
             self._session = None
+        log.info("%s of node %r done in %.2f s: %s", what, self.node_id, time.monotonic() - started,
+                 ", ".join(f"{count} {kind}" for kind, count in result.summary().items()))
         if self.on_complete is not None:
             self._report(SyncStage.CALLBACK, 0, 1)
             self.on_complete(result)
@@ -116,6 +125,10 @@ class Syncing(Applying):
                         pipeline = PullPipeline(transport, self._pull, *following)
                     self._apply_response(request, response, checkpoint, run)
                     result.checkpoint = max(response.checkpoint, checkpoint)
+                    log.debug("round %d: sent %d change(s)%s, received %d%s; checkpoint %d", result.rounds,
+                              request.change_count, " (more to push)" if request.has_more else "",
+                              response.change_count, " (more to pull)" if response.has_more else "",
+                              result.checkpoint)
                     if pipeline is not None and settles(response):
                         pipeline.close()
                         pipeline = None
@@ -193,6 +206,8 @@ class Syncing(Applying):
                     for key, message in self._invalid_records(ModelPayload(label, dict(rows))).items():
                         if key not in skip and errors is not None:
                             errors.append(record_error(label, key, f"not pushed: {message}"))
+                            log.warning("quarantined %s row %r, not pushed until the app fixes it: %s",
+                                        label, key, message)
                         skip.add(key)
                     for key, record in rows:
                         position = Cursor(record.last_modified, key)

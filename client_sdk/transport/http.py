@@ -171,6 +171,7 @@ class HttpTransport:
             raise refused(status, *_error_parts(payload))
         if status != 200:
             raise InvalidResponseError(f"unexpected HTTP {status} from the sync URL", status=status)
+        log.debug("POST %s: sent %d bytes, HTTP 200, %d bytes once inflated", self.url, len(body), len(payload))
         return payload
 
     def _unfixable(self, exc: httpx.TransportError) -> str | None:
