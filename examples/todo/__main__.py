@@ -1,12 +1,19 @@
-"""Command line for the to-do app: ``python -m examples.todo --device phone.db add "milk" --list Groceries``."""
+"""Command line for the to-do app: ``python -m examples.todo --device phone.db --node-id phone add "milk" --list Groceries``.
+
+Run it from the repository root, or from anywhere with the root on ``PYTHONPATH``. The bearer token comes
+from ``--token`` or the ``CLIENT_SDK_TOKEN`` environment variable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
+from pathlib import Path
 
 from client_sdk import SyncError
+from client_sdk.cli import TOKEN_VARIABLE
 
 from .app import TodoApp
 
@@ -15,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m examples.todo", description="An offline to-do list that syncs.")
     parser.add_argument("--device", required=True, help="this device's database file")
     parser.add_argument("--server", help="sync server URL, e.g. http://127.0.0.1:8000/sync/")
-    parser.add_argument("--token", help="bearer token for the server")
-    parser.add_argument("--node-id", help="this device's node id (first run only; kept in the file)")
+    parser.add_argument("--token", help=f"bearer token for the server (default: ${TOKEN_VARIABLE})")
+    parser.add_argument("--node-id", help="this device's node id: the first command on a new --device file sets it "
+                                          "(a random one if left out), later ones may leave it out")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("new-list", help="create a list").add_argument("name")
     add = commands.add_parser("add", help="add a task")
@@ -39,8 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stored = stored_node_id(Path(args.device))
+    if args.node_id is not None and stored is not None and stored != args.node_id:
+        print(f"error: {args.device} is node {stored!r}, not {args.node_id!r}: the first command on the file set its "
+              "node id (with --node-id, or a random one without it) and it never changes. Leave --node-id out, "
+              f"or start a new device file with --node-id {args.node_id} on its first command.", file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     try:
-        with TodoApp(args.device, server_url=args.server, auth_token=args.token, node_id=args.node_id) as app:
+        with TodoApp(args.device, server_url=args.server, auth_token=token, node_id=args.node_id) as app:
             return run(app, args)
     except SyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -48,6 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.Error as exc:
         print(f"error: cannot use {args.device} as a to-do database: {exc}", file=sys.stderr)
         return 1
+
+
+def stored_node_id(device: Path) -> str | None:
+    """The node id a device file already has (``None`` for a new file)."""
+    if not device.is_file():
+        return None
+    try:
+        connection = sqlite3.connect(f"{device.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = connection.execute("SELECT value FROM _sync_meta WHERE name = 'node_id'").fetchone()
+        return None if row is None else str(row[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()
 
 
 def run(app: TodoApp, args: argparse.Namespace) -> int:
@@ -63,11 +95,14 @@ def run(app: TodoApp, args: argparse.Namespace) -> int:
         if not tasks:
             print("(no tasks)")
     elif args.command == "edit":
-        app.edit(args.task, title=args.title, priority=args.priority, notes=args.notes)
+        task_id = app.edit(args.task, title=args.title, priority=args.priority, notes=args.notes)
+        print(f"edited {task_id[:8]}: {app.title(task_id)}")
     elif args.command in ("done", "undone"):
-        app.set_done(args.task, args.command == "done")
+        task_id = app.set_done(args.task, args.command == "done")
+        print(f"marked {task_id[:8]} {args.command}: {app.title(task_id)}")
     elif args.command == "delete":
-        app.delete(args.task)
+        title = app.title(app.resolve(args.task))
+        print(f"deleted {app.delete(args.task)[:8]}: {title}")
     elif args.command == "sync":
         if app.client.transport is None:
             print("error: sync needs --server", file=sys.stderr)

@@ -69,6 +69,9 @@ class TodoApp:
 
     # -- lists --
     def add_list(self, name: str) -> str:
+        """A new list; a name already in use is refused (``add --list NAME`` creates a list on first use)."""
+        if self.db.execute("SELECT 1 FROM lists WHERE name = ?", (name,)).fetchone() is not None:
+            raise InvalidParameterError(f"a list named {name!r} exists already")
         list_id = str(uuid.uuid4())
         with self.db:
             self.db.execute("INSERT INTO lists (id, name) VALUES (?, ?)", (list_id, name))
@@ -112,7 +115,12 @@ class TodoApp:
             raise InvalidParameterError(f"{prefix!r} matches {len(rows)} tasks; give more of the id")
         return rows[0][0]
 
-    def edit(self, task: str, *, title: str | None = None, priority: int | None = None, notes: str | None = None) -> None:
+    def title(self, task_id: str) -> str:
+        row = self.db.execute("SELECT title FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return "" if row is None else str(row[0])
+
+    def edit(self, task: str, *, title: str | None = None, priority: int | None = None, notes: str | None = None) -> str:
+        """Change a task; returns its id."""
         task_id = self.resolve(task)
         with self.db:
             self.db.execute(
@@ -120,16 +128,21 @@ class TodoApp:
                 "notes = COALESCE(?, notes) WHERE id = ?",
                 (title, priority, notes, task_id),
             )
+        return task_id
 
-    def set_done(self, task: str, done: bool = True) -> None:
+    def set_done(self, task: str, done: bool = True) -> str:
+        """Mark a task done (or not); returns its id."""
         task_id = self.resolve(task)
         with self.db:
             self.db.execute("UPDATE tasks SET done = ? WHERE id = ?", (done, task_id))
+        return task_id
 
-    def delete(self, task: str) -> None:
+    def delete(self, task: str) -> str:
+        """Delete a task; returns the id it had."""
         task_id = self.resolve(task)
         with self.db:
             self.db.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+        return task_id
 
     def sync(self) -> DatabaseResult:
         return self.client.sync()

@@ -24,28 +24,8 @@ from client_sdk import DatabaseResult
 
 from .app import Task, TodoApp
 
-SERVER_CONFIG = """
-database = "server.db"
-schema = '''
-CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT NOT NULL);
-CREATE TABLE tasks (
-    id TEXT PRIMARY KEY,
-    list_id TEXT REFERENCES lists (id) ON DELETE CASCADE,
-    title TEXT NOT NULL,
-    done BOOLEAN NOT NULL DEFAULT 0,
-    priority INTEGER NOT NULL DEFAULT 0,
-    notes TEXT NOT NULL DEFAULT ''
-);
-'''
-
-[models]
-lists = "todo.TodoList"
-tasks = "todo.Task"
-
-[auth.tokens]
-"token-laptop" = ["laptop"]
-"token-phone" = ["phone"]
-"""
+SERVER_CONFIG = (Path(__file__).resolve().parent / "server.toml").read_text(encoding="utf-8")
+"""The to-do app's server config (its database lands beside the copy the demo writes)."""
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@ a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -123,11 +124,11 @@ def readme_block(language: str, after: str) -> str:
 
 
 @contextmanager
-def server_stub_process(config: Path, port: int) -> Iterator[None]:
+def server_stub_process(config: Path, port: int, cwd: Path = ROOT) -> Iterator[None]:
     """The README's server command, with a free port instead of 8000."""
     process = subprocess.Popen([sys.executable, "-m", "server_stub", "--config", str(config),
                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: process.poll() is not None or _healthy(port), timeout=30, what="server_stub to start")
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
@@ -159,3 +160,62 @@ def test_the_readme_snippet_syncs_with_the_readme_server(tmp_path: Path) -> None
     assert first.stdout.startswith("{'pushed': 1,") and first.stdout.rstrip().endswith("[] []")
     assert again.stdout.startswith("{'pushed': 0,")
     assert rows(tmp_path / "notes-server.db") == {"2f1c": ("milk", 0)}
+
+
+# -- the README's to-do commands, in the README's order, from another directory --
+
+def todo_elsewhere(cwd: Path, *args: str, token: str | None = "token-phone",
+                   check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``python -m examples.todo ...`` typed in ``cwd`` with the repository root on PYTHONPATH, as the README says."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CLIENT_SDK_TOKEN", None)
+    if token is not None:
+        env["CLIENT_SDK_TOKEN"] = token
+    done = subprocess.run([sys.executable, "-m", "examples.todo", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert not check or done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_the_readme_todo_commands_work_in_order_from_another_directory(tmp_path: Path) -> None:
+    shipped = ROOT / "examples" / "todo" / "server.toml"
+    assert "python -m server_stub --config examples/todo/server.toml" in README
+    config_dir, home = tmp_path / "config", tmp_path / "home"
+    config_dir.mkdir()
+    home.mkdir()
+    config = config_dir / "server.toml"
+    shutil.copy(shipped, config)  # a copy: the test must not write beside the shipped one
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/sync/"
+    with server_stub_process(config, port, cwd=home):
+        added = todo_elsewhere(home, "--device", "phone.db", "--node-id", "phone", "add", "milk", "--list", "Groceries")
+        milk = added.stdout.strip()[:8]
+        assert todo_elsewhere(home, "--device", "phone.db", "list").stdout == f"[ ] {milk}  Groceries: milk\n"
+        assert todo_elsewhere(home, "--device", "phone.db", "done", "milk").stdout == f"marked {milk} done: milk\n"
+        synced = todo_elsewhere(home, "--device", "phone.db", "--server", url, "sync")
+        assert synced.stdout == "synced: pushed 2, rounds 1\n"
+        assert todo_elsewhere(home, "--device", "phone.db", "--node-id", "phone", "--server", url, "sync").returncode == 0
+
+        refused = todo_elsewhere(home, "--device", "phone.db", "--server", url, "sync", token="token-laptop", check=False)
+        assert refused.returncode == 1 and ("401" in refused.stderr or "403" in refused.stderr)
+
+        # the order the README used to show: a first command without --node-id, a later one with it
+        todo_elsewhere(home, "--device", "tablet.db", "add", "bread")
+        mixed = todo_elsewhere(home, "--device", "tablet.db", "--node-id", "phone", "--server", url, "sync", check=False)
+        assert mixed.returncode == 2
+        assert "the first command on the file set its node id" in mixed.stderr
+        assert "--node-id phone on its first command" in mixed.stderr
+    assert (config_dir / "todo-server.db").is_file() and not (home / "todo-server.db").exists()
+    assert [row[1:3] for row in rows(config_dir / "todo-server.db", "tasks").values()] == [("milk", 1)]
+
+
+def test_todo_commands_say_what_they_did_and_a_list_name_is_not_taken_twice(tmp_path: Path) -> None:
+    phone = tmp_path / "phone.db"
+    milk = todo(phone, "add", "milk", "--list", "Groceries").stdout.strip()[:8]
+    again = todo(phone, "new-list", "Groceries", check=False)
+    assert again.returncode == 1 and again.stderr == "error: a list named 'Groceries' exists already\n"
+    assert todo(phone, "edit", milk, "--title", "oat milk").stdout == f"edited {milk}: oat milk\n"
+    assert todo(phone, "done", "oat milk").stdout == f"marked {milk} done: oat milk\n"
+    assert todo(phone, "undone", milk).stdout == f"marked {milk} undone: oat milk\n"
+    assert todo(phone, "delete", milk).stdout == f"deleted {milk}: oat milk\n"
+    assert listing(phone) == ["(no tasks)"]
