@@ -43,7 +43,28 @@ def _key_lists() -> defaultdict[str, list[str]]:
 
 @dataclass
 class DatabaseResult:
-    """Per-model key lists (model label -> keys), the conflict log and errors of one sync (or one ``process``)."""
+    """Per-model key lists (model label -> keys), the conflict log and errors of one sync (or one ``process``).
+
+    On a device, after ``sync()``:
+
+    - ``pushed``: local changes (rows and deletes) sent to the server in this sync.
+    - ``applied``: rows received from the server and written here, new rows included: a row pulled
+      for the first time counts as applied, not created.
+    - ``created``: rows new to the side that reconciled them. A device's sync reports them only in
+      a dry run (rows a pull would create here); a server's ``process`` reports the rows a device
+      created there.
+    - ``compatible``: rows both sides changed with no field clashing: merged, both changes kept.
+    - ``conflicts``: rows where a field clashed, or a delete met a newer edit; ``conflict_log``
+      says which side won each field.
+    - ``deleted``: rows deleted here because the server sent their delete.
+    - ``skipped``: received changes not applied in this sync: a row older than a pending local
+      delete, a delete held back while the pending edit it beats goes to the server first (it
+      comes back with the next answer), or the losing side of a key sent both as a record and a
+      delete in one answer.
+    - ``errors``: records refused, by the server or here, one entry each; ``ok`` is False then.
+
+    ``summary()`` counts each list (plus ``errors`` and ``rounds``).
+    """
 
     applied: defaultdict[str, list[str]] = field(default_factory=_key_lists)
     compatible: defaultdict[str, list[str]] = field(default_factory=_key_lists)

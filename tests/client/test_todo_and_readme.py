@@ -219,3 +219,14 @@ def test_todo_commands_say_what_they_did_and_a_list_name_is_not_taken_twice(tmp_
     assert todo(phone, "undone", milk).stdout == f"marked {milk} undone: oat milk\n"
     assert todo(phone, "delete", milk).stdout == f"deleted {milk}: oat milk\n"
     assert listing(phone) == ["(no tasks)"]
+
+
+def test_the_readme_and_the_result_docstring_explain_every_count() -> None:
+    from client_sdk.engine.results import KEY_LISTS, DatabaseResult
+
+    doc = DatabaseResult.__doc__ or ""
+    for kind in KEY_LISTS:
+        assert f"| `{kind}` |" in README, kind
+        assert f"``{kind}``" in doc, kind
+    assert "a pulled new row is *applied*, not created" in README
+    assert "progress=" in README and "on_phase=" in README
