@@ -6,6 +6,7 @@ refused, so a typo cannot silently switch a limit or the auth off.
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from collections.abc import Mapping
@@ -140,7 +141,13 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
 
 def _known(table: dict[str, Any], allowed: set[str], prefix: str) -> None:
     unknown = sorted(set(table) - allowed)
-    require(not unknown, f"unknown config key(s): {', '.join(prefix + key for key in unknown)}")
+    require(not unknown, "unknown config key(s): " + ", ".join(prefix + key + _did_you_mean(key, allowed, prefix)
+                                                              for key in unknown))
+
+
+def _did_you_mean(key: str, allowed: set[str], prefix: str) -> str:
+    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+    return f" (did you mean {prefix + close[0]}?)" if close else ""
 
 
 def _text(value: object) -> bool:

@@ -95,7 +95,8 @@ def introspect(connection: sqlite3.Connection, table: str, identity_field: str) 
         raise InvalidParameterError(f"table {table!r} has a composite PRIMARY KEY: {fix}")
     _, key, key_type = keys[0]
     if affinity(key_type) not in ("TEXT", "BLOB") or "BLOB" in key_type.upper():
-        raise InvalidParameterError(f"table {table!r} has a {key_type} PRIMARY KEY ({key!r}), but keys must be text: {fix}")
+        raise InvalidParameterError(
+            f"table {table!r} has {_article(key_type)} {key_type} PRIMARY KEY ({key!r}), but keys must be text: {fix}")
     if key != identity_field:
         raise InvalidParameterError(
             f"table {table!r}: its primary key is {key!r}, but the identity field is {identity_field!r}; "
@@ -122,3 +123,8 @@ def introspect(connection: sqlite3.Connection, table: str, identity_field: str) 
         for unique, origin in connection.execute('SELECT "unique", origin FROM pragma_index_list(?)', (table,))
     )
     return TableSchema(table, key, tuple(columns), foreign_keys, secondary_unique)
+
+
+def _article(word: str) -> str:
+    """"a" or "an" before ``word`` (by its first letter, which is how declared types read: "an INTEGER")."""
+    return "an" if word[:1].upper() in ("A", "E", "I", "O", "U") else "a"
