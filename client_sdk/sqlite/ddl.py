@@ -180,16 +180,20 @@ def trigger_ddl(tracked: Tracked) -> dict[str, str]:
         more = f"json_array({', '.join(masks[1:])})" if len(masks) > 1 else "NULL"
         return f"({tracked.id}, {ref}.{key}, {masks[0]}, {more}, {JULIAN_NOW})"
 
+    # a row without its key cannot be synced: say so in the app's terms, not the change log's
+    refusal = f"{tracked.table}.{tracked.key} may not be NULL: a synced row needs its key".replace("'", "''")
+    keyless = f"  SELECT RAISE(ABORT, '{refusal}') WHERE NEW.{key} IS NULL;\n"
     every = row("NEW", ["-1"] * tracked.words)
     gone = f"({tracked.id}, OLD.{key}, NULL, NULL, {JULIAN_NOW})"
     out = {
         names["insert"]: (
             f"CREATE TRIGGER {quote(names['insert'])} AFTER INSERT ON {tracked.base}\n"
-            f"WHEN {not_applying('NEW')}\nBEGIN\n  INSERT INTO {LOG} {columns} VALUES {every};\nEND"
+            f"WHEN {not_applying('NEW')}\nBEGIN\n{keyless}  INSERT INTO {LOG} {columns} VALUES {every};\nEND"
         ),
         names["rekey"]: (
             f"CREATE TRIGGER {quote(names['rekey'])} AFTER UPDATE OF {key} ON {tracked.base}\n"
-            f"WHEN OLD.{key} IS NOT NEW.{key} COLLATE BINARY\nBEGIN\n  INSERT INTO {LOG} {columns} VALUES {gone}, {every};\nEND"
+            f"WHEN OLD.{key} IS NOT NEW.{key} COLLATE BINARY\nBEGIN\n{keyless}"
+            f"  INSERT INTO {LOG} {columns} VALUES {gone}, {every};\nEND"
         ),
         names["delete"]: (
             f"CREATE TRIGGER {quote(names['delete'])} AFTER DELETE ON {tracked.base}\n"

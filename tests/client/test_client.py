@@ -301,3 +301,19 @@ def test_acknowledged_tombstones_are_purged_after_sync(server: Server, device: D
     client.sync()
     assert client.storage.get_tombstones(NOTE, ["n1"]) == {}
     assert client.pending_changes() == []
+
+
+def test_a_row_written_without_its_key_is_refused_in_the_apps_terms(tmp_path: Path) -> None:
+    """Any connection: the error names the app's table and key column, not sync's change log."""
+    path = create_file(tmp_path / "a.db")
+    with SyncClient(path, models=NOTES, node_id="a"):
+        pass
+    other = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match=r"^notes\.id may not be NULL: a synced row needs its key$"):
+        other.execute("INSERT INTO notes (body) VALUES ('no key')")
+    other.execute("INSERT INTO notes (id, body) VALUES ('k', 'fine')")
+    with pytest.raises(sqlite3.IntegrityError, match=r"^notes\.id may not be NULL"):
+        other.execute("UPDATE notes SET id = NULL WHERE id = 'k'")
+    other.commit()
+    assert other.execute("SELECT id, body FROM notes").fetchall() == [("k", "fine")]
+    other.close()
