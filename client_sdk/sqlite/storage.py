@@ -279,9 +279,16 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
     def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         tracked = self._model(label).tracked
         self._fold_log()
-        rows = self.connection.execute(
-            f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(keys),)
-        )
+        return self._tombstone_stamps(tracked, keys_json(keys))
+
+    def _tombstone_stamps(self, tracked: Tracked, keys: str) -> dict[str, int]:
+        """key -> the delete's own stamp, for the tombstones among ``keys`` (a JSON array)."""
+        rows = self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
+        return dict(rows)
+
+    def _stored_stamps(self, tracked: Tracked, keys: str) -> dict[str, int]:
+        """key -> last_modified, for the rows stored among ``keys`` (a JSON array)."""
+        rows = self.connection.execute(f"SELECT {S_KEY}, {S_LM} FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
         return dict(rows)
 
     # ------------------------------------------------------------------ writing what sync decided
@@ -306,10 +313,7 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
     def _stale(self, tracked: Tracked, records: dict[str, SyncRecord]) -> list[str]:
         """Keys of ``records`` older than the row or tombstone stored here (the staleness guard, 7.6)."""
         keys = keys_json(records)
-        stored = dict(self.connection.execute(
-            f"SELECT {S_KEY}, {S_LM} FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,)
-        ))
-        tombs = dict(self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys,)))
+        stored, tombs = self._stored_stamps(tracked, keys), self._tombstone_stamps(tracked, keys)
         return [
             key for key, record in records.items()
             if (stored[key] if key in stored else tombs.get(key, -1)) > record.last_modified
@@ -395,10 +399,7 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             self._fold_log()
             if not deletes:
                 return []
-            keys = keys_json(deletes)
-            stored = dict(self.connection.execute(
-                f"SELECT {S_KEY}, {S_LM} FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,)
-            ))
+            stored = self._stored_stamps(tracked, keys_json(deletes))
             skipped = [key for key, stamp in deletes.items() if guard and stored.get(key, -1) > stamp]
             accepted = {key: stamp for key, stamp in deletes.items() if key not in skipped}
             if accepted:
