@@ -185,45 +185,55 @@ class Syncing(Applying):
         key and creates it again meanwhile can never make it both a row and a tombstone in the
         request (which a server refuses whole).
         """
+        budget = Budget(self.options.batch_size, self.options.batch_bytes)
+        payloads = []
+        has_more = False
         with self.transaction():
-            budget = Budget(self.options.batch_size, self.options.batch_bytes)
-            payloads = []
-            has_more = False
             for label in self._order:
                 skip = held_back.setdefault(label, set())
-                deletes: dict[str, int] = {}
-                for key, stamp in sorted(self.storage.get_pending_deletes(label).items(), key=lambda item: (item[1], item[0])):
-                    if key in skip:
-                        continue
-                    if not budget.take(len(key) + 24):
-                        has_more = True
-                        break
-                    deletes[key] = stamp
-                records: dict[str, SyncRecord] = {}
-                position: Cursor | None = None
-                while not has_more:
-                    rows = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
-                    for key, message in self._invalid_records(ModelPayload(label, dict(rows))).items():
-                        if key not in skip and errors is not None:
-                            errors.append(record_error(label, key, f"not pushed: {message}"))
-                            log.warning("quarantined %s row %r, not pushed until the app fixes it: %s",
-                                        label, key, message)
-                        skip.add(key)
-                    for key, record in rows:
-                        position = Cursor(record.last_modified, key)
-                        if key in skip:
-                            continue
-                        if not budget.take_record(record):
-                            has_more = True
-                            break
-                        records[key] = SyncRecord(key, record.user_data(), record.timestamps)
-                    if len(rows) < READ_CHUNK:
-                        break
-                if records or deletes:
-                    payloads.append(ModelPayload(label, records, deletes))
+                payload, left_out = self._pending_payload(label, budget, skip, errors, rows=not has_more)
+                has_more = has_more or left_out
+                if payload is not None:
+                    payloads.append(payload)
         request = self._manifest(checkpoint, payloads, after_keys, has_more)
         self._check_limits(request)
         return request
+
+    def _pending_payload(
+        self, label: str, budget: Budget, skip: set[str], errors: list[RecordError] | None, *, rows: bool
+    ) -> tuple[ModelPayload | None, bool]:
+        """One model's pending tombstones and (if ``rows``) rows, oldest first, while ``budget`` has
+        room: the payload (None if empty) and whether anything was left out. Rows no node could
+        store join ``skip``."""
+        deletes: dict[str, int] = {}
+        records: dict[str, SyncRecord] = {}
+        left_out = False
+        for key, stamp in sorted(self.storage.get_pending_deletes(label).items(), key=lambda item: (item[1], item[0])):
+            if key in skip:
+                continue
+            if not budget.take(len(key) + 24):
+                left_out = True
+                break
+            deletes[key] = stamp
+        position: Cursor | None = None
+        while rows and not left_out:
+            page = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
+            for key, message in self._invalid_records(ModelPayload(label, dict(page))).items():
+                if key not in skip and errors is not None:
+                    errors.append(record_error(label, key, f"not pushed: {message}"))
+                    log.warning("quarantined %s row %r, not pushed until the app fixes it: %s", label, key, message)
+                skip.add(key)
+            for key, record in page:
+                position = Cursor(record.last_modified, key)
+                if key in skip:
+                    continue
+                if not budget.take_record(record):
+                    left_out = True
+                    break
+                records[key] = SyncRecord(key, record.user_data(), record.timestamps)
+            if len(page) < READ_CHUNK:
+                break
+        return (ModelPayload(label, records, deletes) if records or deletes else None), left_out
 
     def unpushable(self) -> list[RecordError]:
         """The pending rows a sync leaves out because no node could store them as they are
