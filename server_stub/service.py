@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +22,12 @@ from typing import TypeVar
 
 from client_sdk.engine.engine import DatabaseEngine
 from client_sdk.engine.results import DatabaseResult
-from client_sdk.errors import DatabaseLockedError, InvalidParameterError
+from client_sdk.errors import DatabaseLockedError
 from client_sdk.protocol.wire import SyncManifest
 from client_sdk.sqlite.storage import SqliteSyncStorage
 
 from .config import ServerConfig
+from .schema import create_schema
 
 T = TypeVar("T")
 PURGE_EVERY = 3600.0
@@ -137,44 +137,3 @@ class SyncService:
 def is_lock_error(exc: Exception) -> bool:
     """SQLite found the file locked by another connection (and gave up waiting, if it was to wait)."""
     return isinstance(exc, DatabaseLockedError)
-
-
-def create_schema(config: ServerConfig) -> None:
-    """Run the configured schema SQL unless every mapped table already exists.
-
-    All of it or nothing: a statement SQLite refuses rolls the others back, removes the database file
-    if this call created it, and raises ``InvalidParameterError`` naming the statement and SQLite's reason.
-    """
-    if not config.schema.strip():
-        return
-    created = not config.database.exists()
-    connection = sqlite3.connect(config.database, isolation_level=None)
-    failed: InvalidParameterError | None = None
-    try:
-        existing = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not set(config.models) <= existing:
-            connection.execute("BEGIN IMMEDIATE")
-            for statement in schema_statements(config.schema):
-                try:
-                    connection.execute(statement)
-                except sqlite3.Error as exc:
-                    failed = InvalidParameterError(f"schema: SQLite refused {statement!r}: {exc}")
-                    break
-            connection.execute("ROLLBACK" if failed else "COMMIT")
-    finally:
-        connection.close()
-    if failed is not None:
-        if created:
-            config.database.unlink(missing_ok=True)
-        raise failed
-
-
-def schema_statements(script: str) -> list[str]:
-    """The statements of a SQL script, each whole (semicolons inside strings or triggers do not split one)."""
-    statements, start = [], 0
-    for end, char in enumerate(script):
-        if char == ";" and sqlite3.complete_statement(script[start:end + 1]):
-            statements.append(script[start:end + 1].strip())
-            start = end + 1
-    statements.append(script[start:].strip())
-    return [statement for statement in statements if statement.rstrip(";").strip()]
