@@ -3,7 +3,7 @@
 import logging as _logging
 
 from .autosync import AutoSync
-from .client import PendingChange, QuarantinedRow, SyncClient
+from .client import HeldBackRow, PendingChange, QuarantinedRow, SyncClient
 from .conflict import (
     ConflictResolver,
     ConflictType,
@@ -80,6 +80,7 @@ __all__ = [
     "FieldOwnershipWins",
     "FieldTimestampWins",
     "FieldUpdateTracker",
+    "HeldBackRow",
     "HttpTransport",
     "HybridLogicalClock",
     "InProcessTransport",

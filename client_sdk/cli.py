@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from .client import SyncClient
+from .client import HeldBackRow, QuarantinedRow, SyncClient
 from .engine.results import KEY_LISTS, DatabaseResult, SyncPhase, SyncStage
 from .errors import StorageError, SyncError
 from .transport.http import HttpTransport
@@ -166,12 +166,9 @@ def _status(client: SyncClient) -> int:
         print(f"  {change.kind:<6} {change.table} {change.key}")
     if len(pending) > 10:
         print(f"  ... and {len(pending) - 10} more")
-    held = client.quarantined()
-    print(f"not pushed:       {len(held)} (fix these rows; they go with the next sync)" if held else "not pushed:       0")
-    for row in held[:10]:
-        print(f"  {row.table} {row.key}: {row.reason}")
-    if len(held) > 10:
-        print(f"  ... and {len(held) - 10} more")
+    _row_problems("not pushed:      ", client.quarantined(), "fix these rows; they go with the next sync")
+    _row_problems("held back:       ", client.held_back(),
+                  "received rows this database cannot store yet; the first sync after the schema changes stores them")
     last = client.last_sync
     if last is None:
         print("last sync:        never")
@@ -180,6 +177,14 @@ def _status(client: SyncClient) -> int:
         print(f"last sync:        {last.at.isoformat(timespec='seconds')} {outcome}")
     print(f"conflicts logged: {len(client.conflicts())}")
     return 0
+
+
+def _row_problems(title: str, rows: list[QuarantinedRow] | list[HeldBackRow], advice: str) -> None:
+    print(f"{title} {len(rows)} ({advice})" if rows else f"{title} 0")
+    for row in rows[:10]:
+        print(f"  {row.table} {row.key}: {row.reason}")
+    if len(rows) > 10:
+        print(f"  ... and {len(rows) - 10} more")
 
 
 def _conflicts(client: SyncClient, limit: int) -> int:

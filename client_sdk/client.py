@@ -51,6 +51,14 @@ class QuarantinedRow(NamedTuple):
     reason: str
 
 
+class HeldBackRow(NamedTuple):
+    """A row received from the server that this database cannot store yet: why not."""
+
+    table: str
+    key: str
+    reason: str
+
+
 class SyncClient:
     """An app's synced SQLite database.
 
@@ -183,6 +191,7 @@ class SyncClient:
             raise InvalidParameterError("the connection has an uncommitted transaction: commit it before sync()")
         with self._sync_lock:
             try:
+                self.storage.follow_schema()  # a column added while the app runs is synced from now on
                 result = self.engine.sync(dry_run=dry_run)
             except Exception as exc:
                 if not dry_run:
@@ -241,6 +250,13 @@ class SyncClient:
         does not allow). Each stays pending and goes with the first sync after the fix."""
         return [QuarantinedRow(self.storage.table_for(row["model_label"]), row["key"], row["message"])
                 for row in self.engine.unpushable()]
+
+    def held_back(self) -> list[HeldBackRow]:
+        """Rows received from the server that this database cannot store yet (a value its column does
+        not take, a NOT NULL, CHECK or UNIQUE constraint), with SQLite's reason. Each is kept and
+        stored by the first sync after the schema, or the row in the way, changes."""
+        return [HeldBackRow(self.storage.table_for(row["model_label"]), row["key"], row["message"])
+                for row in self.storage.held_back()]
 
     def pending_changes(self) -> list[PendingChange]:
         """Local changes not yet acknowledged by the server, oldest first."""

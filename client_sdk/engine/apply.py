@@ -11,6 +11,7 @@ from ..conflict.types import ConflictType, FieldConflict, RecordConflict, Resolu
 from ..errors import ConflictStateError
 from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord, record_error
 from .base import EngineBase
+from .protocols import HoldsBack
 from .results import DatabaseResult, SyncPhase, SyncStage
 
 log = logging.getLogger("client_sdk.sync")
@@ -19,12 +20,12 @@ log = logging.getLogger("client_sdk.sync")
 @dataclass
 class SyncRun:
     """One sync: its result, the checkpoint it started from (the fields changed since then are the
-    device's own edits), and the keys it holds back: refused by the server or quarantined in this
+    device's own edits), and the keys it does not push: refused by the server or quarantined in this
     sync, label -> keys, not pushed again until the next one."""
 
     result: DatabaseResult
     since: int
-    held_back: dict[str, set[str]] = field(default_factory=dict)
+    unpushed: dict[str, set[str]] = field(default_factory=dict)
 
 
 class Applying(EngineBase):
@@ -32,12 +33,12 @@ class Applying(EngineBase):
 
     def _apply_response(self, request: SyncManifest, response: SyncManifest, checkpoint: int, run: SyncRun) -> None:
         """Acknowledge what the server took, apply what it sent, store the new checkpoint: all in one transaction."""
-        result, held_back = run.result, run.held_back
+        result, unpushed = run.result, run.unpushed
         refused = {str(error.get("key")) for error in response.errors}
         for payload in request.payloads:
             label = payload.model_label
             bad = refused & (set(payload.records) | set(payload.deletes))
-            held_back.setdefault(label, set()).update(bad)
+            unpushed.setdefault(label, set()).update(bad)
             self.storage.acknowledge(
                 label,
                 {key: record.last_modified for key, record in payload.records.items() if key not in bad},
@@ -100,21 +101,41 @@ class Applying(EngineBase):
                     result.add("conflicts", sent_payload.model_label, [key])
 
     def _ordered_labels(self, response: SyncManifest, result: DatabaseResult) -> list[str]:
+        """The answer's models this node tracks, in sync order. The others' rows are skipped: a device
+        that starts tracking a model asks for its rows from the start (PROTOCOL.md 7's cursor)."""
         present = {payload.model_label for payload in response.payloads}
-        for label in sorted(present - self.graph.known_models()):
+        for label in sorted(present - set(self._order)):
             payload = response.payload(label)
             assert payload is not None
-            for key in [*payload.records, *payload.deletes]:
-                result.errors.append(record_error(label, key, f"unknown model label {label!r}"))
+            result.add("skipped", label, [*payload.records, *payload.deletes])
+            log.info("skipped %d change(s) of %s, a model this device does not track", len(payload), label)
         return [label for label in self._order if label in present]
 
-    def _apply_payload(self, payload: ModelPayload, checkpoint: int, result: DatabaseResult) -> None:
-        """Apply one server payload; rows with pending local changes go through the resolver."""
+    def _retry_held(self, checkpoint: int, result: DatabaseResult) -> None:
+        """Apply the records held back by earlier syncs that the database takes now (the app changed
+        its schema, or the row in the way is gone), unless a newer version of the row is stored."""
+        if not isinstance(self.storage, HoldsBack):
+            return
+        held = {label: records for label in self._order if (records := self.storage.held_records(label))}
+        if held:
+            with self.transaction():
+                for label, records in held.items():
+                    self._apply_payload(ModelPayload(label, records, {}), checkpoint, result, guard=True)
+
+    def _apply_payload(self, payload: ModelPayload, checkpoint: int, result: DatabaseResult, *, guard: bool = False) -> None:
+        """Apply one server payload; rows with pending local changes go through the resolver. A record
+        holding a value its column does not take is held back (PROTOCOL.md leaves it an error)."""
         label = payload.model_label
         payload = self._settle_overlaps(self._in_our_names(payload), result)
-        problems = self._invalid_records(payload)
+        problems = self._malformed(payload)
         for key, message in problems.items():
             result.errors.append(record_error(label, key, message))
+        unfit = self._unfit(payload, problems)
+        if unfit and isinstance(self.storage, HoldsBack):
+            self.storage.hold(label, {key: (payload.records[key], message) for key, message in unfit.items()})
+        else:
+            result.errors.extend(record_error(label, key, message) for key, message in unfit.items())
+        problems.update(unfit)
         records = payload.records
         if problems:
             records = {key: record for key, record in records.items() if key not in problems}
@@ -126,9 +147,10 @@ class Applying(EngineBase):
         clean_deletes = {k: s for k, s in payload.deletes.items() if k not in pending} if pending else payload.deletes
         # Rows without pending local changes take the server's answer as it is: the server already
         # reconciled it, and a guard here would keep a row the server's resolver replaced by an older one.
-        self.storage.upsert_many(label, clean_records, guard=False)
+        # (Held-back records tried again are guarded: a newer version of the row may be stored since.)
+        not_written = set(self.storage.upsert_many(label, clean_records, guard=guard))
         self.storage.delete_many(label, clean_deletes, guard=False)
-        result.add("applied", label, list(clean_records))
+        result.add("applied", label, [key for key in clean_records if key not in not_written])
         result.add("deleted", label, list(clean_deletes))
         self._report(SyncStage.CLASSIFY, len(keys), len(keys))
         if pending:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -105,15 +105,26 @@ class EngineBase:
             self.progress(stage, current, total)
 
     def _invalid_records(self, payload: ModelPayload) -> dict[str, str]:
-        """Records this node cannot store as sent: key -> reason. Field names are only compared, never used in SQL.
-        Then the storage, if it can tell, names the records holding a value their column cannot take."""
-        known = self.storage.fields(payload.model_label) if isinstance(self.storage, KnowsFields) else None
-        identity = self.options.identity_field
-        problems = {} if all_storable(payload.records, identity, known) else record_problems(payload, identity, known)
-        if isinstance(self.storage, ChecksValues) and len(problems) < len(payload.records):
-            rest = {k: r for k, r in payload.records.items() if k not in problems} if problems else payload.records
-            problems.update(self.storage.invalid_values(payload.model_label, rest))
+        """Records this node cannot store as sent: key -> reason (:meth:`_malformed`, then :meth:`_unfit`)."""
+        problems = self._malformed(payload)
+        problems.update(self._unfit(payload, problems))
         return problems
+
+    def _malformed(self, payload: ModelPayload) -> dict[str, str]:
+        """Records no node could store as sent (and, unless the storage keeps them, with fields it has no
+        column for): key -> reason. Field names are only compared, never used in SQL."""
+        storage = self.storage
+        fixed = isinstance(storage, KnowsFields) and not storage.keeps_unknown_fields
+        known = storage.fields(payload.model_label) if fixed else None
+        identity = self.options.identity_field
+        return {} if all_storable(payload.records, identity, known) else record_problems(payload, identity, known)
+
+    def _unfit(self, payload: ModelPayload, excluded: Collection[str] = ()) -> dict[str, str]:
+        """The records, but ``excluded``, holding a value their column cannot take, if the storage can tell."""
+        if not isinstance(self.storage, ChecksValues) or len(excluded) >= len(payload.records):
+            return {}
+        rest = {k: r for k, r in payload.records.items() if k not in excluded} if excluded else payload.records
+        return self.storage.invalid_values(payload.model_label, rest)
 
     def _in_our_names(self, payload: ModelPayload) -> ModelPayload:
         """``payload`` with each stamp a peer put under another name for a field (the existing clients

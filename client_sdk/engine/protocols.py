@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from ..protocol.wire import AfterKeys, SyncManifest, SyncRecord, WireCursor
+from ..protocol.wire import AfterKeys, RecordError, SyncManifest, SyncRecord, WireCursor
 from .results import DatabaseResult, SyncPhase, SyncStatus
 
 
@@ -145,13 +145,37 @@ class ReferenceViolation(NamedTuple):
 
 @runtime_checkable
 class KnowsFields(Protocol):
-    """A storage that knows each model's fields: records may carry no others."""
+    """A storage that knows each model's fields."""
+
+    keeps_unknown_fields: bool
+    """False: a record may carry no other fields (a server refuses it). True: the storage keeps the
+    fields it has no column for beside the row, with their stamps, and reads them back with it (a
+    device on an older schema than its peers)."""
 
     def fields(self, label: str) -> frozenset[str]: ...
 
     def stamp_aliases(self, label: str) -> dict[str, str]:
         """Other names a peer may stamp a field under -> that field: a foreign key's model field
         name (``list``) for its column (``list_id``), as the existing server's clients stamp it."""
+        ...
+
+
+@runtime_checkable
+class HoldsBack(Protocol):
+    """A client storage that holds back received records it cannot store yet (a value its column
+    does not take, a constraint its table refuses) until they apply. ``upsert_many`` holds back
+    the records its table refuses itself, and returns their keys among the ones it skipped."""
+
+    def hold(self, label: str, records: Mapping[str, tuple[SyncRecord, str]]) -> None:
+        """Hold back ``records`` (key -> (record, why it cannot be stored)), replacing what was held for their keys."""
+        ...
+
+    def held_records(self, label: str) -> dict[str, SyncRecord]:
+        """The records held back for ``label``, to try again."""
+        ...
+
+    def held_back(self) -> list[RecordError]:
+        """Every record held back, with why: ``{"model_label", "key", "message"}`` each."""
         ...
 
 

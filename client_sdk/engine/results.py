@@ -62,8 +62,12 @@ class DatabaseResult:
       comes back with the next answer), or the losing side of a key sent both as a record and a
       delete in one answer.
     - ``errors``: records refused, by the server or here, one entry each; ``ok`` is False then.
+    - ``held_back``: received records this device cannot store yet (a value its column does not
+      take, a constraint its table refuses), with why, as ``errors`` lists them: kept, and applied
+      by the first sync after the schema or the data in the way changes. Not errors: the rest
+      of the sync goes on, and nothing is lost.
 
-    ``summary()`` counts each list (plus ``errors`` and ``rounds``).
+    ``summary()`` counts each list (plus ``errors``, ``held_back`` and ``rounds``).
     """
 
     applied: defaultdict[str, list[str]] = field(default_factory=_key_lists)
@@ -75,6 +79,7 @@ class DatabaseResult:
     errors: list[RecordError] = field(default_factory=list)
     pushed: defaultdict[str, list[str]] = field(default_factory=_key_lists)
     skipped: defaultdict[str, list[str]] = field(default_factory=_key_lists)
+    held_back: list[RecordError] = field(default_factory=list, kw_only=True)
     rounds: int = field(default=0, kw_only=True)
     checkpoint: int = field(default=0, kw_only=True)
     dry_run: bool = field(default=False, kw_only=True)
@@ -103,5 +108,6 @@ class DatabaseResult:
         """Counts per kind, for logs and the CLI."""
         counts = {kind: self.count(kind) for kind in KEY_LISTS}
         counts["errors"] = len(self.errors)
+        counts["held_back"] = len(self.held_back)
         counts["rounds"] = self.rounds
         return counts

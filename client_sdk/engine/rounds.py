@@ -26,7 +26,7 @@ from ..protocol.wire import AfterKeys, ModelPayload, RecordError, SyncManifest, 
 from .apply import Applying, SyncRun
 from .budget import READ_CHUNK, Budget, record_size
 from .pipeline import PullPipeline, settles
-from .protocols import Cursor, Transport
+from .protocols import Cursor, HoldsBack, Transport
 from .results import DatabaseResult, SyncPhase, SyncStage, SyncStatus
 
 log = logging.getLogger("client_sdk.sync")
@@ -85,7 +85,16 @@ class Syncing(Applying):
 
     def _rounds(self, result: DatabaseResult, transport: Transport) -> None:
         run = SyncRun(result, since=self.storage.get_checkpoint())
-        held_back = run.held_back
+        self._retry_held(run.since, result)
+        try:
+            self._exchange_rounds(run, transport)
+        finally:
+            if isinstance(self.storage, HoldsBack):
+                result.held_back = self.storage.held_back()
+
+    def _exchange_rounds(self, run: SyncRun, transport: Transport) -> None:
+        result = run.result
+        unpushed = run.unpushed
         pipeline: PullPipeline | None = None
         opened: float | None = None  # when the transaction ``held`` began, while it is open
         follow_ups = 0
@@ -108,7 +117,7 @@ class Syncing(Applying):
                             pipeline.close()
                             pipeline = None
                         checkpoint = self.storage.get_checkpoint()
-                        request = self._collect(checkpoint, self.storage.get_after_keys(), held_back, result.errors)
+                        request = self._collect(checkpoint, self.storage.get_after_keys(), unpushed, result.errors)
                         self._phase(SyncPhase.EXCHANGING)
                         response = transport.exchange(request)
                     self._phase(SyncPhase.RECONCILING)
@@ -120,7 +129,7 @@ class Syncing(Applying):
                         held.enter_context(self.transaction())
                         opened = time.monotonic()
                     self._accept(response)
-                    following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, held_back)
+                    following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, unpushed)
                     if following is not None:
                         pipeline = PullPipeline(transport, self._pull, *following)
                     self._apply_response(request, response, checkpoint, run)
@@ -138,7 +147,7 @@ class Syncing(Applying):
                         opened = None
                     # A request sent ahead could not see what applying the rounds before it changed
                     # locally (an ON DELETE CASCADE, say): the sync ends only once that is pushed too.
-                    if last and not (pulled is not None and self._collect(result.checkpoint, {}, held_back).payloads):
+                    if last and not (pulled is not None and self._collect(result.checkpoint, {}, unpushed).payloads):
                         return
                     if complete and not last:
                         follow_ups += 1
@@ -149,7 +158,7 @@ class Syncing(Applying):
                 pipeline.close()
 
     def _pull_ahead(
-        self, request: SyncManifest, response: SyncManifest, checkpoint: int, held_back: dict[str, set[str]]
+        self, request: SyncManifest, response: SyncManifest, checkpoint: int, unpushed: dict[str, set[str]]
     ) -> tuple[int, SyncManifest] | None:
         """The next round's checkpoint and request, if the request is already fully determined: a pure pull.
 
@@ -162,7 +171,7 @@ class Syncing(Applying):
         if request.payloads or request.has_more:
             return None
         following = max(response.checkpoint, checkpoint)
-        pull = self._collect(following, response.after_keys, held_back)
+        pull = self._collect(following, response.after_keys, unpushed)
         if pull.payloads or pull.has_more:
             return None
         return following, pull
@@ -172,7 +181,7 @@ class Syncing(Applying):
         return self._manifest(checkpoint, [], after_keys, False)
 
     def _collect(
-        self, checkpoint: int, after_keys: AfterKeys, held_back: dict[str, set[str]],
+        self, checkpoint: int, after_keys: AfterKeys, unpushed: dict[str, set[str]],
         errors: list[RecordError] | None = None,
     ) -> SyncManifest:
         """Pending local changes, in dependency order, within the budget.
@@ -190,7 +199,7 @@ class Syncing(Applying):
         has_more = False
         with self.transaction():
             for label in self._order:
-                skip = held_back.setdefault(label, set())
+                skip = unpushed.setdefault(label, set())
                 payload, left_out = self._pending_payload(label, budget, skip, errors, rows=not has_more)
                 has_more = has_more or left_out
                 if payload is not None:

@@ -134,7 +134,8 @@ def _fold_table(connection: sqlite3.Connection, tracked: Tracked) -> None:
         f"""INSERT INTO {tracked.tomb} ("key", "stamp", "pending") SELECT "key", "last", 1 FROM {FOLD_KEYS} WHERE NOT "alive"
         ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), "hlc" = NULL, "pending" = 1"""
     )
-    connection.execute(f'DELETE FROM {tracked.shadow} WHERE {S_KEY} IN (SELECT "key" FROM {FOLD_KEYS} WHERE NOT "alive")')
+    for table, column in ((tracked.shadow, S_KEY), (tracked.kept, '"key"')):
+        connection.execute(f'DELETE FROM {table} WHERE {column} IN (SELECT "key" FROM {FOLD_KEYS} WHERE NOT "alive")')
     connection.execute(f"DROP TABLE {FOLD_KEYS}")
 
 
@@ -152,6 +153,7 @@ def sweep_orphans(connection: sqlite3.Connection, tracked: Tracked, stamp: int) 
         (stamp,),
     )
     connection.execute(f"DELETE FROM {tracked.shadow} AS s WHERE {gone}")
+    connection.execute(f'DELETE FROM {tracked.kept} WHERE "key" NOT IN (SELECT {S_KEY} FROM {tracked.shadow})')
 
 
 def backfill(connection: sqlite3.Connection, tracked: Tracked, stamp: int) -> None:

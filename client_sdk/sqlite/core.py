@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import sqlite_utils
@@ -12,6 +13,7 @@ from ..errors import UnknownModelError
 from ..protocol.wire import SyncRecord
 from . import changelog
 from .ddl import S_KEY, S_LM, Tracked
+from .kept import has_rows, read_kept, with_kept
 from .mapping import TableMapping, lenient_text
 from .transaction import Transactions
 
@@ -51,7 +53,14 @@ class StorageCore:
         self, model: TableMapping, where: str, params: list[Any], limit: int | None, *, served: bool = False
     ) -> list[tuple[str, SyncRecord]]:
         sql = f"{model.select} WHERE {where} ORDER BY s.{S_LM}, s.{S_KEY} LIMIT ?"
-        return model.records(self._fetch_all(sql, [*params, -1 if limit is None else limit]), served=served)
+        rows = self._fetch_all(sql, [*params, -1 if limit is None else limit])
+        return self._with_kept(model, model.records(rows, served=served))
+
+    def _with_kept(self, model: TableMapping, records: list[tuple[str, SyncRecord]]) -> list[tuple[str, SyncRecord]]:
+        """A client's records with the fields kept beside their rows (``kept.py``)."""
+        if self.role != "client" or not records or not has_rows(self.connection, model.tracked.kept):
+            return records
+        return with_kept(records, read_kept(self.connection, model.tracked, map(itemgetter(0), records)))
 
     def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The rows of a query. Another program may have stored bytes that are not UTF-8 in a TEXT

@@ -111,6 +111,14 @@ class Tracked:
     def tomb(self) -> str:
         return quote(self.name("tomb"))
 
+    @property
+    def kept(self) -> str:
+        return quote(self.name("kept"))
+
+    @property
+    def held(self) -> str:
+        return quote(self.name("held"))
+
     def trigger_names(self) -> dict[str, str]:
         """Unquoted trigger names by kind."""
         return {kind: self.name(kind) for kind in ("insert", "update", "rekey", "delete")}
@@ -118,7 +126,7 @@ class Tracked:
     def object_names(self) -> list[tuple[str, str]]:
         """(type, unquoted name) of every per-table object, for dropping them all."""
         names = [("trigger", name) for name in self.trigger_names().values()]
-        return names + [("table", self.name(kind)) for kind in ("shadow", "tomb")]
+        return names + [("table", self.name(kind)) for kind in ("shadow", "tomb", "kept", "held")]
 
     @property
     def words(self) -> int:
@@ -144,6 +152,14 @@ def storage_ddl(tracked: Tracked, role: str) -> list[str]:
         f"{S_RECEIVED} INTEGER NOT NULL DEFAULT 0, {S_PENDING} INTEGER NOT NULL DEFAULT 0{stamps}) WITHOUT ROWID",
         f'CREATE TABLE IF NOT EXISTS {tracked.tomb} ("key" TEXT PRIMARY KEY, "stamp" INTEGER NOT NULL, '
         f'"pending" INTEGER NOT NULL, "hlc" INTEGER, "row" TEXT) WITHOUT ROWID',
+        # A client's: fields received for a row that the table has no column for (yet), as JSON
+        # objects of value and of stamp by field name (a server refuses such fields instead).
+        f'CREATE TABLE IF NOT EXISTS {tracked.kept} ("key" TEXT PRIMARY KEY, "data" TEXT NOT NULL, '
+        '"stamps" TEXT NOT NULL) WITHOUT ROWID',
+        # A client's: received records the table refused (a constraint), as the record's JSON with
+        # SQLite's reason, until they apply.
+        f'CREATE TABLE IF NOT EXISTS {tracked.held} ("key" TEXT PRIMARY KEY, "record" TEXT NOT NULL, '
+        '"reason" TEXT NOT NULL) WITHOUT ROWID',
     ]
     if role == "server":
         # get_changed_since / get_deletes_since: a page costs O(page)

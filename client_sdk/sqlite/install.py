@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import sqlite_utils
 
 from ..errors import InvalidParameterError
-from .ddl import S_LM, S_RECEIVED, Tracked
+from .ddl import S_KEY, S_LM, S_RECEIVED, Tracked
 from .schema import PREFIX, quote
 
 CACHE_KIB = 16 * 1024
@@ -79,6 +79,8 @@ def migrate_stamps(connection: sqlite3.Connection, tracked: Tracked) -> None:
     dropped = [name for name in stamps if name not in tracked.fields]
     for name in dropped:
         connection.execute(f"ALTER TABLE {tracked.shadow} DROP COLUMN {quote(name)}")
-    if dropped:
+    if dropped:  # the stamps of the fields kept beside a row count too (kept.py)
         newest = ", ".join(f"coalesce({quote(name)}, 0)" for name in tracked.fields)
-        connection.execute(f"UPDATE {tracked.shadow} SET {S_LM} = max({S_RECEIVED}, {newest})")
+        kept = (f'coalesce((SELECT max(j.value) FROM {tracked.kept} AS k, json_each(k."stamps") AS j '
+                f'WHERE k."key" = {tracked.shadow}.{S_KEY}), 0)')
+        connection.execute(f"UPDATE {tracked.shadow} SET {S_LM} = max({S_RECEIVED}, {kept}, {newest})")

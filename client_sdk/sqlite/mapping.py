@@ -144,7 +144,7 @@ def value_rows(model: TableMapping, records: dict[str, SyncRecord]) -> dict[tupl
         data = record.user_data()
         data[tracked.key] = key
         names = tuple(name for name in tracked.fields if name in data)
-        unknown = (data.keys() | record.timestamps.keys()) - kinds.keys() - META_FIELDS
+        unknown = data.keys() - kinds.keys() - META_FIELDS  # stamps may name fields kept beside the row (kept.py)
         if unknown:
             raise RecordFieldError(f"{tracked.label} record {key!r}: unknown field(s) {sorted(unknown)[:5]}")
         try:

@@ -113,6 +113,15 @@ class PendingChanges(StorageCore):
             )
 
     @serialized
+    def refetch(self, label: str) -> None:
+        """Have the next sync ask the server for every row of ``label`` again, from the start, as
+        when this device starts tracking the model (its cursor in ``after_keys``, PROTOCOL.md 7)."""
+        self._model(label)
+        with self._tx.write():
+            if self.get_checkpoint():  # from 0, every row comes anyway
+                self.save_checkpoint(self.get_checkpoint(), {**self.get_after_keys(), label: {"key": "", "timestamp": 0}})
+
+    @serialized
     def get_after_keys(self) -> AfterKeys:
         row = self.connection.execute(f"SELECT value FROM {META} WHERE name = 'after_keys'").fetchone()
         if row is None:

@@ -25,10 +25,10 @@ from typing import Any
 import sqlite_utils
 
 from ..engine.protocols import ReferenceViolation
-from ..errors import InvalidParameterError, UnknownModelError
+from ..errors import InvalidParameterError, RecordFieldError, UnknownModelError
 from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HybridLogicalClock, system_ms
-from ..protocol.wire import SyncRecord
+from ..protocol.wire import RecordError, SyncRecord, record_error
 from . import changelog
 from .clock import SqliteClockState
 from .ddl import (
@@ -48,6 +48,7 @@ from .ddl import (
 )
 from .failures import database_path, storage_errors
 from .install import check_models, grow_cache, migrate_stamps, migrate_tombstones, open_database
+from .kept import adopt_columns, held_records, hold, release, split_unknown, write_kept
 from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
 from .mapping import (
     IN_KEYS,
@@ -117,6 +118,8 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         self._labels_by_table: dict[str, str] = {}
         self._references = ReferenceChecks(self.connection, identity_field, self._models, self._labels_by_table)
         self._writes_alone: dict[str, tuple[tuple[int, int], bool]] = {}
+        self._schema_version = -1
+        """The file's schema version when the triggers were last brought up to date (``follow_schema``)."""
         """Table -> (schema versions of main and temp, what :meth:`_upsert_writes_alone` found then)."""
         try:
             with storage_errors(self.connection, self.path):
@@ -141,14 +144,37 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             targets = self._fold_targets(registry)
             for tracked in targets:
                 migrate_tombstones(self.connection, tracked)
+                for statement in storage_ddl(tracked, self.role):  # tables a newer version added
+                    self.connection.execute(statement)
             changelog.fold(self.connection, targets)  # with the fields the triggers were made for
             if models is None:
                 models = {name: tracked.label for name, tracked in registry.items()}
                 if not models:
                     raise InvalidParameterError("this database tracks no tables yet: pass models={table: label}")
             check_models(models)
-            for table, label in models.items():
-                self._install(introspect(self.connection, table, self.identity_field), label, registry.get(table))
+            self._install_all(models, registry)
+
+    def _install_all(self, models: Mapping[str, str], registry: Mapping[str, Tracked]) -> None:
+        for table, label in models.items():
+            self._install(introspect(self.connection, table, self.identity_field), label, registry.get(table))
+        self._schema_version = self._main_schema_version()
+
+    def _main_schema_version(self) -> int:
+        version: int = self.connection.execute("PRAGMA main.schema_version").fetchone()[0]
+        return version
+
+    @serialized
+    def follow_schema(self) -> bool:
+        """Bring the triggers and shadow objects up to date if the file's schema changed since they were
+        (another connection ran ALTER TABLE, say, or sqlite-utils' ``alter=True`` added a column), as
+        reopening would; True if it looked. Cheap when nothing changed: one PRAGMA."""
+        if self._main_schema_version() == self._schema_version:
+            return False
+        with storage_errors(self.connection, self.path), self._tx():
+            registry = changelog.read_registry(self.connection)
+            changelog.fold(self.connection, self._fold_targets(registry))
+            self._install_all({self.table_for(label): label for label in self.labels}, registry)
+        return True
 
     def _node_id(self, given: str | None) -> str:
         row = self.connection.execute(f"SELECT value FROM {META} WHERE name = 'node_id'").fetchone()
@@ -171,6 +197,11 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         for statement in storage_ddl(tracked, self.role):
             self.connection.execute(statement)
         migrate_stamps(self.connection, tracked)
+        model = TableMapping(tracked, schema)
+        added = [name for name in tracked.fields if current is not None and name not in current.fields]
+        if added:
+            with self._unlogged(tracked, None):
+                adopt_columns(self.connection, model, added, changelog.fresh_stamp(self.connection))
         existing = dict(
             self.connection.execute(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name LIKE ? ESCAPE '\\'",
@@ -193,8 +224,10 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             stamp = changelog.fresh_stamp(self.connection)
             changelog.backfill(self.connection, tracked, stamp)
             changelog.sweep_orphans(self.connection, tracked, stamp)
-        self._models[label] = TableMapping(tracked, schema)
+        self._models[label] = model
         self._labels_by_table[tracked.table] = label
+        if current is None and self.role == "client":
+            self.refetch(label)  # the server may hold rows of it this device skipped while it did not track it
 
     # ------------------------------------------------------------------ names
 
@@ -212,8 +245,13 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             raise UnknownModelError(f"table {table!r} is not tracked") from None
 
     def fields(self, label: str) -> frozenset[str]:
-        """The table's column names: records may carry no other fields."""
+        """The table's column names."""
         return frozenset(self._model(label).tracked.fields)
+
+    @property
+    def keeps_unknown_fields(self) -> bool:
+        """A client keeps received fields its table has no column for (``kept.py``); a server refuses them."""
+        return self.role == "client"
 
     @serialized
     def stamp_aliases(self, label: str) -> dict[str, str]:
@@ -266,7 +304,8 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         return self._read_records(model, keys_json(keys))
 
     def _read_records(self, model: TableMapping, keys: str) -> dict[str, SyncRecord]:
-        return dict(model.records(self._fetch_all(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (keys,))))
+        rows = self._fetch_all(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (keys,))
+        return dict(self._with_kept(model, model.records(rows)))
 
     @serialized
     def reference_violations(
@@ -306,8 +345,10 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             skipped = self._stale(tracked, records) if guard else []
             stale = set(skipped)
             accepted = {key: record for key, record in records.items() if key not in stale} if stale else records
+            if stale:  # a newer version is stored: nothing older is held back for these keys any more
+                release(self.connection, tracked, stale)
             if accepted:
-                self._write_rows(model, accepted, received_at or 0)
+                skipped += self._write_rows(model, accepted, received_at or 0)
             return skipped
 
     def _stale(self, tracked: Tracked, records: dict[str, SyncRecord]) -> list[str]:
@@ -319,17 +360,38 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             if (stored[key] if key in stored else tombs.get(key, -1)) > record.last_modified
         ]
 
-    def _write_rows(self, model: TableMapping, records: dict[str, SyncRecord], received_at: int) -> None:
+    def _write_rows(self, model: TableMapping, records: dict[str, SyncRecord], received_at: int) -> list[str]:
+        """Store ``records``; return the keys of those the table refused, held back (a client's only)."""
         tracked = model.tracked
-        stamp_rows = shadow_rows(tracked, records, received_at)
+        received = records
+        records, kept = split_unknown(model, records)
+        if kept and self.role == "server":  # the engine refuses them first (PROTOCOL.md 7)
+            key, (fields, _stamps) = next(iter(kept.items()))
+            raise RecordFieldError(f"{tracked.label} record {key!r}: unknown field(s) {sorted(fields)[:5]}")
+        refused: dict[str, str] = {}
         self.connection.execute("PRAGMA defer_foreign_keys = ON")  # a page may hold children before parents
         with self._unlogged(tracked, None if self._upsert_writes_alone(model) else keys_json(records)):
-            plain = plain_rows(model, records)
-            if plain is None or not self._upsert_as_bound(tracked, plain):
+            try:
+                plain = plain_rows(model, records)
+                if plain is None or not self._upsert_as_bound(tracked, plain):
+                    plain = None
+                    for names, rows in value_rows(model, records).items():
+                        self.connection.executemany(upsert_sql(tracked, names), rows)
+            except sqlite3.IntegrityError:
+                if self.role != "client":
+                    raise
                 plain = None
-                for names, rows in value_rows(model, records).items():
-                    self.connection.executemany(upsert_sql(tracked, names), rows)
+                refused = self._write_one_by_one(model, records)
+        if refused:
+            hold(self.connection, tracked, {key: (received[key], reason) for key, reason in refused.items()})
+            records = {key: record for key, record in records.items() if key not in refused}
+            kept = {key: fields for key, fields in kept.items() if key not in refused}
+            if not records:
+                return list(refused)
+        release(self.connection, tracked, records)
+        write_kept(self.connection, tracked, records, kept)
         self._references.note(model, plain)
+        stamp_rows = shadow_rows(tracked, records, received_at)
         stamp_columns = ", ".join(quote(name) for name in tracked.fields)
         marks = ", ".join("?" for _ in range(3 + len(tracked.fields)))
         self.connection.executemany(
@@ -340,6 +402,19 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         if self.connection.execute(f"SELECT EXISTS (SELECT 1 FROM {tracked.tomb})").fetchone()[0]:  # none on a first sync
             self.connection.execute(f'DELETE FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(records),))
         changelog.write_clock(self.connection, max(map(itemgetter(1), stamp_rows)))
+        return list(refused)
+
+    def _write_one_by_one(self, model: TableMapping, records: dict[str, SyncRecord]) -> dict[str, str]:
+        """Upsert record by record after the table refused one of a page: key -> SQLite's reason for
+        each it refuses (a failed statement undoes only itself; rows written before are written again)."""
+        refused = {}
+        for key, record in records.items():
+            for names, rows in value_rows(model, {key: record}).items():
+                try:
+                    self.connection.execute(upsert_sql(model.tracked, names), rows[0])
+                except sqlite3.IntegrityError as exc:
+                    refused[key] = str(exc)
+        return refused
 
     @contextmanager
     def _unlogged(self, tracked: Tracked, keys: str | None) -> Iterator[None]:
@@ -411,6 +486,8 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
                 with self._unlogged(tracked, keys):
                     self.connection.execute(f"DELETE FROM {tracked.base} WHERE {tracked.key_column} IN {IN_KEYS}", (keys,))
                 self.connection.execute(f"DELETE FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
+                write_kept(self.connection, tracked, accepted, {})
+                release(self.connection, tracked, accepted)
                 # with received_at, the tombstone is delivered from then on, keeps the delete's own
                 # stamp and what it erased
                 rows = [(key, own if received_at is None else received_at, None if received_at is None else own,
@@ -424,6 +501,26 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
                 )
                 changelog.write_clock(self.connection, max(*accepted.values(), received_at or 0))
             return skipped
+
+    # ------------------------------------------------------------------ what cannot be stored yet
+
+    @serialized
+    def hold(self, label: str, records: Mapping[str, tuple[SyncRecord, str]]) -> None:
+        """Hold back received ``records`` (key -> (record, why)) until they can be stored (see ``kept.py``)."""
+        tracked = self._model(label).tracked
+        with self._tx.write():
+            hold(self.connection, tracked, records)
+
+    @serialized
+    def held_records(self, label: str) -> dict[str, SyncRecord]:
+        return {key: record for key, (record, _reason) in held_records(self.connection, self._model(label).tracked).items()}
+
+    @serialized
+    def held_back(self) -> list[RecordError]:
+        """Every received record held back because this database cannot store it yet, with why."""
+        return [record_error(label, key, reason)
+                for label, model in self._models.items()
+                for key, (_record, reason) in held_records(self.connection, model.tracked).items()]
 
     # ------------------------------------------------------------------ maintenance
 

@@ -75,9 +75,20 @@ def test_upsert_clears_pending_and_tombstones(storage: SqliteSyncStorage, app: s
     assert app.execute("SELECT id FROM tasks ORDER BY id").fetchall() == [("a",), ("b",)]
 
 
-def test_upsert_refuses_unknown_fields_and_bad_values(storage: SqliteSyncStorage) -> None:
+def test_a_client_keeps_fields_it_has_no_column_for(storage: SqliteSyncStorage) -> None:
+    received = SyncRecord("a", {"id": "a", "title": "t", "colour": "red"}, {"id": 1, "title": 2, "colour": 3})
+    storage.upsert_many(TASK, {"a": received})
+    assert storage.get_records(TASK, ["a"])["a"] == SyncRecord(
+        "a", {"id": "a", "title": "t", "colour": "red", "done": False, "list_id": None, "priority": None},
+        {"id": 1, "title": 2, "colour": 3})
+
+
+def test_a_server_refuses_fields_it_has_no_column_for(server: SqliteSyncStorage) -> None:
     with pytest.raises(RecordFieldError, match="unknown"):
-        storage.upsert_many(TASK, {"a": SyncRecord("a", {"id": "a", "colour": "red"}, {"id": 1, "colour": 1})})
+        server.upsert_many(TASK, {"a": SyncRecord("a", {"id": "a", "colour": "red"}, {"id": 1, "colour": 1})})
+
+
+def test_upsert_refuses_values_no_column_takes(storage: SqliteSyncStorage) -> None:
     with pytest.raises(RecordFieldError, match="64-bit"):
         storage.upsert_many(TASK, {"a": SyncRecord("a", {"id": "a", "priority": 2**70}, {"id": 1, "priority": 1})})
     assert storage.get_records(TASK, ["a"]) == {}
@@ -172,7 +183,23 @@ def constraint_failed(what: str) -> pytest.RaisesContext[StorageError]:
     return pytest.raises(StorageError, match=rf"\.db: {what} constraint failed")
 
 
-def test_a_write_that_fails_halfway_is_never_committed(storage: SqliteSyncStorage) -> None:
+def test_a_client_holds_back_records_its_table_refuses_and_stores_the_rest(storage: SqliteSyncStorage) -> None:
+    good = SyncRecord("g", {"id": "g", "name": "ok"}, {"id": 5, "name": 5})
+    bad = SyncRecord("b", {"id": "b", "name": None}, {"id": 5, "name": 5})  # lists.name is NOT NULL
+    assert storage.upsert_many(LIST, {"g": good, "b": bad}, guard=False) == ["b"]
+    assert list(storage.get_records(LIST, ["g", "b"])) == ["g"]
+    assert storage.held_records(LIST) == {"b": bad}
+    assert storage.held_back() == [{"model_label": LIST, "key": "b", "message": "NOT NULL constraint failed: lists.name"}]
+    fixed = SyncRecord("b", {"id": "b", "name": "named"}, {"id": 5, "name": 6})
+    assert storage.upsert_many(LIST, {"b": fixed}, guard=False) == []  # a newer version that fits replaces it
+    assert storage.held_back() == [] and storage.get_records(LIST, ["b"])["b"].data["name"] == "named"
+    storage.hold(LIST, {"b": (bad, "type")})
+    assert storage.upsert_many(LIST, {"b": bad}) == ["b"]  # older than the stored row: no longer held
+    assert storage.held_back() == []
+
+
+def test_a_write_that_fails_halfway_is_never_committed(server: SqliteSyncStorage) -> None:
+    storage = server  # a client holds such a record back instead (above)
     good = SyncRecord("g", {"id": "g", "name": "ok"}, {"id": 5, "name": 5})
     bad = SyncRecord("b", {"id": "b", "name": None}, {"id": 5, "name": 5})  # lists.name is NOT NULL
     with constraint_failed("NOT NULL") as caught:

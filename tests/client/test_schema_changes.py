@@ -1,0 +1,164 @@
+"""Rolling upgrades: devices on different schema versions keep syncing, and nothing goes missing.
+
+Each test runs a real server_stub over HTTP and real device files; schema changes are made the
+way apps make them: ALTER TABLE from another connection, sqlite-utils' ``alter=True``, a table
+added to ``models``, a server restarted with a newer schema.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from client_sdk import HttpTransport, SyncClient
+from server_stub import ServerConfig
+from tests.conftest import NOTE, NOTES, Server, create_file, rows, serve
+
+from .conftest import run
+
+V1 = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, pinned BOOLEAN);"
+V2 = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, pinned BOOLEAN, tags TEXT);"
+LABELS = "CREATE TABLE labels (id TEXT PRIMARY KEY, name TEXT);"
+LABEL = "notes.Label"
+
+
+def open_device(path: Path, url: str, schema: str = V1, models: dict[str, str] | None = None) -> SyncClient:
+    """A device whose file has ``schema`` (created if the file is new), syncing ``models`` with the server."""
+    if not path.exists():
+        create_file(path, schema)
+    return SyncClient(path, models=models or NOTES, node_id=path.stem, transport=HttpTransport(url, retries=0, timeout=10.0))
+
+
+def write(client: SyncClient, sql: str, *params: Any) -> None:
+    with client.connection:
+        client.connection.execute(sql, params)
+
+
+def alter(path: Path, sql: str) -> None:
+    """A schema change made from another connection, as a migration tool or the sqlite3 shell makes it."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute(sql)
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def test_an_older_device_applies_the_fields_it_has_and_keeps_the_others(tmp_path: Path, server: Server) -> None:
+    url = server(schema=V2)
+    with open_device(tmp_path / "v2.db", url, V2) as v2, open_device(tmp_path / "v1.db", url) as v1:
+        write(v2, "INSERT INTO notes (id, body, tags) VALUES ('n1', 'hello', 'work')")
+        v2.sync()
+        pulled = v1.sync()
+        assert pulled.ok and pulled.errors == [] and pulled.applied == {NOTE: ["n1"]}
+        assert rows(tmp_path / "v1.db") == {"n1": ("hello", None)}
+        # v1 edits the field it has; the one it lacks goes back with its stamp, untouched
+        write(v1, "UPDATE notes SET body = 'edited on v1' WHERE id = 'n1'")
+        assert v1.sync().ok
+        v2.sync()
+        assert rows(tmp_path / "v2.db") == {"n1": ("edited on v1", None, "work")}
+        # both edit at once, each a field of its own: both edits survive, on every device
+        write(v2, "UPDATE notes SET tags = 'home' WHERE id = 'n1'")
+        write(v1, "UPDATE notes SET body = 'again on v1' WHERE id = 'n1'")
+        v2.sync()
+        assert v1.sync().ok
+        v2.sync()
+        assert rows(tmp_path / "v2.db") == {"n1": ("again on v1", None, "home")}
+        assert v1.storage.get_records(NOTE, ["n1"])["n1"].data["tags"] == "home"
+
+
+def test_upgrading_a_device_fills_the_new_column_from_what_it_kept_with_its_stamps(tmp_path: Path, server: Server) -> None:
+    url = server(schema=V2)
+    v1_path = tmp_path / "v1.db"
+    with open_device(tmp_path / "v2.db", url, V2) as v2:
+        write(v2, "INSERT INTO notes (id, body, tags) VALUES ('n1', 'hello', 'work'), ('n2', 'plain', NULL)")
+        v2.sync()
+        stamps = v2.storage.get_records(NOTE, ["n1"])["n1"].timestamps
+        with open_device(v1_path, url) as v1:
+            v1.sync()
+        alter(v1_path, "ALTER TABLE notes ADD COLUMN tags TEXT")  # the app's v2 migration, while it is closed
+        with open_device(v1_path, url) as v1:
+            assert rows(v1_path) == {"n1": ("hello", None, "work"), "n2": ("plain", None, None)}
+            assert v1.storage.get_records(NOTE, ["n1"])["n1"].timestamps == stamps
+            assert v1.pending_count() == 0  # nothing to push: the values are the server's
+            write(v2, "UPDATE notes SET tags = 'later' WHERE id = 'n1'")
+            v2.sync()
+            assert v1.sync().ok and rows(v1_path)["n1"] == ("hello", None, "later")
+
+
+def test_a_column_added_while_the_app_runs_is_synced_from_the_next_sync(tmp_path: Path, server: Server) -> None:
+    url = server(schema=V2)
+    with open_device(tmp_path / "v1.db", url) as v1, open_device(tmp_path / "v2.db", url, V2) as v2:
+        write(v1, "INSERT INTO notes (id, body) VALUES ('n1', 'old')")
+        v1.sync()
+        # sqlite-utils adds the column on the fly, through its own connection, while the client is open
+        sqlite_utils.Database(tmp_path / "v1.db")["notes"].insert({"id": "n2", "body": "new", "tags": "fresh"}, alter=True)
+        pushed = v1.sync()
+        assert pushed.ok and pushed.pushed == {NOTE: ["n2"]}
+        v2.sync()
+        assert rows(tmp_path / "v2.db") == {"n1": ("old", None, None), "n2": ("new", None, "fresh")}
+        write(v1, "UPDATE notes SET tags = 'edited' WHERE id = 'n1'")  # the new column is tracked now
+        v1.sync()
+        v2.sync()
+        assert rows(tmp_path / "v2.db")["n1"] == ("old", None, "edited")
+
+
+def test_a_table_a_device_starts_tracking_brings_the_rows_the_server_already_has(tmp_path: Path, server: Server) -> None:
+    both = {**NOTES, "labels": LABEL}
+    url = server(schema=V1 + LABELS, models=both)
+    with open_device(tmp_path / "a.db", url, V1 + LABELS, both) as a:
+        write(a, "INSERT INTO labels (id, name) VALUES ('l1', 'work'), ('l2', 'home')")
+        write(a, "INSERT INTO notes (id, body) VALUES ('n1', 'x')")
+        a.sync()
+    b_path = tmp_path / "b.db"
+    with open_device(b_path, url, V1 + LABELS) as b:  # tracks notes only, for now
+        result = b.sync()
+        assert result.ok and result.errors == [] and result.skipped == {LABEL: ["l1", "l2"]}
+        assert rows(b_path, "labels") == {}
+    with open_device(b_path, url, models=both) as b:
+        assert b.sync().ok
+        assert rows(b_path, "labels") == {"l1": ("work",), "l2": ("home",)}
+        assert rows(b_path) == {"n1": ("x", None)}
+
+
+def test_a_row_the_table_refuses_is_held_back_then_stored_once_the_row_in_its_way_is_gone(
+    tmp_path: Path, server: Server
+) -> None:
+    url = server()
+    strict = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT UNIQUE, pinned BOOLEAN);"
+    with open_device(tmp_path / "a.db", url) as a, open_device(tmp_path / "b.db", url, strict) as b:
+        write(b, "INSERT INTO notes (id, body) VALUES ('mine', 'same')")
+        write(a, "INSERT INTO notes (id, body) VALUES ('theirs', 'same'), ('other', 'fine')")
+        a.sync()
+        result = b.sync()
+        assert result.ok and result.applied == {NOTE: ["other"]}
+        assert [(row["key"], row["message"]) for row in result.held_back] == [
+            ("theirs", "UNIQUE constraint failed: notes.body")]
+        assert [tuple(row) for row in b.held_back()] == [("notes", "theirs", "UNIQUE constraint failed: notes.body")]
+        assert b.last_sync is not None and b.last_sync.summary["held_back"] == 1
+        status = run("-m", "client_sdk.cli", "status", "--db", str(tmp_path / "b.db")).stdout
+        assert "held back:        1" in status and "notes theirs: UNIQUE constraint failed: notes.body" in status
+        write(b, "DELETE FROM notes WHERE id = 'mine'")  # the row in the way goes
+        assert b.sync().held_back == []
+        assert rows(tmp_path / "b.db") == {"other": ("fine", None), "theirs": ("same", None)}
+        a.sync()
+        assert rows(tmp_path / "a.db") == rows(tmp_path / "b.db")
+
+
+def test_a_field_the_server_lacks_stays_pending_until_the_server_has_it(tmp_path: Path) -> None:
+    database = tmp_path / "server.db"
+    older = ServerConfig(database=database, models=NOTES, schema=V1)
+    newer = ServerConfig(database=database, models=NOTES, schema=V2)
+    with serve(older) as url, open_device(tmp_path / "v2.db", url, V2) as v2:
+        write(v2, "INSERT INTO notes (id, body, tags) VALUES ('n1', 'hello', 'work')")
+        refused = v2.sync()
+        assert [row["key"] for row in refused.errors] == ["n1"] and "unknown field" in refused.errors[0]["message"]
+        assert refused.rounds <= 3 and v2.pending_count() == 1  # not lost, and not retried in a loop
+    with serve(newer) as url, open_device(tmp_path / "v2.db", url) as v2:  # the server added the column on start
+        assert v2.sync().pushed == {NOTE: ["n1"]} and v2.pending_count() == 0
+        with open_device(tmp_path / "other.db", url, V2) as other:
+            other.sync()
+            assert rows(tmp_path / "other.db") == {"n1": ("hello", None, "work")}
