@@ -11,7 +11,7 @@ from ..conflict.types import ConflictType, FieldConflict, RecordConflict, Resolu
 from ..errors import ConflictStateError
 from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord, record_error
 from .base import EngineBase
-from .protocols import HoldsBack
+from .protocols import HoldsBack, ReferenceViolation
 from .results import DatabaseResult, SyncPhase, SyncStage
 
 log = logging.getLogger("client_sdk.sync")
@@ -64,7 +64,7 @@ class Applying(EngineBase):
     def _refuse_dangling_references(self, response: SyncManifest) -> None:
         """The server's answer would leave a local FOREIGN KEY pointing at nothing (typically: it deleted
         a parent a pending local row still refers to). Nothing of the round is applied; the app decides."""
-        dangling = self._reference_violations(response)
+        dangling = self._reference_violations(response.payloads)
         if dangling:
             shown = "; ".join(f"{label} {key!r} refers to {parent} {parent_key!r}"
                               for label, key, parent, parent_key in dangling[:5])
@@ -113,14 +113,38 @@ class Applying(EngineBase):
 
     def _retry_held(self, checkpoint: int, result: DatabaseResult) -> None:
         """Apply the records held back by earlier syncs that the database takes now (the app changed
-        its schema, or the row in the way is gone), unless a newer version of the row is stored."""
+        its schema, or the row in the way is gone), unless a newer version of the row is stored.
+
+        A record whose parent row is gone by now would leave its FOREIGN KEY pointing at nothing
+        and fail the commit of every sync: the try is undone and made again without such records,
+        which stay held back."""
         if not isinstance(self.storage, HoldsBack):
             return
         held = {label: records for label in self._order if (records := self.storage.held_records(label))}
-        if held:
-            with self.transaction():
-                for label, records in held.items():
-                    self._apply_payload(ModelPayload(label, records, {}), checkpoint, result, guard=True)
+        orphans: set[tuple[str, str]] = set()
+        while held:
+            tried = DatabaseResult()
+            payloads = [ModelPayload(label, records, {}) for label, records in held.items()]
+            try:
+                with self.transaction():
+                    for payload in payloads:
+                        self._apply_payload(payload, checkpoint, tried, guard=True)
+                    dangling = self._reference_violations(payloads)
+                    if dangling:
+                        raise _Orphans(dangling)
+            except _Orphans as found:
+                orphaned = {(label, key): f"refers to {parent} {parent_key!r}, which this device does not have"
+                            for label, key, parent, parent_key in found.violations if key in held.get(label, {})}
+                if orphaned.keys() <= orphans:
+                    raise ConflictStateError(f"held-back rows refer to missing rows: {found.violations[:5]}") from None
+                orphans |= orphaned.keys()
+                for (label, key), reason in orphaned.items():
+                    self.storage.hold(label, {key: (held[label][key], reason)})
+                held = {label: kept for label, records in held.items()
+                        if (kept := {key: r for key, r in records.items() if (label, key) not in orphans})}
+                continue
+            result.absorb(tried)
+            return
 
     def _apply_payload(self, payload: ModelPayload, checkpoint: int, result: DatabaseResult, *, guard: bool = False) -> None:
         """Apply one server payload; rows with pending local changes go through the resolver. A record
@@ -247,3 +271,11 @@ class Applying(EngineBase):
             result.add("applied", label, [key])
         result.add("conflicts", label, [key])
         result.conflict_log.append(ConflictEntry(conflict, resolution.source))
+
+
+class _Orphans(Exception):
+    """Internal: held-back records tried again would refer to rows that are gone."""
+
+    def __init__(self, violations: list[ReferenceViolation]) -> None:
+        super().__init__(f"{len(violations)} held-back record(s) refer to missing rows")
+        self.violations = violations

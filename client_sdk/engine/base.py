@@ -147,10 +147,10 @@ class EngineBase:
                     "(e.g. %r); moved them to the column's name", len(renamed), payload.model_label, next(iter(renamed)))
         return ModelPayload(payload.model_label, {**payload.records, **renamed}, payload.deletes)
 
-    def _reference_violations(self, applied: SyncManifest) -> list[ReferenceViolation]:
+    def _reference_violations(self, applied: list[ModelPayload]) -> list[ReferenceViolation]:
         """FOREIGN KEYs left pointing at nothing by applying ``applied``, if the storage can tell."""
-        if not isinstance(self.storage, ChecksReferences) or not applied.change_count:
+        if not isinstance(self.storage, ChecksReferences) or not any(applied):
             return []
-        written = {payload.model_label: payload.records.keys() for payload in applied.payloads}
-        deleted = {payload.model_label: payload.deletes.keys() for payload in applied.payloads}
+        written = {payload.model_label: payload.records.keys() for payload in applied}
+        deleted = {payload.model_label: payload.deletes.keys() for payload in applied}
         return self.storage.reference_violations(written, deleted)

@@ -59,8 +59,9 @@ class DatabaseResult:
     - ``deleted``: rows deleted here because the server sent their delete.
     - ``skipped``: received changes not applied in this sync: a row older than a pending local
       delete, a delete held back while the pending edit it beats goes to the server first (it
-      comes back with the next answer), or the losing side of a key sent both as a record and a
-      delete in one answer.
+      comes back with the next answer), the losing side of a key sent both as a record and a
+      delete in one answer, or the rows of a model this device does not track (it asks for them
+      from the start once it does).
     - ``errors``: records refused, by the server or here, one entry each; ``ok`` is False then.
     - ``held_back``: received records this device cannot store yet (a value its column does not
       take, a constraint its table refuses), with why, as ``errors`` lists them: kept, and applied
@@ -94,6 +95,14 @@ class DatabaseResult:
 
     def count(self, kind: str) -> int:
         return sum(len(keys) for keys in getattr(self, kind).values())
+
+    def absorb(self, other: DatabaseResult) -> None:
+        """Add ``other``'s keys, conflicts and errors to this result's."""
+        for kind in KEY_LISTS:
+            for label, keys in getattr(other, kind).items():
+                self.add(kind, label, keys)
+        self.conflict_log.extend(other.conflict_log)
+        self.errors.extend(other.errors)
 
     def merge_reconciliation(self, outcome: ReconciliationResult) -> None:
         label = outcome.model_label

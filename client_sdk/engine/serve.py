@@ -222,7 +222,7 @@ class Serving(EngineBase):
     def _check_references(self, incoming: SyncManifest) -> None:
         """Before the round commits: a FOREIGN KEY left pointing at nothing names the incoming change to refuse."""
         broken: dict[tuple[str, str], str] = {}
-        for label, key, parent_label, parent_key in self._reference_violations(incoming):
+        for label, key, parent_label, parent_key in self._reference_violations(incoming.payloads):
             sent = incoming.payload(label)
             parent = incoming.payload(parent_label) if parent_label else None
             if sent is not None and key in sent.records:

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
-from client_sdk import HttpTransport, SyncClient
+from client_sdk import HttpTransport, SyncClient, SyncRecord
 from server_stub import ServerConfig
 from tests.conftest import NOTE, NOTES, Server, create_file, rows, serve
 
@@ -162,3 +162,24 @@ def test_a_field_the_server_lacks_stays_pending_until_the_server_has_it(tmp_path
         with open_device(tmp_path / "other.db", url, V2) as other:
             other.sync()
             assert rows(tmp_path / "other.db") == {"n1": ("hello", None, "work")}
+
+
+def test_a_held_back_row_whose_parent_is_gone_stays_held_and_the_sync_goes_on(tmp_path: Path, server: Server) -> None:
+    schema = ("CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT);"
+              "CREATE TABLE tasks (id TEXT PRIMARY KEY, list_id TEXT REFERENCES lists (id), title TEXT);")
+    models = {"lists": "todo.List", "tasks": "todo.Task"}
+    url = server(schema=schema, models=models)
+    with open_device(tmp_path / "a.db", url, schema, models) as a:
+        write(a, "INSERT INTO lists (id, name) VALUES ('L', 'home'), ('M', 'work')")
+        write(a, "INSERT INTO tasks (id, list_id, title) VALUES ('t', 'M', 'ok')")
+        a.sync()
+        stamps = a.storage.get_records("todo.Task", ["t"])["t"].timestamps
+    with open_device(tmp_path / "b.db", url, schema, models) as b:
+        b.sync()
+        # a record held back by an earlier sync whose parent list is gone by now (never on the server)
+        orphan = SyncRecord("o", {"id": "o", "list_id": "gone", "title": "x"}, stamps)
+        b.storage.hold("todo.Task", {"o": (orphan, "CHECK constraint failed: short_title")})
+        result = b.sync()
+        assert result.ok and result.held_back == [
+            {"model_label": "todo.Task", "key": "o", "message": "refers to todo.List 'gone', which this device does not have"}]
+        assert rows(tmp_path / "b.db", "tasks") == {"t": ("M", "ok")}
