@@ -135,6 +135,11 @@ class SyncClient:
             raise
         try:
             self.journal = SyncJournal(self.storage.connection)
+            if self.storage.labels_from_older_sdk and self.journal.finished_with_errors():
+                # the SDK that synced this file refused rows with fields it had no column for, and moved on:
+                # fetch those models again once, so that nothing it skipped stays missing
+                for label in self.storage.labels_from_older_sdk:
+                    self.storage.refetch(label)
             self.engine = DatabaseEngine(
                 self.storage,
                 self.storage.dependency_graph(),

@@ -110,6 +110,13 @@ class SyncJournal:
             self._record_run(ok=False, summary={}, error=f"{type(error).__name__}: {error}")
 
     @_mapped
+    def finished_with_errors(self) -> bool:
+        """Whether a sync still in the journal finished with records refused."""
+        found: int = self.connection.execute(
+            'SELECT EXISTS (SELECT 1 FROM "_sync_runs" WHERE NOT "ok" AND "error" IS NULL)').fetchone()[0]
+        return found == 1
+
+    @_mapped
     def last_sync(self) -> LastSync | None:
         row = self.connection.execute(
             'SELECT "finished_at", "ok", "summary", "error" FROM "_sync_runs" ORDER BY "id" DESC LIMIT 1'

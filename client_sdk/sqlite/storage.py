@@ -119,6 +119,9 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         self._references = ReferenceChecks(self.connection, identity_field, self._models, self._labels_by_table)
         self._writes_alone: dict[str, tuple[tuple[int, int], bool]] = {}
         self._schema_version = -1
+        self.labels_from_older_sdk: tuple[str, ...] = ()
+        """Models this file tracked with an SDK version that refused received fields it had no column for
+        (see :meth:`SyncClient.__init__`)."""
         """The file's schema version when the triggers were last brought up to date (``follow_schema``)."""
         """Table -> (schema versions of main and temp, what :meth:`_upsert_writes_alone` found then)."""
         try:
@@ -142,6 +145,8 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
             self.node_id = self._node_id(node_id)
             registry = changelog.read_registry(self.connection)
             targets = self._fold_targets(registry)
+            tables = {name for (name,) in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self.labels_from_older_sdk = tuple(tracked.label for tracked in targets if tracked.name("kept") not in tables)
             for tracked in targets:
                 migrate_tombstones(self.connection, tracked)
                 for statement in storage_ddl(tracked, self.role):  # tables a newer version added

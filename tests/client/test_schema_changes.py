@@ -183,3 +183,29 @@ def test_a_held_back_row_whose_parent_is_gone_stays_held_and_the_sync_goes_on(tm
         assert result.ok and result.held_back == [
             {"model_label": "todo.Task", "key": "o", "message": "refers to todo.List 'gone', which this device does not have"}]
         assert rows(tmp_path / "b.db", "tasks") == {"t": ("M", "ok")}
+
+
+def test_rows_an_earlier_sdk_version_skipped_are_fetched_again_once(tmp_path: Path, server: Server) -> None:
+    url = server(schema=V2)
+    path = tmp_path / "old.db"
+    with open_device(tmp_path / "v2.db", url, V2) as v2:
+        write(v2, "INSERT INTO notes (id, body, tags) VALUES ('n1', 'hello', 'work'), ('n2', 'b', NULL)")
+        v2.sync()
+    with open_device(path, url) as old:
+        old.sync()
+    # what the earlier version left: it refused n1 ('unknown field(s)'), recorded a sync with errors,
+    # moved its checkpoint past n1, and had no table to keep fields in
+    connection = sqlite3.connect(path)
+    with connection:
+        for statement in ("DELETE FROM notes WHERE id = 'n1'", "DELETE FROM _sync_log",
+                          "DELETE FROM _sync_shadow_notes WHERE _sync_key = 'n1'",
+                          "DROP TABLE _sync_kept_notes", "DROP TABLE _sync_held_notes",
+                          "UPDATE _sync_runs SET ok = 0"):
+            connection.execute(statement)
+    connection.close()
+    assert rows(path) == {"n2": ("b", None)}
+    with open_device(path, url) as upgraded:
+        assert upgraded.sync().ok
+        assert rows(path) == {"n1": ("hello", None), "n2": ("b", None)}
+        assert upgraded.storage.get_records(NOTE, ["n1"])["n1"].data["tags"] == "work"
+        assert upgraded.sync().applied == {}  # once
