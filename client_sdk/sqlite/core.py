@@ -12,9 +12,9 @@ import sqlite_utils
 from ..errors import UnknownModelError
 from ..protocol.wire import SyncRecord
 from . import changelog
-from .ddl import S_KEY, S_LM, Tracked
+from .ddl import S_KEY, S_LM, TOMB_HLC, Tracked
 from .kept import has_rows, read_kept, with_kept
-from .mapping import TableMapping, lenient_text
+from .mapping import IN_KEYS, TableMapping, lenient_text
 from .transaction import Transactions
 
 
@@ -75,3 +75,17 @@ class StorageCore:
                 return self.connection.execute(sql, params).fetchall()
             finally:
                 self.connection.text_factory = factory
+
+    def _read_records(self, model: TableMapping, keys: str) -> dict[str, SyncRecord]:
+        rows = self._fetch_all(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (keys,))
+        return dict(self._with_kept(model, model.records(rows)))
+
+    def _tombstone_stamps(self, tracked: Tracked, keys: str) -> dict[str, int]:
+        """key -> the delete's own stamp, for the tombstones among ``keys`` (a JSON array)."""
+        rows = self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
+        return dict(rows)
+
+    def _stored_stamps(self, tracked: Tracked, keys: str) -> dict[str, int]:
+        """key -> last_modified, for the rows stored among ``keys`` (a JSON array)."""
+        rows = self.connection.execute(f"SELECT {S_KEY}, {S_LM} FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
+        return dict(rows)

@@ -5,10 +5,12 @@ them, from any connection or process (``ddl.py``), and the change log is folded
 into shadow rows and tombstones before sync state is read (``changelog.py``).
 
 This module is the storage's surface: opening (``install.py`` keeps the shadow
-objects in step with the schema), the reads and writes both roles make, and
-maintenance. It stands on ``core.py`` (the connection, the fold, page reads);
-the client role's pending changes are in ``pending.py``, rows become records in
-``mapping.py``, and foreign keys are checked in ``references.py``.
+objects in step with the schema), the reads both roles make, and maintenance.
+It stands on ``core.py`` (the connection, the fold, page reads); sync's writes
+are in ``writes.py`` (what a client cannot store yet in ``kept.py``), the client
+role's pending changes in ``pending.py``, the server role's reads in
+``serving.py``; rows become records in ``mapping.py``, and foreign keys are
+checked in ``references.py``.
 """
 
 from __future__ import annotations
@@ -17,48 +19,34 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from operator import itemgetter
-from typing import Any
 
 import sqlite_utils
 
 from ..engine.protocols import ReferenceViolation
-from ..errors import InvalidParameterError, RecordFieldError, UnknownModelError
+from ..errors import InvalidParameterError, UnknownModelError
 from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HybridLogicalClock, system_ms
-from ..protocol.wire import RecordError, SyncRecord, record_error
+from ..protocol.wire import SyncRecord
 from . import changelog
 from .clock import SqliteClockState
 from .ddl import (
     GLOBAL_DDL,
     LOG,
     META,
-    S_KEY,
-    S_LM,
-    S_PENDING,
-    S_RECEIVED,
     TABLES,
-    TOMB_HLC,
-    UNLOGGED,
     Tracked,
     storage_ddl,
     trigger_ddl,
 )
 from .failures import database_path, storage_errors
 from .install import check_models, grow_cache, migrate_stamps, migrate_tombstones, open_database
-from .kept import adopt_columns, held_records, hold, release, split_unknown, write_kept
+from .kept import adopt_columns
 from .lock import DEFAULT_STALE_AFTER, SqliteSyncLock
 from .mapping import (
-    IN_KEYS,
     TableMapping,
     keys_json,
-    plain_rows,
-    record_json,
-    shadow_rows,
-    upsert_sql,
-    value_rows,
 )
 from .pending import PendingChanges
 from .references import ReferenceChecks
@@ -66,6 +54,7 @@ from .schema import PREFIX, TableSchema, introspect, quote
 from .serving import ServedChanges
 from .transaction import Transactions, serialized
 from .values import invalid_values
+from .writes import SyncWrites
 
 ROLES = ("client", "server")
 DEFAULT_TOMBSTONE_RETENTION = 90 * 24 * 3600.0
@@ -73,7 +62,7 @@ DEFAULT_TOMBSTONE_RETENTION = 90 * 24 * 3600.0
 
 
 
-class SqliteSyncStorage(ServedChanges, PendingChanges):
+class SqliteSyncStorage(SyncWrites, ServedChanges, PendingChanges):
     """Sync state for the tables of one SQLite database.
 
     ``database``: a path, an ``sqlite3.Connection`` or a ``sqlite_utils.Database``.
@@ -119,11 +108,10 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         self._references = ReferenceChecks(self.connection, identity_field, self._models, self._labels_by_table)
         self._writes_alone: dict[str, tuple[tuple[int, int], bool]] = {}
         self._schema_version = -1
+        """The file's schema version when the triggers were last brought up to date (``follow_schema``)."""
         self.labels_from_older_sdk: tuple[str, ...] = ()
         """Models this file tracked with an SDK version that refused received fields it had no column for
         (see :meth:`SyncClient.__init__`)."""
-        """The file's schema version when the triggers were last brought up to date (``follow_schema``)."""
-        """Table -> (schema versions of main and temp, what :meth:`_upsert_writes_alone` found then)."""
         try:
             with storage_errors(self.connection, self.path):
                 self._setup(models, node_id)
@@ -308,10 +296,6 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         self._fold_log()
         return self._read_records(model, keys_json(keys))
 
-    def _read_records(self, model: TableMapping, keys: str) -> dict[str, SyncRecord]:
-        rows = self._fetch_all(f"{model.select} WHERE s.{S_KEY} IN {IN_KEYS}", (keys,))
-        return dict(self._with_kept(model, model.records(rows)))
-
     @serialized
     def reference_violations(
         self, written: Mapping[str, Collection[str]], deleted: Mapping[str, Collection[str]]
@@ -324,208 +308,6 @@ class SqliteSyncStorage(ServedChanges, PendingChanges):
         tracked = self._model(label).tracked
         self._fold_log()
         return self._tombstone_stamps(tracked, keys_json(keys))
-
-    def _tombstone_stamps(self, tracked: Tracked, keys: str) -> dict[str, int]:
-        """key -> the delete's own stamp, for the tombstones among ``keys`` (a JSON array)."""
-        rows = self.connection.execute(f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys,))
-        return dict(rows)
-
-    def _stored_stamps(self, tracked: Tracked, keys: str) -> dict[str, int]:
-        """key -> last_modified, for the rows stored among ``keys`` (a JSON array)."""
-        rows = self.connection.execute(f"SELECT {S_KEY}, {S_LM} FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
-        return dict(rows)
-
-    # ------------------------------------------------------------------ writing what sync decided
-
-    @serialized
-    def upsert_many(
-        self, label: str, records: dict[str, SyncRecord], *, received_at: int | None = None, guard: bool = True
-    ) -> list[str]:
-        model = self._model(label)
-        tracked = model.tracked
-        with self._tx.write():
-            self._fold_log()
-            if not records:
-                return []
-            skipped = self._stale(tracked, records) if guard else []
-            stale = set(skipped)
-            accepted = {key: record for key, record in records.items() if key not in stale} if stale else records
-            if stale:  # a newer version is stored: nothing older is held back for these keys any more
-                release(self.connection, tracked, stale)
-            if accepted:
-                skipped += self._write_rows(model, accepted, received_at or 0)
-            return skipped
-
-    def _stale(self, tracked: Tracked, records: dict[str, SyncRecord]) -> list[str]:
-        """Keys of ``records`` older than the row or tombstone stored here (the staleness guard, 7.6)."""
-        keys = keys_json(records)
-        stored, tombs = self._stored_stamps(tracked, keys), self._tombstone_stamps(tracked, keys)
-        return [
-            key for key, record in records.items()
-            if (stored[key] if key in stored else tombs.get(key, -1)) > record.last_modified
-        ]
-
-    def _write_rows(self, model: TableMapping, records: dict[str, SyncRecord], received_at: int) -> list[str]:
-        """Store ``records``; return the keys of those the table refused, held back (a client's only)."""
-        tracked = model.tracked
-        received = records
-        records, kept = split_unknown(model, records)
-        if kept and self.role == "server":  # the engine refuses them first (PROTOCOL.md 7)
-            key, (fields, _stamps) = next(iter(kept.items()))
-            raise RecordFieldError(f"{tracked.label} record {key!r}: unknown field(s) {sorted(fields)[:5]}")
-        refused: dict[str, str] = {}
-        self.connection.execute("PRAGMA defer_foreign_keys = ON")  # a page may hold children before parents
-        with self._unlogged(tracked, None if self._upsert_writes_alone(model) else keys_json(records)):
-            try:
-                plain = plain_rows(model, records)
-                if plain is None or not self._upsert_as_bound(tracked, plain):
-                    plain = None
-                    for names, rows in value_rows(model, records).items():
-                        self.connection.executemany(upsert_sql(tracked, names), rows)
-            except sqlite3.IntegrityError:
-                if self.role != "client":
-                    raise
-                plain = None
-                refused = self._write_one_by_one(model, records)
-        if refused:
-            hold(self.connection, tracked, {key: (received[key], reason) for key, reason in refused.items()})
-            records = {key: record for key, record in records.items() if key not in refused}
-            kept = {key: fields for key, fields in kept.items() if key not in refused}
-            if not records:
-                return list(refused)
-        release(self.connection, tracked, records)
-        write_kept(self.connection, tracked, records, kept)
-        self._references.note(model, plain)
-        stamp_rows = shadow_rows(tracked, records, received_at)
-        stamp_columns = ", ".join(quote(name) for name in tracked.fields)
-        marks = ", ".join("?" for _ in range(3 + len(tracked.fields)))
-        self.connection.executemany(
-            f"INSERT OR REPLACE INTO {tracked.shadow} ({S_KEY}, {S_LM}, {S_RECEIVED}, {stamp_columns}, {S_PENDING}) "
-            f"VALUES ({marks}, 0)",
-            stamp_rows,
-        )
-        if self.connection.execute(f"SELECT EXISTS (SELECT 1 FROM {tracked.tomb})").fetchone()[0]:  # none on a first sync
-            self.connection.execute(f'DELETE FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(records),))
-        changelog.write_clock(self.connection, max(map(itemgetter(1), stamp_rows)))
-        return list(refused)
-
-    def _write_one_by_one(self, model: TableMapping, records: dict[str, SyncRecord]) -> dict[str, str]:
-        """Upsert record by record after the table refused one of a page: key -> SQLite's reason for
-        each it refuses (a failed statement undoes only itself; rows written before are written again)."""
-        refused = {}
-        for key, record in records.items():
-            for names, rows in value_rows(model, {key: record}).items():
-                try:
-                    self.connection.execute(upsert_sql(model.tracked, names), rows[0])
-                except sqlite3.IntegrityError as exc:
-                    refused[key] = str(exc)
-        return refused
-
-    @contextmanager
-    def _unlogged(self, tracked: Tracked, keys: str | None) -> Iterator[None]:
-        """Keep the capture triggers from logging the block's writes to the rows ``keys`` (a JSON array)
-        or, with None, to any row of the table. (A block that raises fails the transaction, which
-        takes the mark away with it.)"""
-        if keys is None:  # '' starts before every key (keys compare as text)
-            self.connection.execute(f'INSERT INTO {UNLOGGED} ("tbl", "key", "through") VALUES (?, \'\', NULL)', (tracked.id,))
-        else:
-            self.connection.execute(
-                f'INSERT OR IGNORE INTO {UNLOGGED} ("tbl", "key", "through") SELECT ?, value, value FROM json_each(?)',
-                (tracked.id, keys),
-            )
-        yield
-        self.connection.execute(f'DELETE FROM {UNLOGGED} WHERE "tbl" = ?', (tracked.id,))
-
-    def _upsert_writes_alone(self, model: TableMapping) -> bool:
-        """Whether upserting rows of the table can write no other row: no trigger of the app's is on
-        it (TEMP ones included), and it has no secondary UNIQUE constraint. (Without one, an upsert,
-        which never changes a row's key, changes no column a FOREIGN KEY can refer to, so no foreign
-        key action fires; and no REPLACE can delete another row.) Then every write to the table while
-        a page is upserted is the page's own. Read again whenever the schema changed."""
-        tracked = model.tracked
-        version = (self.connection.execute("PRAGMA main.schema_version").fetchone()[0],
-                   self.connection.execute("PRAGMA temp.schema_version").fetchone()[0])
-        known = self._writes_alone.get(tracked.table)
-        if known is not None and known[0] == version:
-            return known[1]
-        triggers = self.connection.execute(
-            "SELECT EXISTS (SELECT 1 FROM (SELECT * FROM sqlite_master UNION ALL SELECT * FROM sqlite_temp_master) "
-            "WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE AND name NOT GLOB ?)",
-            (tracked.table, f"{PREFIX}*"),
-        ).fetchone()[0]
-        alone = not triggers and not tracked.sweep
-        self._writes_alone[tracked.table] = (version, alone)
-        return alone
-
-    def _upsert_as_bound(self, tracked: Tracked, rows: list[Sequence[Any]]) -> bool:
-        """Upsert rows whose values bind as they are; False if the binding refuses one (a list, an
-        object, an integer past 64 bits). The rows before that one are written then, with the very
-        values the record-by-record path binds for them (it converts only what does not bind), so
-        writing the page again that way repeats them harmlessly; no savepoint is taken for it (see
-        :meth:`Transactions.write`)."""
-        try:
-            self.connection.executemany(upsert_sql(tracked, tracked.fields), rows)
-        except (OverflowError, sqlite3.ProgrammingError):
-            return False
-        return True
-
-    @serialized
-    def delete_many(
-        self, label: str, deletes: dict[str, int], *, received_at: int | None = None, guard: bool = True
-    ) -> list[str]:
-        model = self._model(label)
-        tracked = model.tracked
-        with self._tx.write():
-            self._fold_log()
-            if not deletes:
-                return []
-            stored = self._stored_stamps(tracked, keys_json(deletes))
-            skipped = [key for key, stamp in deletes.items() if guard and stored.get(key, -1) > stamp]
-            accepted = {key: stamp for key, stamp in deletes.items() if key not in skipped}
-            if accepted:
-                keys = keys_json(accepted)
-                erased = {} if received_at is None else self._read_records(model, keys)
-                # ON DELETE actions still fire other rows' triggers: those rows become local changes.
-                # A child left dangling is found before the round commits (reference_violations).
-                self.connection.execute("PRAGMA defer_foreign_keys = ON")
-                with self._unlogged(tracked, keys):
-                    self.connection.execute(f"DELETE FROM {tracked.base} WHERE {tracked.key_column} IN {IN_KEYS}", (keys,))
-                self.connection.execute(f"DELETE FROM {tracked.shadow} WHERE {S_KEY} IN {IN_KEYS}", (keys,))
-                write_kept(self.connection, tracked, accepted, {})
-                release(self.connection, tracked, accepted)
-                # with received_at, the tombstone is delivered from then on, keeps the delete's own
-                # stamp and what it erased
-                rows = [(key, own if received_at is None else received_at, None if received_at is None else own,
-                         record_json(erased.get(key))) for key, own in accepted.items()]
-                self.connection.executemany(
-                    f'INSERT INTO {tracked.tomb} ("key", "stamp", "hlc", "row", "pending") VALUES (?, ?, ?, ?, 0) '
-                    'ON CONFLICT ("key") DO UPDATE SET "stamp" = max("stamp", excluded."stamp"), '
-                    f'"hlc" = CASE WHEN excluded."hlc" IS NULL THEN NULL ELSE max({TOMB_HLC}, excluded."hlc") END, '
-                    '"row" = coalesce(excluded."row", "row"), "pending" = 0',
-                    rows,
-                )
-                changelog.write_clock(self.connection, max(*accepted.values(), received_at or 0))
-            return skipped
-
-    # ------------------------------------------------------------------ what cannot be stored yet
-
-    @serialized
-    def hold(self, label: str, records: Mapping[str, tuple[SyncRecord, str]]) -> None:
-        """Hold back received ``records`` (key -> (record, why)) until they can be stored (see ``kept.py``)."""
-        tracked = self._model(label).tracked
-        with self._tx.write():
-            hold(self.connection, tracked, records)
-
-    @serialized
-    def held_records(self, label: str) -> dict[str, SyncRecord]:
-        return {key: record for key, (record, _reason) in held_records(self.connection, self._model(label).tracked).items()}
-
-    @serialized
-    def held_back(self) -> list[RecordError]:
-        """Every received record held back because this database cannot store it yet, with why."""
-        return [record_error(label, key, reason)
-                for label, model in self._models.items()
-                for key, (_record, reason) in held_records(self.connection, model.tracked).items()]
 
     # ------------------------------------------------------------------ maintenance
 
