@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..conflict.reconciler import join_fields
 from ..errors import SyncAbortedError
-from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest, SyncRecord, record_error
+from ..protocol.wire import META_FIELDS, AfterKeys, ModelPayload, SyncManifest, SyncRecord, record_error
 from .base import EngineBase
 from .budget import READ_CHUNK, Budget
 from .protocols import Cursor
@@ -176,9 +176,9 @@ class Serving(EngineBase):
         # Everything else was decided against the stored rows inside this same transaction: a row the
         # client saw at its checkpoint is superseded by its edit, a conflict by its resolution. Guarding
         # these against our received_at would drop edits whose stamps predate our storing the row.
-        self.storage.upsert_many(
-            label, {k: r for k, r in outcome.to_upsert.items() if k not in created}, received_at=now, guard=False
-        )
+        updates = {k: r for k, r in outcome.to_upsert.items() if k not in created}
+        completed = {k: whole for k, r in updates.items() if (whole := _with_missing_fields(r, local[k])) is not None}
+        self.storage.upsert_many(label, {**updates, **completed}, received_at=now, guard=False)
         self.storage.delete_many(label, outcome.to_delete, received_at=now, guard=False)
         self._renew_tombstones(label, clean.deletes, local, now)
         self._report(SyncStage.MUTATE, len(outcome.to_upsert) + len(outcome.to_delete), len(clean))
@@ -187,7 +187,7 @@ class Serving(EngineBase):
         result.add("skipped", label, stale)
         for kind in ("created", "applied"):
             getattr(result, kind)[label] = [k for k in getattr(result, kind).get(label, []) if k not in stale]
-        answers = dict(outcome.response_records)
+        answers = {**completed, **outcome.response_records}
         answers.update((key, record) for key, record in revived.items() if not _same_record(record, outcome.to_upsert[key]))
         for key, record in answers.items():
             serving.budget.take_record(record)
@@ -300,6 +300,20 @@ class _ServedModel:
         """Tombstones that beat a record the client sent: they go back to it."""
         self.sent_keys: set[str] = set()
         self.cut = False
+
+
+def _with_missing_fields(record: SyncRecord, stored: SyncRecord) -> SyncRecord | None:
+    """``record`` with the fields of the stored row it lacks, values and stamps, or None if it lacks none.
+
+    A client whose table has no column for a field, and kept nothing of it (it deleted the row and
+    made it again before syncing, say), sends the row without it: the field is not erased, and the
+    whole row goes back to the client, so that both sides hold the same row."""
+    missing = stored.data.keys() - record.data.keys() - META_FIELDS
+    if not missing:
+        return None
+    stamps = {name: stored.timestamps[name] for name in missing if name in stored.timestamps}
+    return SyncRecord(record.key, {**record.data, **{name: stored.data[name] for name in missing}},
+                      {**record.timestamps, **stamps}, record.received_at)
 
 
 def _same_record(a: SyncRecord, b: SyncRecord) -> bool:

@@ -31,8 +31,6 @@ device wrote with exactly that stamp, or, for ``tags`` only, nothing: a write th
 before syncing never left it, and a v1 device that re-creates a note writes no tags. A field never
 written holds NULL with no stamp.
 
-Known bug (client_sdk, open): see ``AVOID_REINSERT_BUG`` and the xfail test at the end of this file.
-
 ``SWARM_LONG=1`` runs more seeds and more steps. A failure prints its seed and the last steps.
 """
 
@@ -56,11 +54,6 @@ V2 = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, pinned BOOLEAN, tags T
 ADD_TAGS = "ALTER TABLE notes ADD COLUMN tags TEXT"
 FIELDS = ("body", "pinned", "tags")
 TAGS = ("", "work", "home", "work,home", "urgent")
-
-AVOID_REINSERT_BUG = True
-"""While the bug ``test_a_v1_device_recreating_a_note_it_deleted_gets_the_servers_tags`` shows is open, a device
-that does not stamp tags (v1, closed, or not following the new column yet) does not re-create a note it deleted
-since its last sync (the swarm would stop at it every time); set False to let the swarm hit it too."""
 
 LONG = os.environ.get("SWARM_LONG") == "1"
 SEEDS = range(100, 112) if LONG else range(4)
@@ -100,8 +93,6 @@ class Device:
         """Keys deleted while the client was closed."""
         self.before: Snapshot = {}
         """What the storage held when the client closed."""
-        self.deleted_since_sync: set[str] = set()
-        """Keys deleted since the device's last sync (see AVOID_REINSERT_BUG)."""
 
     @property
     def open(self) -> bool:
@@ -246,8 +237,6 @@ class UpgradeSwarm:
             touched = {key for key, _name in device.pending} | device.deleted_unseen
             present = [key for key in present if key not in touched]
             absent = [key for key in absent if key not in touched]
-        if AVOID_REINSERT_BUG and not device.tracks_tags():
-            absent = [key for key in absent if key not in device.deleted_since_sync]
         roll = rng.random()
         if (roll < 0.3 or not present) and absent:
             self._insert(device, rng.choice(absent), second)
@@ -320,7 +309,6 @@ class UpgradeSwarm:
         self.log.append(f"{device.name} delete {key} ({via}{', closed' if not device.open else ''})")
         with self._connection(device, second) as connection:
             connection.execute("DELETE FROM notes WHERE id = ?", (key,))
-        device.deleted_since_sync.add(key)
         if not device.open:
             device.deleted_unseen.add(key)
             return
@@ -419,7 +407,6 @@ class UpgradeSwarm:
         result = device.client.sync()
         assert result.errors == [], f"{device.name} sync errors: {result.errors}"
         assert result.held_back == [], f"{device.name} held back: {result.held_back}"
-        device.deleted_since_sync.clear()
         assert not device.awaiting_follow and device.tracks_tags() == device.has_column
         self._mirrors_server(device)
 
@@ -498,9 +485,6 @@ def test_devices_upgrading_at_random_moments_converge_and_lose_nothing(seed: int
         swarm.close()
 
 
-@pytest.mark.xfail(strict=True, reason="client_sdk: a v1 device that deletes a note, folds the delete (pending_count(), "
-                   "a failed sync...) and re-creates it before syncing ends without the server's tags, and keeps none "
-                   "after it upgrades; found by this swarm (seed 0, 500 steps, AVOID_REINSERT_BUG = False)")
 def test_a_v1_device_recreating_a_note_it_deleted_gets_the_servers_tags(tmp_path: Path, server: Server) -> None:
     url = server(schema=V2)
     a = Device(tmp_path, "a", url, V2, ["n1"])
@@ -526,7 +510,7 @@ def test_a_v1_device_recreating_a_note_it_deleted_gets_the_servers_tags(tmp_path
         b.start()
         assert b.client is not None
         assert b.client.sync().errors == []
-        # fails here: b holds ('new', None, None) for good, the server and a hold 'work'
+        # the server sent the merged row back, so b kept the tags: after its upgrade it holds them too
         assert b.table() == server_rows(tmp_path / "server.db")
     finally:
         a.shut()
