@@ -11,11 +11,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlite_utils
 
 from client_sdk import HttpTransport, SyncClient, SyncRecord
 from server_stub import ServerConfig
 from tests.conftest import NOTE, NOTES, Server, create_file, rows, serve
+from tests.reliability.inflight import POINTS, HookedTransport
 
 from .conftest import run
 
@@ -209,3 +211,33 @@ def test_rows_an_earlier_sdk_version_skipped_are_fetched_again_once(tmp_path: Pa
         assert rows(path) == {"n1": ("hello", None), "n2": ("b", None)}
         assert upgraded.storage.get_records(NOTE, ["n1"])["n1"].data["tags"] == "work"
         assert upgraded.sync().applied == {}  # once
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_column_added_while_a_sync_runs_loses_nothing(tmp_path: Path, server: Server, point: str) -> None:
+    url = server(schema=V2)
+    v1_path = tmp_path / "v1.db"
+    with open_device(tmp_path / "v2.db", url, V2) as v2:
+        write(v2, "INSERT INTO notes (id, body, tags) VALUES ('n1', 'one', 'work'), ('n2', 'two', 'home')")
+        v2.sync()
+        create_file(v1_path, V1)
+        hooked = HookedTransport(HttpTransport(url, retries=0, timeout=10.0))
+        with SyncClient(v1_path, models=NOTES, node_id="v1", transport=hooked) as v1:
+            write(v1, "INSERT INTO notes (id, body) VALUES ('n0', 'mine')")
+
+            def migrate_and_write() -> None:  # the app's migration and a write to the new column, mid-round
+                connection = sqlite3.connect(v1_path)
+                with connection:
+                    connection.execute("ALTER TABLE notes ADD COLUMN tags TEXT")
+                    connection.execute("INSERT INTO notes (id, body, tags) VALUES ('n3', 'three', 'new')")
+                    connection.execute("UPDATE notes SET tags = 'mine too' WHERE id = 'n0'")
+                connection.close()
+
+            hooked.at_next_exchange(point, migrate_and_write)
+            assert v1.sync().errors == []
+            assert v1.sync().errors == []
+            v2.sync()
+            expected = {"n0": ("mine", None, "mine too"), "n1": ("one", None, "work"),
+                        "n2": ("two", None, "home"), "n3": ("three", None, "new")}
+            assert rows(v1_path) == rows(tmp_path / "v2.db") == expected
+            assert v1.pending_count() == 0
