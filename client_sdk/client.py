@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -124,6 +125,8 @@ class SyncClient:
         self._options: dict[str, Any] = {"resolver": resolver, "batch_size": batch_size,
                                          "clock_drift_max": clock_drift_max, "on_phase": on_phase, "progress": progress}
         self._sync_lock = threading.Lock()
+        self._quiet_sync: LastSync | None = None
+        """The last sync, if it moved nothing: such a sync is not journaled, so that it writes nothing."""
         self._auto: AutoSync | None = None
         self._worker: SyncClient | None = None
         try:
@@ -202,7 +205,12 @@ class SyncClient:
                 if not dry_run:
                     self.journal.record_failure(exc)
                 raise
-            if not dry_run:
+            if dry_run:
+                return result
+            if result.moved_nothing:  # journaled in memory only: a sync that moves nothing writes nothing
+                self._quiet_sync = LastSync(datetime.now(timezone.utc), True, result.summary(), None)
+            else:
+                self._quiet_sync = None
                 self.journal.record_success(result, self._held(result))
                 self.storage.purge_tombstones()  # the server has them now: keep the file from growing
             return result
@@ -277,7 +285,9 @@ class SyncClient:
     @property
     def last_sync(self) -> LastSync | None:
         """When the last sync finished and how it went; ``None`` before the first."""
-        return self.journal.last_sync()
+        recorded = self.journal.last_sync()
+        quiet = self._quiet_sync
+        return quiet if quiet is not None and (recorded is None or quiet.at > recorded.at) else recorded
 
     def conflicts(self, limit: int | None = None) -> list[ConflictRecord]:
         """The persisted conflict log, newest first."""

@@ -89,6 +89,11 @@ class DatabaseResult:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def moved_nothing(self) -> bool:
+        """Nothing was pushed, applied, deleted, skipped or refused, and nothing is held back."""
+        return not self.errors and not self.held_back and not any(getattr(self, kind) for kind in KEY_LISTS)
+
     def add(self, kind: str, label: str, keys: list[str]) -> None:
         if keys:
             getattr(self, kind).setdefault(label, []).extend(keys)

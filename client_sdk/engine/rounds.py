@@ -57,13 +57,17 @@ class Syncing(Applying):
         result = DatabaseResult(dry_run=dry_run)
         what = "dry run" if dry_run else "sync"
         started = time.monotonic()
-        self._session = self.lock.acquire(self.node_id) if self.lock is not None else None
         status = SyncStatus.FAILED
         try:
-            if dry_run:
-                self._dry_run(result, transport)
+            asked = None if dry_run else self._ask_first(transport)
+            if asked is not None and _quiet(asked[2]):
+                result.rounds, result.checkpoint = 1, asked[0]
             else:
-                self._rounds(result, transport)
+                self._session = self.lock.acquire(self.node_id) if self.lock is not None else None
+                if dry_run:
+                    self._dry_run(result, transport)
+                else:
+                    self._rounds(result, transport, asked)
             self._phase(SyncPhase.COMPLETE)
             status = SyncStatus.SUCCEEDED
         except BaseException as exc:
@@ -83,16 +87,46 @@ class Syncing(Applying):
             self._report(SyncStage.CALLBACK, 1, 1)
         return result
 
-    def _rounds(self, result: DatabaseResult, transport: Transport) -> None:
+    def _ask_first(self, transport: Transport) -> tuple[int, SyncManifest, SyncManifest] | None:
+        """With nothing to push, nothing held back and no paging under way, pull once before taking the
+        lock, writing nothing: (checkpoint, request, answer), or None if there is something to push.
+
+        An empty complete answer ends the sync there, so a no-op sync writes nothing on either side
+        (its checkpoint is not stored, nor the clock moved: both only matter once something is
+        applied). Any other answer becomes the sync's first round (see :meth:`_rounds`)."""
+        storage = self.storage
+        if storage.get_after_keys() or any(
+            storage.get_pending_deletes(label) or storage.get_pending(label, limit=1) for label in self._order
+        ):
+            return None
+        if isinstance(storage, HoldsBack) and storage.held_back():
+            return None
+        checkpoint = storage.get_checkpoint()
+        self._phase(SyncPhase.EXCHANGING)
+        request = self._pull(checkpoint, {})
+        response = transport.exchange(request)
+        response.verify_checksum()
+        self.check_drift(response)
+        return checkpoint, request, response
+
+    def _rounds(
+        self, result: DatabaseResult, transport: Transport, asked: tuple[int, SyncManifest, SyncManifest] | None = None
+    ) -> None:
+        """The rounds of a sync, under the lock. ``asked``: a pull already answered (:meth:`_ask_first`),
+        taken as the first round if the stored position is still the one it was asked from."""
         run = SyncRun(result, since=self.storage.get_checkpoint())
+        if asked is not None and (run.since, self.storage.get_after_keys()) != (asked[0], {}):
+            asked = None  # another sync moved on meanwhile
         self._retry_held(run.since, result)
         try:
-            self._exchange_rounds(run, transport)
+            self._exchange_rounds(run, transport, asked)
         finally:
             if isinstance(self.storage, HoldsBack):
                 result.held_back = self.storage.held_back()
 
-    def _exchange_rounds(self, run: SyncRun, transport: Transport) -> None:
+    def _exchange_rounds(
+        self, run: SyncRun, transport: Transport, asked: tuple[int, SyncManifest, SyncManifest] | None
+    ) -> None:
         result = run.result
         unpushed = run.unpushed
         pipeline: PullPipeline | None = None
@@ -108,7 +142,8 @@ class Syncing(Applying):
                         )
                     result.rounds += 1
                     self._phase(SyncPhase.COLLECTING)
-                    pulled = pipeline.next() if pipeline is not None else None
+                    pulled = pipeline.next() if pipeline is not None else asked
+                    asked = None
                     if pulled is not None:
                         self._phase(SyncPhase.EXCHANGING)
                         checkpoint, request, response = pulled
@@ -301,3 +336,8 @@ class Syncing(Applying):
 def _has_pending(pending: set[str]) -> Callable[[str, SyncRecord], bool]:
     """``unsynced`` for :meth:`PayloadReconciler.reconcile`: whether the key has a pending local change."""
     return lambda key, _record: key in pending
+
+
+def _quiet(response: SyncManifest) -> bool:
+    """An answer that leaves nothing to do: complete, no changes, no errors."""
+    return not response.has_more and not response.change_count and not response.errors
