@@ -284,7 +284,8 @@ class SyncClient:
 
     @property
     def last_sync(self) -> LastSync | None:
-        """When the last sync finished and how it went; ``None`` before the first."""
+        """When the last sync finished and how it went; ``None`` before the first. A sync that moved
+        nothing writes nothing, so only this client knows of it: other processes read the journal."""
         recorded = self.journal.last_sync()
         quiet = self._quiet_sync
         return quiet if quiet is not None and (recorded is None or quiet.at > recorded.at) else recorded
