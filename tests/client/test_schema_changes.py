@@ -241,3 +241,30 @@ def test_a_column_added_while_a_sync_runs_loses_nothing(tmp_path: Path, server: 
                         "n2": ("two", None, "home"), "n3": ("three", None, "new")}
             assert rows(v1_path) == rows(tmp_path / "v2.db") == expected
             assert v1.pending_count() == 0
+
+
+def test_a_table_rebuilt_with_a_new_column_is_filled_from_what_was_kept(tmp_path: Path, server: Server) -> None:
+    url = server(schema=V2)
+    v1_path = tmp_path / "v1.db"
+    with open_device(tmp_path / "v2.db", url, V2) as v2:
+        write(v2, "INSERT INTO notes (id, body, tags) VALUES ('n1', 'hello', 'work')")
+        v2.sync()
+    with open_device(v1_path, url) as v1:
+        v1.sync()
+    connection = sqlite3.connect(v1_path)  # the twelve-step ALTER: a new table, the rows copied, renamed
+    connection.executescript("""
+        BEGIN;
+        CREATE TABLE notes_new (id TEXT PRIMARY KEY, body TEXT NOT NULL, pinned BOOLEAN, tags TEXT);
+        INSERT INTO notes_new (id, body, pinned) SELECT id, body, pinned FROM notes;
+        DROP TABLE notes;
+        ALTER TABLE notes_new RENAME TO notes;
+        COMMIT;
+    """)
+    connection.close()
+    with open_device(v1_path, url) as v1:
+        assert rows(v1_path) == {"n1": ("hello", None, "work")} and v1.pending_count() == 0
+        write(v1, "UPDATE notes SET tags = 'rebuilt' WHERE id = 'n1'")  # tracked again
+        v1.sync()
+    with open_device(tmp_path / "v2.db", url, V2) as v2:
+        v2.sync()
+        assert rows(tmp_path / "v2.db") == {"n1": ("hello", None, "rebuilt")}
