@@ -52,6 +52,7 @@ from .errors import (
     UnknownDependencyError,
     UnknownModelError,
 )
+from .events import ClientStatus, SyncChanges
 from .protocol import DependencyGraph, HybridLogicalClock, ModelPayload, RecordError, SyncManifest, SyncRecord
 from .sqlite import SqliteSyncLock, SqliteSyncStorage
 from .sqlite.journal import ConflictRecord, LastSync
@@ -62,6 +63,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())  # the app confi
 __all__ = [
     "AutoSync",
     "CircularDependencyError",
+    "ClientStatus",
     "ClockDriftError",
     "ClockOverflowError",
     "ConflictEntry",
@@ -109,6 +111,7 @@ __all__ = [
     "SqliteSyncStorage",
     "StorageError",
     "SyncAbortedError",
+    "SyncChanges",
     "SyncClient",
     "SyncError",
     "SyncLock",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +21,8 @@ from .engine.base import PhaseCallback, ProgressCallback
 from .engine.engine import DatabaseEngine
 from .engine.protocols import Transport
 from .engine.results import DatabaseResult
-from .errors import InvalidParameterError
+from .errors import ConnectionSetupError, InvalidParameterError, RetryExhaustedError
+from .events import ClientStatus, SyncChanges, SyncEvents
 from .protocol.wire import SyncRecord
 from .sqlite.install import check_models
 from .sqlite.journal import ConflictRecord, LastSync, SyncJournal
@@ -126,6 +128,7 @@ class SyncClient:
                                          "clock_drift_max": clock_drift_max, "on_phase": on_phase, "progress": progress}
         self._sync_lock = threading.Lock()
         self._quiet_sync: LastSync | None = None
+        self._events = SyncEvents()
         """The last sync, if it moved nothing: such a sync is not journaled, so that it writes nothing."""
         self._auto: AutoSync | None = None
         self._worker: SyncClient | None = None
@@ -198,22 +201,75 @@ class SyncClient:
         if self.connection.in_transaction:
             raise InvalidParameterError("the connection has an uncommitted transaction: commit it before sync()")
         with self._sync_lock:
+            self._syncing(True)
             try:
-                self.storage.follow_schema()  # a column added while the app runs is synced from now on
-                result = self.engine.sync(dry_run=dry_run)
-            except Exception as exc:
-                if not dry_run:
-                    self.journal.record_failure(exc)
-                raise
-            if dry_run:
-                return result
-            if result.moved_nothing:  # journaled in memory only: a sync that moves nothing writes nothing
-                self._quiet_sync = LastSync(datetime.now(timezone.utc), True, result.summary(), None)
-            else:
-                self._quiet_sync = None
-                self.journal.record_success(result, self._held(result))
-                self.storage.purge_tombstones()  # the server has them now: keep the file from growing
+                return self._sync_and_journal(dry_run)
+            finally:
+                self._report_changes()
+                self._syncing(False)
+
+    def _sync_and_journal(self, dry_run: bool) -> DatabaseResult:
+        try:
+            self.storage.follow_schema()  # a column added while the app runs is synced from now on
+            result = self.engine.sync(dry_run=dry_run)
+        except Exception as exc:
+            if isinstance(exc, (RetryExhaustedError, ConnectionSetupError)):
+                self._events.online = False
+            if not dry_run:
+                self.journal.record_failure(exc)
+            raise
+        self._events.online = True
+        if dry_run:
             return result
+        if result.moved_nothing:  # journaled in memory only: a sync that moves nothing writes nothing
+            self._quiet_sync = LastSync(datetime.now(timezone.utc), True, result.summary(), None)
+        else:
+            self._quiet_sync = None
+            self.journal.record_success(result, self._held(result))
+            self.storage.purge_tombstones()  # the server has them now: keep the file from growing
+        return result
+
+    async def sync_async(self, dry_run: bool = False) -> DatabaseResult:
+        """``sync()`` on a worker thread, for an app with an event loop: the loop keeps running meanwhile."""
+        return await asyncio.to_thread(self.sync, dry_run)
+
+    # -- what a window listens to --
+    def on_change(self, callback: Callable[[SyncChanges], None]) -> Callable[[], None]:
+        """Call ``callback(changes)`` after each sync (auto syncs included) that inserted, updated or
+        deleted rows here; never for one that changed nothing. It runs on the thread that synced (see
+        ``events.py`` for handing it to a GUI's thread). Returns the function that unsubscribes it."""
+        self.storage.noting_changes = True
+        if self._worker is not None:
+            self._worker.storage.noting_changes = True
+        return self._events.changes.add(callback)
+
+    def on_status(self, callback: Callable[[ClientStatus], None]) -> Callable[[], None]:
+        """Call ``callback(status)`` whenever :meth:`status` changes: a sync starts or ends, the server
+        is found reachable or not. It runs on the thread that caused it. Returns the unsubscribe function."""
+        return self._events.statuses.add(callback)
+
+    def status(self) -> ClientStatus:
+        """Online as last seen, syncing or idle, pending changes, the last sync, rows not pushed or held back."""
+        return ClientStatus(online=self._events.online, syncing=self._events.syncing, pending=self.pending_count(),
+                            last_sync=self.last_sync, quarantined=len(self.quarantined()), held_back=len(self.held_back()))
+
+    def _syncing(self, running: bool) -> None:
+        self._events.syncing = running
+        if self._events.statuses:
+            self._events.statuses.notify(self.status())
+
+    def _report_changes(self) -> None:
+        notes = self.storage.take_changes()
+        if not self._events.changes:
+            return
+        by_table = {self.storage.table_for(label): keys for label, keys in notes.items()}
+        changes = SyncChanges(
+            inserted={table: sorted(keys.inserted) for table, keys in by_table.items() if keys.inserted},
+            updated={table: sorted(keys.updated) for table, keys in by_table.items() if keys.updated},
+            deleted={table: sorted(keys.deleted) for table, keys in by_table.items() if keys.deleted},
+        )
+        if changes:
+            self._events.changes.notify(changes)
 
     def resync(self) -> DatabaseResult:
         """Download everything from the server again, keeping the pending local changes: for a device that
@@ -243,7 +299,12 @@ class SyncClient:
     def reachable(self) -> bool:
         """Whether the server answers (transports without a check are assumed reachable)."""
         check: Callable[[], bool] | None = getattr(self.transport, "reachable", None)
-        return self.transport is not None and (check is None or check())
+        online = self.transport is not None and (check is None or check())
+        if online != self._events.online:
+            self._events.online = online
+            if self._events.statuses:
+                self._events.statuses.notify(self.status())
+        return online
 
     def pending_count(self) -> int:
         """How many local changes the server has not acknowledged yet."""
@@ -331,6 +392,8 @@ class SyncClient:
                             **self._options)
         worker._owns_transport = False
         worker._sync_lock = self._sync_lock
+        worker._events = self._events
+        worker.storage.noting_changes = self.storage.noting_changes
         return worker
 
     def stop_auto_sync(self) -> None:

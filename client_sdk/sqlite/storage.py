@@ -107,6 +107,7 @@ class SqliteSyncStorage(SyncWrites, ServedChanges, PendingChanges):
         self._labels_by_table: dict[str, str] = {}
         self._references = ReferenceChecks(self.connection, identity_field, self._models, self._labels_by_table)
         self._writes_alone: dict[str, tuple[tuple[int, int], bool]] = {}
+        self._notes = {}
         self._schema_version = -1
         """The file's schema version when the triggers were last brought up to date (``follow_schema``)."""
         self.labels_from_older_sdk: tuple[str, ...] = ()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
@@ -14,16 +15,28 @@ from ..protocol.wire import RecordError, SyncRecord, record_error
 from . import changelog
 from .core import StorageCore
 from .ddl import S_KEY, S_LM, S_PENDING, S_RECEIVED, TOMB_HLC, UNLOGGED, Tracked
-from .kept import held_records, hold, release, split_unknown, write_kept
+from .kept import has_rows, held_records, hold, release, split_unknown, write_kept
 from .mapping import IN_KEYS, TableMapping, keys_json, plain_rows, record_json, shadow_rows, upsert_sql, value_rows
 from .references import ReferenceChecks
 from .schema import PREFIX, quote
 from .transaction import serialized
 
 
+@dataclass
+class ChangedKeys:
+    """The keys of one table that sync's writes inserted, updated and deleted."""
+
+    inserted: set[str] = field(default_factory=set)
+    updated: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+
+
 class SyncWrites(StorageCore):
     """The writes of :class:`SqliteSyncStorage` that sync makes (both roles), and what it holds back."""
 
+    noting_changes = False
+    """Whether to note which rows sync's writes insert, update and delete (:meth:`take_changes`)."""
+    _notes: dict[str, ChangedKeys]
     _references: ReferenceChecks
     _writes_alone: dict[str, tuple[tuple[int, int], bool]]
     """Table -> (schema versions of main and temp, what :meth:`_upsert_writes_alone` found then)."""
@@ -84,6 +97,8 @@ class SyncWrites(StorageCore):
             kept = {key: fields for key, fields in kept.items() if key not in refused}
             if not records:
                 return list(refused)
+        if self.noting_changes:
+            self._note_written(tracked, records)
         release(self.connection, tracked, records)
         write_kept(self.connection, tracked, records, kept)
         self._references.note(model, plain)
@@ -99,6 +114,30 @@ class SyncWrites(StorageCore):
             self.connection.execute(f'DELETE FROM {tracked.tomb} WHERE "key" IN {IN_KEYS}', (keys_json(records),))
         changelog.write_clock(self.connection, max(map(itemgetter(1), stamp_rows)))
         return list(refused)
+
+    def _note_written(self, tracked: Tracked, records: Mapping[str, SyncRecord]) -> None:
+        """Note which of ``records`` are new here and which replace a stored row (before they are stored)."""
+        existing = self._stored_stamps(tracked, keys_json(records)) if has_rows(self.connection, tracked.shadow) else {}
+        notes = self._notes.setdefault(tracked.label, ChangedKeys())
+        for key in records:
+            (notes.updated if key in existing or key in notes.inserted else notes.inserted).add(key)
+            notes.deleted.discard(key)
+
+    def _note_deleted(self, tracked: Tracked, keys: list[str]) -> None:
+        notes = self._notes.setdefault(tracked.label, ChangedKeys())
+        for key in keys:
+            if key in notes.inserted:  # new in this sync, gone again: no change to report
+                notes.inserted.discard(key)
+            else:
+                notes.updated.discard(key)
+                notes.deleted.add(key)
+
+    def take_changes(self) -> dict[str, ChangedKeys]:
+        """The rows sync's writes inserted, updated and deleted since the last call, by model label, while
+        :attr:`noting_changes` (a row inserted then updated counts as inserted; one deleted then written again
+        as written). Writes later rolled back may be among them."""
+        notes, self._notes = self._notes, {}
+        return notes
 
     def _write_one_by_one(self, model: TableMapping, records: dict[str, SyncRecord]) -> dict[str, str]:
         """Upsert record by record after the table refused one of a page: key -> SQLite's reason for
@@ -171,6 +210,8 @@ class SyncWrites(StorageCore):
             if not deletes:
                 return []
             stored = self._stored_stamps(tracked, keys_json(deletes))
+            if self.noting_changes:
+                self._note_deleted(tracked, [key for key in deletes if key in stored])
             skipped = [key for key, stamp in deletes.items() if guard and stored.get(key, -1) > stamp]
             accepted = {key: stamp for key, stamp in deletes.items() if key not in skipped}
             if accepted:
