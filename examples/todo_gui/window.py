@@ -321,7 +321,8 @@ class TodoWindow:
 
     def on_status(self, status: ClientStatus) -> None:
         ended = self._status.syncing and not status.syncing
-        self._status = status
+        # counted on the sync thread, maybe before edits made here since: count again, as of now
+        self._status = replace(status, pending=self.model.client.pending_count())
         self._show_status()
         if ended:
             if status.last_sync is not None and status.last_sync.ok:
