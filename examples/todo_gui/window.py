@@ -231,30 +231,43 @@ class TodoWindow:
             self._draw_tasks(self.selected_list())
 
     def _draw_tasks(self, list_id: str | None) -> None:
-        rows = self.model.tasks_of(list_id) if list_id is not None else []
+        count = self.model.count_tasks(list_id) if list_id is not None else 0
         name = self.lists.set(list_id, "name") if list_id is not None else ""
-        self.heading.configure(text=f"Tasks in {name} ({len(rows)})" if list_id is not None else "No list yet")
+        self.heading.configure(text=f"Tasks in {name} ({count})" if list_id is not None else "No list yet")
         same_list = list_id == self._shown_list
         self._shown_list = list_id
-        if same_list and [row.id for row in rows] == list(self.tasks.get_children()) and not self.drawing:
-            for row in rows:  # the same rows in the same order: update the ones that changed
-                if self._shown.get(row.id) != (row.title, row.done):
-                    self._set_row(row)
-            return
-        self._draw_job = self._redraw(rows, keep=self.tasks.selection() if same_list else ())
+        if same_list and list_id is not None and count <= CHUNK and not self.drawing:
+            rows = self.model.tasks_of(list_id)
+            if [row.id for row in rows] == list(self.tasks.get_children()):
+                for row in rows:  # the same rows in the same order: update the ones that changed
+                    if self._shown.get(row.id) != (row.title, row.done):
+                        self._set_row(row)
+                return
+        self._draw_job = self._redraw(list_id, keep=self.tasks.selection() if same_list else (),
+                                      top=self.tasks.yview()[0] if same_list else 0.0)
         if not self.drawing:
             self.drawing = True
             self.root.after(0, self._draw_step)
 
-    def _redraw(self, rows: list[TaskRow], keep: tuple[str, ...]) -> Iterator[None]:
+    def _redraw(self, list_id: str | None, keep: tuple[str, ...], top: float) -> Iterator[None]:
+        """Draw a list's tasks afresh, reading and drawing ``CHUNK`` rows per step, so that a list of any
+        length never holds up the Tk loop for long; the selection and the scroll position stay."""
         self.tasks.delete(*self.tasks.get_children())
         self._shown = {}
-        for start in range(0, len(rows), CHUNK):
-            for row in rows[start:start + CHUNK]:
+        offset = 0
+        while list_id is not None:
+            rows = self.model.tasks_of(list_id, CHUNK, offset)
+            for row in rows:
+                if row.id in self._shown:  # the list changed between two pages: the next refresh redraws it
+                    continue
                 self.tasks.insert("", "end", iid=row.id)
                 self._set_row(row)
                 if row.id in keep:
                     self.tasks.selection_set(row.id)
+            if len(rows) < CHUNK:
+                self.tasks.yview_moveto(top)
+                return
+            offset += CHUNK
             yield
 
     def _draw_step(self) -> None:
