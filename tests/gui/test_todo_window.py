@@ -8,6 +8,7 @@ shows, and fails (saying what it saw) only after a generous deadline.
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 import time
 import tkinter as tk
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from examples.todo.app import MODELS, SCHEMA
+from examples.todo_gui.__main__ import build_parser
 from examples.todo_gui.model import TodoModel
 from examples.todo_gui.sync import SyncBridge, Timing
 from examples.todo_gui.window import DONE, TodoWindow
@@ -269,3 +271,13 @@ def test_a_window_keeps_running_its_event_loop_while_a_big_sync_runs(
     assert ticks["syncing"] > 0, f"the Tk loop ran no after() callback while the sync ran ({ticks})"
     assert phone.heading.cget("text") == f"Tasks in Inventory ({rows})"
     assert task_titles(phone)[:2] == ["item 00000", "item 00001"]
+
+
+def test_the_readme_shows_the_window_command_and_its_screenshot() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    command = next(line for line in quickstart.splitlines() if " -m examples.todo_gui " in line)
+    args = build_parser().parse_args(shlex.split(command.split(" -m examples.todo_gui ", 1)[1]))
+    assert (args.device, args.server, args.token, args.node_id) == (
+        "laptop.db", "http://127.0.0.1:8000/sync/", "token-laptop", "laptop")
+    assert "](docs/todo_gui.png)" in quickstart and (ROOT / "docs" / "todo_gui.png").stat().st_size > 1000
