@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/capture.py
 	$(PY) bench/sync.py
+
+# push and pull of 10k, 100k and 1M rows: time per row (the curve) and peak RSS of client and server
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
