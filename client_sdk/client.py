@@ -99,7 +99,7 @@ class SyncClient:
         auth_token: str | None = None,
         headers: Mapping[str, str] | None = None,
         resolver: ConflictResolver | None = None,
-        batch_size: int = 1000,
+        batch_size: int = 5000,
         clock_drift_max: int | None = 300,
         transport: Transport | None = None,
         on_phase: PhaseCallback | None = None,

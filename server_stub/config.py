@@ -21,7 +21,7 @@ DEFAULT_REQUEST_BYTES_MAX = BODY_BYTES_MAX
 DEFAULT_BATCH_SIZE = 2000
 """Records per response page: big enough for few rounds, small enough that a client parses a page in little memory."""
 DEFAULT_RECORDS_PER_MODEL_MAX = 5000
-"""Records and deletes of one model in one request (PROTOCOL.md section 12); the SDK pushes 1,000 at most."""
+"""Records and deletes of one model in one request (PROTOCOL.md section 12); the SDK pushes 5,000 at most."""
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
 
