@@ -1,16 +1,18 @@
-"""Pulling pages back to back while the client applies the ones already received."""
+"""Pulling pages back to back while the client applies the ones already received, and collecting the
+next push page while the server applies the one before."""
 
 from __future__ import annotations
 
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, cast
 
 from ..protocol.sealed import preview_sealed
-from ..protocol.wire import AfterKeys, SyncManifest
-from .protocols import ByteTransport, Transport
+from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest
+from .protocols import ByteTransport, Cursor, Transport
 
 Round = tuple[int, SyncManifest, SyncManifest]
 """(checkpoint the request was made from, request, response)."""
@@ -120,3 +122,41 @@ class PullPipeline:
                 return
             except queue.Full:
                 continue
+
+
+@dataclass
+class Collected:
+    """The pending changes one push request carries, before they are made its manifest."""
+
+    payloads: list[ModelPayload]
+    has_more: bool
+    ends: dict[str, Cursor] = field(default_factory=dict)
+    """Label -> the last pending row read (taken or left out as unpushable): the next page starts after it."""
+
+
+class InFlight:
+    """One exchange on a worker thread, so that the sync's own thread can collect the next push page
+    while the server applies this one. Pushes change the server, so only one is ever in flight: the
+    next request is sent after this answer was applied (it carries the checkpoint that answer brings)."""
+
+    def __init__(self, transport: Transport, request: SyncManifest) -> None:
+        self._answer: SyncManifest | BaseException | None = None
+        self._worker = threading.Thread(target=self._run, args=(transport, request), name="sync-push", daemon=True)
+        self._worker.start()
+
+    def _run(self, transport: Transport, request: SyncManifest) -> None:
+        try:
+            self._answer = transport.exchange(request)
+        except BaseException as exc:  # handed to the sync's own thread, which raises it
+            self._answer = exc
+
+    def wait(self) -> None:
+        self._worker.join()
+
+    def result(self) -> SyncManifest:
+        """The answer, once it arrived; raises what the exchange raised."""
+        self._worker.join()
+        assert self._answer is not None
+        if isinstance(self._answer, BaseException):
+            raise self._answer
+        return self._answer

@@ -25,7 +25,7 @@ from ..errors import PayloadLimitError, SyncAbortedError, TransportRequiredError
 from ..protocol.wire import AfterKeys, ModelPayload, RecordError, SyncManifest, SyncRecord, record_error
 from .apply import Applying, SyncRun
 from .budget import READ_CHUNK, Budget, record_size
-from .pipeline import PullPipeline, settles
+from .pipeline import Collected, InFlight, PullPipeline, settles
 from .protocols import Cursor, HoldsBack, Transport
 from .results import DatabaseResult, SyncPhase, SyncStage, SyncStatus
 
@@ -130,6 +130,7 @@ class Syncing(Applying):
         result = run.result
         unpushed = run.unpushed
         pipeline: PullPipeline | None = None
+        ahead: Collected | None = None  # the next push page, collected while the one before was at the server
         opened: float | None = None  # when the transaction ``held`` began, while it is open
         follow_ups = 0
         try:
@@ -151,10 +152,7 @@ class Syncing(Applying):
                         if pipeline is not None:
                             pipeline.close()
                             pipeline = None
-                        checkpoint = self.storage.get_checkpoint()
-                        request = self._collect(checkpoint, self.storage.get_after_keys(), unpushed, result.errors)
-                        self._phase(SyncPhase.EXCHANGING)
-                        response = transport.exchange(request)
+                        checkpoint, request, response, ahead = self._push_round(transport, run, ahead)
                     self._phase(SyncPhase.RECONCILING)
                     complete = not request.has_more and not response.has_more
                     # An empty complete answer leaves this sync nothing to do: what is pending now was
@@ -192,6 +190,36 @@ class Syncing(Applying):
             if pipeline is not None:
                 pipeline.close()
 
+    def _push_round(
+        self, transport: Transport, run: SyncRun, ahead: Collected | None
+    ) -> tuple[int, SyncManifest, SyncManifest, Collected | None]:
+        """A round that pushes what is pending (or pulls, if nothing is): its checkpoint, request and
+        answer, and the next push page if it was collected meanwhile (``ahead`` is this round's).
+
+        While a request that leaves more to push is at the server, the next page is collected
+        (pipelined pushes). It is sent only once this answer has been applied, with the checkpoint it
+        brings: a push changes the server, and the rows it stored would otherwise come back. An
+        answer that changes anything here (rows, deletes, refusals) drops that page, and the next
+        round collects afresh, as without pipelining; an empty one leaves it as a collection after
+        acknowledging this request would have found it, but for writes made in between, which a
+        round in flight leaves pending in any case.
+        """
+        checkpoint, after_keys = self.storage.get_checkpoint(), self.storage.get_after_keys()
+        collected = ahead if ahead is not None else self._pending(run.unpushed, run.result.errors)
+        request = self._manifest(checkpoint, collected.payloads, after_keys, collected.has_more)
+        self._check_limits(request)
+        self._phase(SyncPhase.EXCHANGING)
+        if not request.has_more:
+            return checkpoint, request, transport.exchange(request), None
+        in_flight = InFlight(transport, request)
+        try:
+            following = self._pending(run.unpushed, run.result.errors, (request, collected))
+        except BaseException:
+            in_flight.wait()
+            raise
+        response = in_flight.result()
+        return checkpoint, request, response, None if response.change_count or response.errors else following
+
     def _pull_ahead(
         self, request: SyncManifest, response: SyncManifest, checkpoint: int, unpushed: dict[str, set[str]]
     ) -> tuple[int, SyncManifest] | None:
@@ -219,6 +247,16 @@ class Syncing(Applying):
         self, checkpoint: int, after_keys: AfterKeys, unpushed: dict[str, set[str]],
         errors: list[RecordError] | None = None,
     ) -> SyncManifest:
+        """Pending local changes, in dependency order, within the budget (see :meth:`_pending`)."""
+        collected = self._pending(unpushed, errors)
+        request = self._manifest(checkpoint, collected.payloads, after_keys, collected.has_more)
+        self._check_limits(request)
+        return request
+
+    def _pending(
+        self, unpushed: dict[str, set[str]], errors: list[RecordError] | None,
+        following: tuple[SyncManifest, Collected] | None = None,
+    ) -> Collected:
         """Pending local changes, in dependency order, within the budget.
 
         A row no node could store as it is (a non-finite number, text that is not valid UTF-8,
@@ -228,56 +266,75 @@ class Syncing(Applying):
         The pending rows and tombstones are read in one transaction: another writer that deletes a
         key and creates it again meanwhile can never make it both a row and a tombstone in the
         request (which a server refuses whole).
+
+        ``following``: a request still at the server and what it was collected from; the page after
+        it is collected, as if that request had been acknowledged. Its rows are before where its
+        collection ended, and a row written since has a newer stamp, so it comes after that (see
+        :meth:`_push_round`); its tombstones are left out unless written again since.
         """
         budget = Budget(self.options.batch_size, self.options.batch_bytes)
-        payloads = []
-        has_more = False
+        collected = Collected([], False)
         with self.transaction():
             for label in self._order:
                 skip = unpushed.setdefault(label, set())
-                payload, left_out = self._pending_payload(label, budget, skip, errors, rows=not has_more)
-                has_more = has_more or left_out
+                after: Cursor | None = None
+                sent: dict[str, int] = {}
+                if following is not None:
+                    in_flight = following[0].payload(label)
+                    after, sent = following[1].ends.get(label), in_flight.deletes if in_flight is not None else {}
+                payload, left_out, end = self._pending_payload(
+                    label, budget, skip, errors, rows=not collected.has_more, after=after, sent=sent)
+                collected.has_more = collected.has_more or left_out
                 if payload is not None:
-                    payloads.append(payload)
-        request = self._manifest(checkpoint, payloads, after_keys, has_more)
-        self._check_limits(request)
-        return request
+                    collected.payloads.append(payload)
+                if end is not None:
+                    collected.ends[label] = end
+        return collected
 
     def _pending_payload(
-        self, label: str, budget: Budget, skip: set[str], errors: list[RecordError] | None, *, rows: bool
-    ) -> tuple[ModelPayload | None, bool]:
-        """One model's pending tombstones and (if ``rows``) rows, oldest first, while ``budget`` has
-        room: the payload (None if empty) and whether anything was left out. Rows no node could
-        store join ``skip``."""
+        self, label: str, budget: Budget, skip: set[str], errors: list[RecordError] | None, *, rows: bool,
+        after: Cursor | None = None, sent: dict[str, int] | None = None,
+    ) -> tuple[ModelPayload | None, bool, Cursor | None]:
+        """One model's pending tombstones (but those in ``sent`` with the same stamp) and (if ``rows``)
+        rows after ``after``, oldest first, while ``budget`` has room: the payload (None if empty),
+        whether anything was left out, and the last row read that was not left out. Rows no node
+        could store join ``skip``."""
         deletes: dict[str, int] = {}
         records: dict[str, SyncRecord] = {}
         left_out = False
         for key, stamp in sorted(self.storage.get_pending_deletes(label).items(), key=lambda item: (item[1], item[0])):
-            if key in skip:
+            if key in skip or (sent is not None and sent.get(key) == stamp):
                 continue
             if not budget.take(len(key) + 24):
                 left_out = True
                 break
             deletes[key] = stamp
-        position: Cursor | None = None
+        position = after
         while rows and not left_out:
-            page = self.storage.get_pending(label, after=position, limit=READ_CHUNK)
+            room = budget.remaining_records()
+            limit = READ_CHUNK if room is None else min(READ_CHUNK, room + 1)  # one more tells whether any is left
+            page = self.storage.get_pending(label, after=position, limit=limit)
             for key, message in self._invalid_records(ModelPayload(label, dict(page))).items():
                 if key not in skip and errors is not None:
                     errors.append(record_error(label, key, f"not pushed: {message}"))
                     log.warning("quarantined %s row %r, not pushed until the app fixes it: %s", label, key, message)
                 skip.add(key)
-            for key, record in page:
-                position = Cursor(record.last_modified, key)
-                if key in skip:
-                    continue
-                if not budget.take_record(record):
-                    left_out = True
-                    break
-                records[key] = SyncRecord(key, record.user_data(), record.timestamps)
-            if len(page) < READ_CHUNK:
+            fresh = [(key, record) for key, record in page if key not in skip]
+            if budget.take_all(record for _key, record in fresh):  # one measure for the page, as a rule
+                records.update((key, SyncRecord(key, record.user_data(), record.timestamps)) for key, record in fresh)
+                if page:
+                    position = Cursor(page[-1][1].last_modified, page[-1][0])
+            else:
+                for key, record in page:
+                    if key not in skip:
+                        if not budget.take_record(record):
+                            left_out = True
+                            break
+                        records[key] = SyncRecord(key, record.user_data(), record.timestamps)
+                    position = Cursor(record.last_modified, key)
+            if len(page) < limit:
                 break
-        return (ModelPayload(label, records, deletes) if records or deletes else None), left_out
+        return (ModelPayload(label, records, deletes) if records or deletes else None), left_out, position
 
     def unpushable(self) -> list[RecordError]:
         """The pending rows a sync leaves out because no node could store them as they are
