@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from client_sdk.protocol.sealed import parse_sealed
 from client_sdk.protocol.wire import SyncManifest, parse_json
 from client_sdk.transport.binding import (
     INVALID_JSON,
@@ -109,18 +110,27 @@ def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gz
 
 def parse_manifest(body: bytes, records_per_model_max: int) -> SyncManifest:
     try:
-        raw = parse_json(body)
+        raw, covered_digest = _decode(body)
     except (ValueError, RecursionError) as exc:
         raise Refusal(400, INVALID_JSON) from exc
     if not isinstance(raw, dict):
         raise Refusal(400, NOT_AN_OBJECT)
     check_record_counts(raw, records_per_model_max)
     try:
-        return SyncManifest.from_dict(raw)
+        return SyncManifest.from_dict(raw, covered_digest=covered_digest)
     except MANIFEST_ERRORS as exc:
         raise Refusal(400, invalid_manifest(exc)) from exc
     except RecursionError as exc:  # nesting deep enough to pass json.loads but not the checksum's dumps
         raise Refusal(400, invalid_manifest("data nested too deeply")) from exc
+
+
+def _decode(body: bytes) -> tuple[Any, str | None]:
+    """The decoded body, and the digest of its covered part if it is laid out as the SDK seals it
+    (``parse_sealed``): checking its checksum then costs no second encoding of a pushed page."""
+    try:
+        return parse_sealed(body)
+    except (ValueError, RecursionError):  # a seam inside a body laid out otherwise: read it whole
+        return parse_json(body), None
 
 
 def check_record_counts(raw: dict[str, Any], limit: int) -> None:

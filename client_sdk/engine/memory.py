@@ -119,9 +119,12 @@ class MemoryStorage:
 
     # -- DatabaseSyncStorage --
     def get_changed_since(
-        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
+        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None,
+        until: int | None = None,
     ) -> list[tuple[str, SyncRecord]]:
-        return self._ordered(self._model(label).rows.items(), since, after, limit)
+        rows = [(key, record) for key, record in self._model(label).rows.items()
+                if until is None or record.last_modified <= until]
+        return self._ordered(rows, since, after, limit)
 
     def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
         model = self._model(label)

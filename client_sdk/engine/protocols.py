@@ -69,9 +69,11 @@ class ServerStorage(RowStorage, Protocol):
     """A server's storage: what changed since a checkpoint, in delivery order, and what deletes erased."""
 
     def get_changed_since(
-        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
+        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None,
+        until: int | None = None,
     ) -> list[tuple[str, SyncRecord]]:
-        """Rows with last_modified > ``since`` (or after ``after``), in (last_modified, key) order."""
+        """Rows with last_modified > ``since`` (or after ``after``) and at or before ``until``, in
+        (last_modified, key) order."""
         ...
 
     def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:

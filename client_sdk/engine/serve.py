@@ -123,11 +123,15 @@ class Serving(EngineBase):
         if payload is not None:
             model.sent_keys = set(payload.records) | set(payload.deletes)
             self._apply_incoming(payload, model, serving)
+        # Every row stored in this round has last_modified ``now`` (our clock moved past the
+        # client's stamps first), and no other row has: those rows are the client's own, never sent
+        # back, so they are not read; once the rows before them are served, the cursor skips them.
+        until = serving.now - 1 if model.sent_keys else None
         position = cursor
         while not budget.exhausted:
             remaining = budget.remaining_records()
             limit = READ_CHUNK if remaining is None else min(remaining + 1, READ_CHUNK)
-            rows = self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=limit)
+            rows = self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=limit, until=until)
             fresh = {key: record for key, record in rows if key not in model.sent_keys}
             if budget.take_all(fresh.values()):
                 model.records.update(fresh)
@@ -143,6 +147,8 @@ class Serving(EngineBase):
                 key, record = rows[-1]
                 position = model.position = Cursor(record.last_modified, key)
             if len(rows) < limit:
+                if until is not None:
+                    model.position = Cursor(serving.now, max(model.sent_keys))
                 return model
         # Is anything left to send? Not the rows the client sent: one more row than those is enough to tell.
         left = self.storage.get_changed_since(label, incoming.checkpoint, after=position, limit=len(model.sent_keys) + 1)

@@ -14,7 +14,7 @@ from ..engine.protocols import Cursor
 from ..protocol.hlc import HLC_MAX
 from ..protocol.wire import SyncRecord
 from .core import StorageCore
-from .ddl import TOMB_HLC
+from .ddl import S_LM, TOMB_HLC
 from .mapping import IN_KEYS, keys_json, position_filter, record_json
 from .transaction import serialized
 
@@ -24,11 +24,14 @@ class ServedChanges(StorageCore):
 
     @serialized
     def get_changed_since(
-        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None
+        self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None,
+        until: int | None = None,
     ) -> list[tuple[str, SyncRecord]]:
         model = self._model(label)
         self._fold_log()
         where, params = position_filter(since, after)
+        if until is not None:
+            where, params = f"{where} AND s.{S_LM} <= ?", [*params, until]
         return self._page(model, where, params, limit, served=True)
 
     @serialized
