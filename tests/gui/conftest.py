@@ -9,8 +9,10 @@ unplugged network does, so a device behind it is offline against a server that i
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -23,6 +25,7 @@ import pytest
 from tests.loopback import free_port
 
 SCREEN = (1600, 900)
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Display]:
     process = subprocess.Popen(
         [xvfb, "-displayfd", str(write), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-fbdir", str(fbdir),
          "-nolisten", "tcp"],
-        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
     )
     os.close(write)
     with os.fdopen(read) as numbers:
@@ -67,6 +70,15 @@ def display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Display]:
         process.wait(timeout=10)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: Xvfb gets SIGTERM when this process ends, even if pytest is killed before its teardown
+    (an interrupted xdist worker would otherwise leave it running)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 class Link:
