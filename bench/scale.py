@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import resource
 import socket
 import sqlite3
 import subprocess
@@ -52,6 +50,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import cpu_seconds, peak_rss_mb, proc_status_mb  # noqa: E402
 from client_sdk import SyncClient  # noqa: E402
 from client_sdk.protocol.wire import SyncRecord  # noqa: E402
 from client_sdk.sqlite.install import CACHE_KIB  # noqa: E402
@@ -164,24 +163,8 @@ def running_server(config_path: Path) -> Iterator[tuple[str, int]]:
         server.wait(30)
 
 
-def proc_status_mb(pid: int, field: str) -> float | None:
-    """A memory line of /proc/<pid>/status (``VmHWM``: peak RSS, ``VmRSS``: now) in MB; None where there is none."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU a process has used so far (from /proc; None where there is none)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_rows(path: Path, table: str = "Task") -> int:
@@ -203,11 +186,6 @@ def _app_schema(path: Path) -> None:
     setup.close()
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM, not ``ru_maxrss``: Linux carries ``ru_maxrss`` over ``exec``, so a
-    spawned child's would start at its parent's peak (this bench's, after seeding); VmHWM starts afresh."""
-    peak = proc_status_mb(os.getpid(), "VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _synced(client: SyncClient) -> dict[str, Any]:
@@ -221,9 +199,9 @@ def pull_phase(url: str, path: str) -> dict[str, Any]:
     """Fresh process: the first sync of an empty client from the seeded server."""
     _app_schema(Path(path))
     with SyncClient(path, models=MODELS, node_id="puller", server_url=url + "/sync/", timeout=600) as client:
-        before = _peak_rss_mb()
+        before = peak_rss_mb()
         report = _synced(client)
-    return {**report, "client_rss_before": before, "client_rss": _peak_rss_mb()}
+    return {**report, "client_rss_before": before, "client_rss": peak_rss_mb()}
 
 
 def push_phase(url: str, path: str, count: int) -> dict[str, Any]:
@@ -237,10 +215,10 @@ def push_phase(url: str, path: str, count: int) -> dict[str, Any]:
         app.executemany("INSERT INTO Task VALUES (?, ?, ?, ?, ?, ?)", task_rows(2, lists, count))
         app.execute("COMMIT")
         app.close()
-        before = _peak_rss_mb()
+        before = peak_rss_mb()
         report = _synced(client)
         report["pending_after"] = client.pending_changes()
-    return {**report, "client_rss_before": before, "client_rss": _peak_rss_mb()}
+    return {**report, "client_rss_before": before, "client_rss": peak_rss_mb()}
 
 
 def _child(connection: Any, phase: Callable[..., dict[str, Any]], *args: Any) -> None:

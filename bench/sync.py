@@ -48,8 +48,6 @@ import gzip
 import inspect
 import json
 import multiprocessing
-import os
-import resource
 import socket
 import sqlite3
 import statistics
@@ -70,6 +68,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import cpu_seconds, peak_rss_mb  # noqa: E402
 from client_sdk.client import SyncClient  # noqa: E402
 from client_sdk.engine.engine import DatabaseEngine  # noqa: E402
 from client_sdk.protocol.wire import SyncManifest, SyncRecord  # noqa: E402
@@ -212,7 +211,7 @@ def push_phase(url: str, path: str, rows: int) -> dict[str, Any]:
         "push_rounds": result.rounds,
         "pushed": result.count("pushed"),
         "push_bytes": http.bytes_sent,
-        "push_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "push_peak_rss_mb": peak_rss_mb(),
     }
     http.close()
     storage.close()
@@ -231,7 +230,7 @@ def initial_phase(url: str, path: str) -> dict[str, Any]:
         "initial_cpu_s": time.process_time() - cpu_started,
         "initial_rounds": result.rounds,
         "initial_bytes": http.bytes_received,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "rows": storage.connection.execute("SELECT count(*) FROM Task").fetchone()[0],
         "initial_requests": recorder.requests,
     }
@@ -315,13 +314,6 @@ def store_plain(connection: sqlite3.Connection, manifest: dict[str, Any]) -> int
     return stored
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far (from /proc; 0.0 where there is none)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fetch_bodies(base: str, requests: list[dict[str, Any]]) -> list[bytes]:
@@ -514,9 +506,9 @@ def pull_phases(args: argparse.Namespace, folder: Path, limits: str) -> list[Pha
         client_cpu, server_cpu = [], []
         for run in range(args.repeat):  # alternated, so both see the same machine
             client = str(folder / f"client-{run}.db")
-            server_cpu_before = cpu_seconds(server_pid)
+            server_cpu_before = cpu_seconds(server_pid) or 0.0
             report = in_child(initial_phase, base, client)
-            server_cpu.append(cpu_seconds(server_pid) - server_cpu_before)
+            server_cpu.append((cpu_seconds(server_pid) or 0.0) - server_cpu_before)
             client_cpu.append(report["initial_cpu_s"])
             bodies = fetch_bodies(base, report["initial_requests"])
             initial_base, stored = initial_baseline(bodies, folder / f"plain-initial-{run}.db")
@@ -555,9 +547,9 @@ def push_phases(args: argparse.Namespace, folder: Path, limits: str) -> Phase:
     for run in range(args.push_repeat):
         print(f"push {run + 1} of {args.push_repeat} ...", flush=True)
         with running_server(server_config(folder, f"push-server-{run}", limits)) as (base, server_pid):
-            server_cpu_before = cpu_seconds(server_pid)
+            server_cpu_before = cpu_seconds(server_pid) or 0.0
             report = in_child(push_phase, base, str(folder / f"push-client-{run}.db"), args.push_rows)
-            server_cpu.append(cpu_seconds(server_pid) - server_cpu_before)
+            server_cpu.append((cpu_seconds(server_pid) or 0.0) - server_cpu_before)
         with running_plain_server(folder / f"plain-push-{run}.db") as plain:
             baseline, requests = push_baseline(plain, source)
         runs.append(report["push_s"])
