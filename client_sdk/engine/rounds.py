@@ -214,6 +214,8 @@ class Syncing(Applying):
         in_flight = InFlight(transport, request)
         try:
             following = self._pending(run.unpushed, run.result.errors, (request, collected))
+            for payload in following.payloads:
+                payload.encode_ahead()
         except BaseException:
             in_flight.wait()
             raise

@@ -190,9 +190,16 @@ class ModelPayload:
     model_label: str
     records: dict[str, SyncRecord] = field(default_factory=dict)
     deletes: dict[str, int] = field(default_factory=dict)
+    _encoded: str | None = field(default=None, init=False, repr=False, compare=False)
+    """The canonical JSON, when :meth:`encode_ahead` made it (the payload is not to change after)."""
 
     def __len__(self) -> int:
         return len(self.records) + len(self.deletes)
+
+    def encode_ahead(self) -> None:
+        """Make the canonical JSON now, while there is time (a client waiting for the server's answer
+        to the page before), so that sealing the manifest later only hashes it."""
+        self._encoded = self._canonical_text() or _canonical_json(self.to_dict())
 
     def max_stamp(self) -> int:
         """The largest stamp this payload carries (record last_modified or tombstone)."""
@@ -204,6 +211,8 @@ class ModelPayload:
     def _canonical_text(self) -> str | None:
         """The canonical JSON of :meth:`to_dict`, put together from its records' own texts if every
         record has one at hand (see :attr:`SyncRecord.canonical_text`), else None."""
+        if self._encoded is not None:
+            return self._encoded
         texts = [record.canonical_text for record in self.records.values()]
         if not texts or not _all_text(texts) or set(map(type, self.records)) != {str}:
             return None
