@@ -11,8 +11,8 @@ HttpTransport, in a child process of its own so its peak RSS is its own):
 * incremental sync after ``--edits`` local edits; baseline: one bare POST of
   the same request body, json-decoding it and bulk-upserting its rows into a
   plain table;
-* no-op sync (nothing to do on either side); baseline: a bare POST round trip
-  to the same server;
+* no-op sync (nothing to do on either side); baseline: a GET /health round
+  trip to the same server (issue 16);
 * push of ``--push-rows`` rows written locally (tasks under 100 lists) by a
   fresh client to a fresh, empty server; baseline: reading the same rows
   (values and one stamp each) from a plain SQLite table in pages of the
@@ -26,7 +26,7 @@ HttpTransport, in a child process of its own so its peak RSS is its own):
   log its inserts left counts too.
 
 These machines are noisy: the initial sync and its baseline run ``--repeat``
-times, alternated, and the no-op syncs alternate with the bare POSTs. Each run
+times, alternated, and the no-op syncs alternate with the GET /health requests. Each run
 is divided by the mean of the baseline runs just before and just after it, so
 a drift in the machine's speed cancels out; the ratio reported is the median
 of those paired ratios (the time columns show the medians of each side). The
@@ -260,7 +260,7 @@ def later_phases(url: str, path: str, edits: int, noops: int) -> dict[str, Any]:
             started = time.perf_counter()
             engine.sync()
             durations.append(time.perf_counter() - started)
-            bare.append(bare_post(client, url))
+            bare.append(health_get(client, url))
     report["noop_s"] = statistics.median(durations)
     report["noop_base_s"] = statistics.median(bare)
     report["noop_ratio"] = statistics.median(pair_ratios(durations, bare))
@@ -336,10 +336,10 @@ def initial_baseline(bodies: list[bytes], path: Path) -> tuple[float, int]:
     return elapsed, stored
 
 
-def bare_post(client: httpx.Client, base: str) -> float:
-    """One POST round trip the server answers without any sync work (405 on /health)."""
+def health_get(client: httpx.Client, base: str) -> float:
+    """One GET /health round trip to the same server (issue 16's baseline for the no-op sync)."""
     started = time.perf_counter()
-    client.post(base + "/health", content=b"{}", headers={"Content-Type": "application/json"})
+    client.get(base + "/health")
     return time.perf_counter() - started
 
 
