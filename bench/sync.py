@@ -97,15 +97,19 @@ class Recorder:
     """Keeps the request manifests (as dicts) of the rounds it carries, for the baselines; a
     ByteTransport like the HttpTransport it wraps, so the client pages exactly as it would without it."""
 
-    def __init__(self, inner: HttpTransport) -> None:
+    def __init__(self, inner: HttpTransport, *, keep: bool = True) -> None:
         self.inner = inner
+        self.keep = keep
+        """False: keep nothing (a push's baseline makes its own requests; keeping them would cost the
+        push the dicts' time and memory)."""
         self.requests: list[dict[str, Any]] = []
 
     def exchange(self, manifest: SyncManifest) -> SyncManifest:
         return self.decode(self.send(manifest))
 
     def send(self, manifest: SyncManifest) -> bytes:
-        self.requests.append(manifest.to_dict())
+        if self.keep:
+            self.requests.append(manifest.to_dict())
         return self.inner.send(manifest)
 
     def decode(self, body: bytes) -> SyncManifest:
@@ -174,11 +178,11 @@ def running_server(config_path: Path) -> Iterator[tuple[str, int]]:
 
 
 def open_client(
-    url: str, path: str, batch_size: int = 1000
+    url: str, path: str, batch_size: int = 1000, *, record: bool = True
 ) -> tuple[SqliteSyncStorage, HttpTransport, Recorder, DatabaseEngine]:
     storage = SqliteSyncStorage(path, MODELS, role="client")
     http = HttpTransport(url + "/sync/")
-    recorder = Recorder(http)
+    recorder = Recorder(http, keep=record)
     engine = DatabaseEngine(storage, storage.dependency_graph(), storage.clock, storage.node_id,
                             batch_size=batch_size, transaction=storage.transaction, transport=recorder)
     return storage, http, recorder, engine
@@ -197,12 +201,13 @@ def local_rows(rows: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
 def push_phase(url: str, path: str, rows: int) -> dict[str, Any]:
     """Runs in a fresh process: a device writes ``rows`` tasks (and their lists), then pushes them all."""
     create_schema(ServerConfig(database=Path(path), models=MODELS, schema=SCHEMA))
-    storage, http, recorder, engine = open_client(url, path, CLIENT_BATCH_SIZE)
+    storage, http, _recorder, engine = open_client(url, path, CLIENT_BATCH_SIZE, record=False)
     lists, tasks = local_rows(rows)
     with storage.connection:
         storage.connection.executemany("INSERT INTO TodoList (id, name) VALUES (?, ?)", lists)
         storage.connection.executemany(
             "INSERT INTO Task (id, list_id, title, done, priority, notes) VALUES (?, ?, ?, ?, ?, ?)", tasks)
+    del lists, tasks  # the app's rows are in its file now, not in this process
     started, cpu_started = time.perf_counter(), time.process_time()
     result = engine.sync()
     report = {
