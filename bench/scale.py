@@ -31,28 +31,23 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import cpu_seconds, peak_rss_mb, proc_status_mb  # noqa: E402
+from bench.servers import running_server, stamped  # noqa: E402
 from client_sdk import SyncClient  # noqa: E402
-from client_sdk.protocol.wire import SyncRecord  # noqa: E402
 from client_sdk.sqlite.install import CACHE_KIB  # noqa: E402
 from client_sdk.sqlite.storage import SqliteSyncStorage  # noqa: E402
 from server_stub.config import ServerConfig  # noqa: E402
@@ -122,45 +117,19 @@ def seed_server(config: ServerConfig, count: int) -> None:
         lists = list_rows(1)
         with storage.transaction():
             stamp = storage.clock.now()
-            storage.upsert_many("todo.TodoList", {key: _record({"id": key, "name": name}, stamp) for key, name in lists},
+            storage.upsert_many("todo.TodoList", {key: stamped({"id": key, "name": name}, stamp) for key, name in lists},
                                 received_at=stamp)
         for chunk in _chunks(task_rows(1, lists, count), CHUNK):
             with storage.transaction():
                 stamp = storage.clock.now()
-                records = {row[0]: _record(dict(zip(task_fields, row, strict=True)), stamp) for row in chunk}
+                records = {row[0]: stamped(dict(zip(task_fields, row, strict=True)), stamp) for row in chunk}
                 storage.upsert_many("todo.Task", records, received_at=stamp)
     finally:
         storage.close()
 
 
-def _record(data: dict[str, Any], stamp: int) -> SyncRecord:
-    return SyncRecord(data["id"], data, {name: stamp for name in data})
 
 
-@contextmanager
-def running_server(config_path: Path) -> Iterator[tuple[str, int]]:
-    """``python -m server_stub`` in a subprocess on a free loopback port; yields its base URL and pid."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "server_stub", "--config", str(config_path), "--port", str(port),
-               "--log-level", "warning"]
-    server = subprocess.Popen(command, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(base + "/health").raise_for_status()
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("server_stub did not start") from None
-                time.sleep(0.05)
-        yield base, server.pid
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 

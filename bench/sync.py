@@ -48,10 +48,8 @@ import gzip
 import inspect
 import json
 import multiprocessing
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,9 +67,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import cpu_seconds, peak_rss_mb  # noqa: E402
+from bench.servers import free_port, running_server, stamped, wait_until_healthy  # noqa: E402
 from client_sdk.client import SyncClient  # noqa: E402
 from client_sdk.engine.engine import DatabaseEngine  # noqa: E402
-from client_sdk.protocol.wire import SyncManifest, SyncRecord  # noqa: E402
+from client_sdk.protocol.wire import SyncManifest  # noqa: E402
 from client_sdk.sqlite.storage import SqliteSyncStorage  # noqa: E402
 from client_sdk.transport.compression import gzip_bytes  # noqa: E402
 from client_sdk.transport.http import HttpTransport  # noqa: E402
@@ -129,7 +128,7 @@ def seed_server(config: ServerConfig, rows: int) -> None:
         lists = [new_key() for _ in range(LISTS)]
         with storage.transaction():
             stamp = storage.clock.now()
-            storage.upsert_many("todo.TodoList", {key: _record({"id": key, "name": f"List {i}"}, stamp)
+            storage.upsert_many("todo.TodoList", {key: stamped({"id": key, "name": f"List {i}"}, stamp)
                                                   for i, key in enumerate(lists)}, received_at=stamp)
         for start in range(0, rows, 10_000):
             with storage.transaction():
@@ -137,41 +136,15 @@ def seed_server(config: ServerConfig, rows: int) -> None:
                 tasks = {}
                 for i in range(start, min(start + 10_000, rows)):
                     key = new_key()
-                    tasks[key] = _record({"id": key, "list_id": lists[i % LISTS], "title": f"Task number {i}",
+                    tasks[key] = stamped({"id": key, "list_id": lists[i % LISTS], "title": f"Task number {i}",
                                           "done": i % 3 == 0, "priority": i % 5, "notes": "bench " * (i % 4)}, stamp)
                 storage.upsert_many("todo.Task", tasks, received_at=stamp)
     finally:
         storage.close()
 
 
-def _record(data: dict[str, Any], stamp: int) -> SyncRecord:
-    return SyncRecord(data["id"], data, {name: stamp for name in data})
 
 
-@contextmanager
-def running_server(config_path: Path) -> Iterator[tuple[str, int]]:
-    """``python -m server_stub`` in a subprocess on a free loopback port; yields the base URL and its pid."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "server_stub", "--config", str(config_path), "--port", str(port),
-               "--log-level", "warning"]
-    server = subprocess.Popen(command, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(base + "/health").raise_for_status()
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("server_stub did not start") from None
-                time.sleep(0.05)
-        yield base, server.pid
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 # ---------------------------------------------------------------- the client (child process)
@@ -392,22 +365,12 @@ def serve_plain(port: int, path: str) -> None:
 @contextmanager
 def running_plain_server(path: Path) -> Iterator[str]:
     """``plain_app`` in a process of its own on a free loopback port; yields its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = multiprocessing.get_context("spawn").Process(target=serve_plain, args=(port, str(path)))
     server.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(base + "/health").raise_for_status()
-                break
-            except httpx.TransportError:
-                if not server.is_alive() or time.monotonic() > deadline:
-                    raise SystemExit("the plain server did not start") from None
-                time.sleep(0.05)
+        wait_until_healthy(base, server.is_alive, "the plain server")
         yield base
     finally:
         server.terminate()
