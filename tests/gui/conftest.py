@@ -10,6 +10,7 @@ unplugged network does, so a device behind it is offline against a server that i
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import shutil
 import signal
@@ -33,6 +34,16 @@ class Display:
     name: str
     framebuffer: Path
     """The screen as an XWD file, always current."""
+
+
+@pytest.fixture(autouse=True)
+def tk_freed_on_this_thread() -> Iterator[None]:
+    """Free each test's Tk objects here, on the thread that made them. Tk widgets hold reference
+    cycles, so the cyclic collector frees them whenever it next runs, on whatever thread allocates
+    then: in a later test, a server's database thread, where Tcl aborts the whole process
+    ("Tcl_AsyncDelete: async handler deleted by the wrong thread")."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
