@@ -95,9 +95,7 @@ class Syncing(Applying):
         (its checkpoint is not stored, nor the clock moved: both only matter once something is
         applied). Any other answer becomes the sync's first round (see :meth:`_rounds`)."""
         storage = self.storage
-        if storage.get_after_keys() or any(
-            storage.get_pending_deletes(label) or storage.get_pending(label, limit=1) for label in self._order
-        ):
+        if storage.get_after_keys() or storage.has_pending_after(-1):
             return None
         if isinstance(storage, HoldsBack) and storage.held_back():
             return None
