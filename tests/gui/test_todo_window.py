@@ -247,12 +247,12 @@ def test_two_windows_edit_offline_and_show_the_merged_state_after_reconnect(
 def test_a_window_keeps_running_its_event_loop_while_a_big_sync_runs(
         server: Server, open_window: Callable[..., TodoWindow], tmp_path: Path) -> None:
     url = server(schema=SCHEMA, models=MODELS, tokens=TOKENS)
-    rows = 20_000
+    rows = 100_000  # the size: the window must not freeze while it arrives
     with TodoModel(tmp_path / "laptop.db", server_url=url, node_id="laptop", auth_token="token-laptop") as seed:
         list_id = seed.add_list("Inventory")
         with seed.db:
             seed.db.executemany("INSERT INTO tasks (id, list_id, title) VALUES (?, ?, ?)",
-                                ((f"item-{n:05}", list_id, f"item {n:05}") for n in range(rows)))
+                                ((f"item-{n:06}", list_id, f"item {n:06}") for n in range(rows)))
         seed.sync()
 
     ticks = {"syncing": 0, "all": 0}
@@ -270,7 +270,7 @@ def test_a_window_keeps_running_its_event_loop_while_a_big_sync_runs(
              lambda: (list_names(phone), len(task_titles(phone)), status(phone)))
     assert ticks["syncing"] > 0, f"the Tk loop ran no after() callback while the sync ran ({ticks})"
     assert phone.heading.cget("text") == f"Tasks in Inventory ({rows})"
-    assert task_titles(phone)[:2] == ["item 00000", "item 00001"]
+    assert task_titles(phone)[:2] == ["item 000000", "item 000001"]
 
 
 def test_the_readme_shows_the_window_command_and_its_screenshot() -> None:
