@@ -182,6 +182,19 @@ class HoldsBack(Protocol):
 
 
 @runtime_checkable
+class ChecksScope(Protocol):
+    """A server storage that answers each request for one user, who may see and change only some rows."""
+
+    def hidden(self, label: str, keys: Iterable[str]) -> set[str]:
+        """Of ``keys``, those whose row exists and is not the user's to see or change."""
+        ...
+
+    def outside_scope(self, label: str, keys: Iterable[str]) -> set[str]:
+        """Of ``keys`` (rows just written, inside the round's transaction), those the user may not see now."""
+        ...
+
+
+@runtime_checkable
 class ChecksValues(Protocol):
     """A storage that can tell which records hold a value their column cannot take."""
 

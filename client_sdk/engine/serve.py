@@ -23,8 +23,11 @@ from ..errors import SyncAbortedError
 from ..protocol.wire import META_FIELDS, AfterKeys, ModelPayload, SyncManifest, SyncRecord, record_error
 from .base import EngineBase
 from .budget import READ_CHUNK, Budget
-from .protocols import Cursor
+from .protocols import ChecksScope, Cursor
 from .results import DatabaseResult, SyncStage
+
+HIDDEN = "outside your scope: not a row you may change"
+LEFT_SCOPE = "outside your scope once written: a row may not be created in, or moved to, what you cannot see"
 
 
 class Serving(EngineBase):
@@ -89,6 +92,7 @@ class Serving(EngineBase):
             checkpoint = self._response_checkpoint(incoming, payloads, has_more, activity, now)
             if incoming.change_count:
                 self._check_references(incoming)
+                self._check_scope(served)
             response = self._manifest(checkpoint, payloads, after_keys, has_more)
             if bytes_max is None and self.options.batch_bytes is not None and response.covered_size > self.options.batch_bytes:
                 raise _Oversized
@@ -160,6 +164,9 @@ class Serving(EngineBase):
         label, checkpoint, now, result = payload.model_label, serving.incoming.checkpoint, serving.now, serving.result
         payload = self._in_our_names(payload)
         problems = self._invalid_records(payload)
+        if isinstance(self.storage, ChecksScope):
+            for key in self.storage.hidden(label, [*payload.records, *payload.deletes]) - problems.keys():
+                problems[key] = HIDDEN
         for key, message in problems.items():
             result.errors.append(record_error(label, key, message))
         skip = problems.keys() | {key for refused_label, key in serving.refused if refused_label == label}
@@ -168,6 +175,7 @@ class Serving(EngineBase):
             {k: r for k, r in payload.records.items() if k not in skip},
             {k: stamp for k, stamp in payload.deletes.items() if k not in skip},
         )
+        model.written = set(clean.records)
         stored = self.storage.get_records(label, [*clean.records, *clean.deletes])
         # Whether the client has seen a row is a matter of delivery (received_at); which write wins,
         # a delete's included, is decided by the writes' own stamps alone.
@@ -240,6 +248,16 @@ class Serving(EngineBase):
         if broken:
             raise _BrokenReferences(broken)
 
+    def _check_scope(self, served: list[_ServedModel]) -> None:
+        """Before the round commits: a row it wrote that the user's scope does not hold now (inserted
+        outside it, or moved out of it) names the change to refuse."""
+        if not isinstance(self.storage, ChecksScope):
+            return
+        outside = {(model.label, key): LEFT_SCOPE
+                   for model in served if model.written for key in self.storage.outside_scope(model.label, model.written)}
+        if outside:
+            raise _BrokenReferences(outside)
+
     def _renew_tombstones(self, label: str, deletes: dict[str, int], local: dict[str, SyncRecord], now: int) -> None:
         """A client deleted a row we hold no row for: its delete becomes our tombstone, or renews ours if
         it is newer (the row was re-created there in between), so that a write older than the delete
@@ -305,6 +323,8 @@ class _ServedModel:
         self.stale_deletes: dict[str, int] = {}
         """Tombstones that beat a record the client sent: they go back to it."""
         self.sent_keys: set[str] = set()
+        self.written: set[str] = set()
+        """Keys of the rows the client's payload wrote (not those refused)."""
         self.cut = False
 
 

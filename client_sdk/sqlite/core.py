@@ -62,7 +62,7 @@ class StorageCore:
             return records
         return with_kept(records, read_kept(self.connection, model.tracked, map(itemgetter(0), records)))
 
-    def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _fetch_all(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of a query. Another program may have stored bytes that are not UTF-8 in a TEXT
         column, which fails the read: it is then read again with such bytes as lone surrogates,
         so that the row can be named and quarantined instead of failing every sync."""

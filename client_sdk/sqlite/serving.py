@@ -8,19 +8,62 @@ place in that order, and its own HLC (``"hlc"``) is what is sent and compared.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from ..engine.protocols import Cursor
-from ..protocol.hlc import HLC_MAX
+from ..protocol.hlc import HLC_MAX, HybridLogicalClock
 from ..protocol.wire import SyncRecord
 from .core import StorageCore
 from .ddl import S_LM, TOMB_HLC
 from .mapping import IN_KEYS, keys_json, position_filter, record_json
+from .scopes import Scope, ScopedReads
 from .transaction import serialized
 
 
 class ServedChanges(StorageCore):
     """The server role's part of :class:`SqliteSyncStorage`."""
+
+    _scoped: ScopedReads | None
+    """The scoped tables' rules, if the server has any (``scopes.py``)."""
+    _user: str | None = None
+    """The user whose request is being answered (``scoped_to``); None: unscoped."""
+    clock: HybridLogicalClock
+
+    def _scope_of(self, label: str) -> tuple[ScopedReads, Scope, str] | None:
+        """The scope ``label``'s reads go through for the current request, if any."""
+        if self._user is None or self._scoped is None or label not in self._scoped.scopes:
+            return None
+        return self._scoped, self._scoped.scopes[label], self._user
+
+    @contextmanager
+    def scoped_to(self, user: str | None) -> Iterator[None]:
+        """Answer the block's requests for ``user``: reads and writes of the scoped tables see only the
+        rows the scopes give them (None, or a server without scopes: every row). The user's visible
+        rows are brought up to date first, in a write transaction of their own."""
+        if user is None or self._scoped is None:
+            yield
+            return
+        with self._tx.write():
+            self._fold_log()
+            self._scoped.refresh(user, self.clock.last, self.clock.now)
+        self._user = user
+        try:
+            yield
+        finally:
+            self._user = None
+
+    @serialized
+    def hidden(self, label: str, keys: Iterable[str]) -> set[str]:
+        """Of ``keys``, those whose row exists and is not the current user's to see or change."""
+        scoped = self._scope_of(label)
+        return set() if scoped is None else scoped[0].hidden(scoped[1], scoped[2], keys)
+
+    @serialized
+    def outside_scope(self, label: str, keys: Iterable[str]) -> set[str]:
+        """Of ``keys`` (rows the current request wrote), those the user's scope does not hold now."""
+        scoped = self._scope_of(label)
+        return set() if scoped is None else scoped[0].outside(scoped[1], scoped[2], keys)
 
     @serialized
     def get_changed_since(
@@ -29,6 +72,11 @@ class ServedChanges(StorageCore):
     ) -> list[tuple[str, SyncRecord]]:
         model = self._model(label)
         self._fold_log()
+        scoped = self._scope_of(label)
+        if scoped is not None:
+            reads, scope, user = scoped
+            sql, named = reads.page(scope, user, since, None if after is None else (after.timestamp, after.key), limit, until)
+            return model.records(self._fetch_all(sql, named), served=True)
         where, params = position_filter(since, after)
         if until is not None:
             where, params = f"{where} AND s.{S_LM} <= ?", [*params, until]
@@ -38,6 +86,10 @@ class ServedChanges(StorageCore):
     def get_deletes_since(self, label: str, since: int, *, until: int | None = None) -> dict[str, int]:
         tracked = self._model(label).tracked
         self._fold_log()
+        scoped = self._scope_of(label)
+        if scoped is not None:
+            reads, scope, user = scoped
+            return reads.gone_since(scope, user, since, until)
         return dict(self.connection.execute(
             f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "stamp" > ? AND "stamp" <= ?',
             (since, HLC_MAX if until is None else until),

@@ -51,6 +51,8 @@ from .mapping import (
 from .pending import PendingChanges
 from .references import ReferenceChecks
 from .schema import PREFIX, TableSchema, introspect, quote
+from .scopes import DDL as SCOPE_DDL
+from .scopes import ScopedReads, compile_scopes
 from .serving import ServedChanges
 from .transaction import Transactions, serialized
 from .values import invalid_values
@@ -73,6 +75,9 @@ class SqliteSyncStorage(SyncWrites, ServedChanges, PendingChanges):
     (tracks what is pending) or ``"server"`` (serves changes since a checkpoint).
     ``node_id`` names a new database's node (default: a random UUID); the id is
     stored in the file, and reopening with a different one is refused.
+    ``scopes`` (a server's): table -> SQL condition giving a user their rows of
+    it, ``:user`` bound to the user a request is answered for (``scoped_to``);
+    see ``scopes.py``.
 
     The connection runs with WAL and ``foreign_keys`` on. Writes from other
     connections and processes are captured by the triggers alone. One gap: if
@@ -89,6 +94,7 @@ class SqliteSyncStorage(SyncWrites, ServedChanges, PendingChanges):
         role: str = "client",
         identity_field: str = "id",
         node_id: str | None = None,
+        scopes: Mapping[str, str] | None = None,
     ) -> None:
         if role not in ROLES:
             raise InvalidParameterError(f"role must be one of {ROLES}, got {role!r}")
@@ -96,6 +102,10 @@ class SqliteSyncStorage(SyncWrites, ServedChanges, PendingChanges):
             raise InvalidParameterError("identity_field must be a non-empty string")
         if node_id is not None and (not isinstance(node_id, str) or not node_id):
             raise InvalidParameterError("node_id must be a non-empty string")
+        if scopes and role != "server":
+            raise InvalidParameterError("scopes are a server's: they pick the rows each user's devices see")
+        if scopes is not None and not isinstance(scopes, Mapping):
+            raise InvalidParameterError("scopes must map table -> SQL condition")
         self.role = role
         self.identity_field = identity_field
         named = os.fspath(database) if isinstance(database, (str, os.PathLike)) else None
@@ -113,9 +123,15 @@ class SqliteSyncStorage(SyncWrites, ServedChanges, PendingChanges):
         self.labels_from_older_sdk: tuple[str, ...] = ()
         """Models this file tracked with an SDK version that refused received fields it had no column for
         (see :meth:`SyncClient.__init__`)."""
+        self._scoped = None
         try:
             with storage_errors(self.connection, self.path):
                 self._setup(models, node_id)
+                if scopes:
+                    with self._tx():
+                        for statement in SCOPE_DDL:
+                            self.connection.execute(statement)
+                    self._scoped = ScopedReads(self.connection, compile_scopes(self.connection, self._models, scopes))
         except BaseException:
             self.close()
             raise
