@@ -42,7 +42,7 @@ from client_sdk.transport.compression import gzip_bytes
 
 from .config import ServerConfig
 from .guards import AcceptFailureLog
-from .reading import Refusal, accepts_gzip, authorize, read_json_body
+from .reading import Grant, Refusal, accepts_gzip, authorize, read_json_body
 from .service import INLINE_BYTES_MAX, SyncService, is_lock_error
 
 log = logging.getLogger("server_stub")
@@ -54,11 +54,11 @@ def create_app(config: ServerConfig) -> Starlette:
 
     async def sync(request: Request) -> Response:
         try:
-            allowed = authorize(request, config)
+            grant = authorize(request, config)
             body = await read_json_body(request, config.request_bytes_max, config.body_timeout)
             gzipped = accepts_gzip(request)
             small = len(body) <= INLINE_BYTES_MAX
-            return await service.run(lambda: answer(service, body, allowed, gzipped), inline=small)
+            return await service.run(lambda: answer(service, body, grant, gzipped), inline=small)
         except Refusal as refusal:
             return error_response(refusal.status, refusal.text, refusal.headers, refusal.extra)
 
@@ -89,13 +89,14 @@ def error_response(
     return JSONResponse({"ok": False, "error": text, **(extra or {})}, status_code=status, headers=headers)
 
 
-def answer(service: SyncService, body: bytes, allowed: frozenset[str] | None, gzipped: bool) -> Response:
-    """One round, as ``SyncService.run`` calls it: parse, check the node id, ``process``, encode."""
+def answer(service: SyncService, body: bytes, grant: Grant, gzipped: bool) -> Response:
+    """One round, as ``SyncService.run`` calls it: parse, check the node id, ``process`` within the
+    grant's user's scope, encode."""
     manifest = parse_manifest(body, service.config.records_per_model_max)
-    if allowed is not None and manifest.node_id not in allowed:
+    if grant.nodes is not None and manifest.node_id not in grant.nodes:
         raise Refusal(403, NODE_FORBIDDEN)
     try:
-        response, result = service.process(manifest)
+        response, result = service.process(manifest, grant.user)
     except MANIFEST_ERRORS as exc:  # a value the server's column cannot hold (e.g. an integer past 64 bits)
         raise Refusal(400, invalid_manifest(exc)) from exc
     except Exception as exc:

@@ -2,6 +2,14 @@
 
 Paths in the file are relative to the file's own folder. Unknown keys are
 refused, so a typo cannot silently switch a limit or the auth off.
+
+Scoped sync (issue #17): a token given as a table, ``{ user = "alice", nodes =
+[...] }``, syncs as that user, and ``[scopes]`` maps a table to an SQL condition
+on its rows in which ``:user`` is that user (always bound, never formatted in).
+A table with no entry in ``[scopes]`` is visible to every user, and a token in
+the old list form has no user: it sees every row of every table. ``[scopes]``
+without any token that has a user is therefore allowed (every token sees
+everything); the conditions are still checked against the database at start-up.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ DEFAULT_RECORDS_PER_MODEL_MAX = 5000
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
 
-_TOP_KEYS = {"database", "schema", "schema_file", "node_id", "models", "auth", "limits"}
+_TOP_KEYS = {"database", "schema", "schema_file", "node_id", "models", "auth", "limits", "scopes"}
+_TOKEN_KEYS = {"user", "nodes"}
 _LIMIT_KEYS = {"request_bytes_max", "records_per_model_max", "batch_size", "clock_drift_max", "tombstone_retention_days",
                "header_timeout", "body_timeout"}
 
@@ -33,14 +42,19 @@ _LIMIT_KEYS = {"request_bytes_max", "records_per_model_max", "batch_size", "cloc
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything ``create_app`` needs. ``tokens`` maps bearer token -> node ids it may sync as;
-    empty means no auth. ``clock_drift_max=None`` disables the drift check. ``header_timeout`` and
-    ``body_timeout`` (seconds) bound how long a client may take to send a request's head and its body."""
+    empty means no auth. ``users`` maps a token to the user it syncs as (tokens left out have none: they see
+    every row), and ``scopes`` maps a table of ``models`` to an SQL condition on its rows, ``:user`` being
+    that user; a table without one is visible to every user. ``clock_drift_max=None`` disables the drift
+    check. ``header_timeout`` and ``body_timeout`` (seconds) bound how long a client may take to send a
+    request's head and its body."""
 
     database: Path
     models: Mapping[str, str]
     schema: str = ""
     node_id: str | None = None
     tokens: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    users: Mapping[str, str] = field(default_factory=dict)
+    scopes: Mapping[str, str] = field(default_factory=dict)
     request_bytes_max: int = DEFAULT_REQUEST_BYTES_MAX
     batch_size: int | None = DEFAULT_BATCH_SIZE
     clock_drift_max: int | None = 300
@@ -63,6 +77,16 @@ class ServerConfig:
                      "auth.tokens: a token must be a non-empty ASCII string without spaces")
             require(isinstance(nodes, frozenset) and all(_text(node) for node in nodes),
                      f"auth.tokens: the node ids of a token must be non-empty strings, got {sorted(nodes, key=repr)!r}")
+        require(isinstance(self.users, Mapping), "users must map token -> user")
+        for token, user in self.users.items():  # the token itself is never echoed: error text ends up in logs
+            require(token in self.tokens, "users: every token with a user must be one of auth.tokens")
+            require(_text(user), f"auth.tokens: a token's user must be a non-empty string, got {user!r}")
+        require(isinstance(self.scopes, Mapping), "scopes must map table -> SQL condition")
+        for table, condition in self.scopes.items():
+            require(table in self.models, f"scopes.{table}: {table!r} is not a table of [models]"
+                                          + _did_you_mean(table, set(self.models), "scopes."))
+            require(isinstance(condition, str) and bool(condition.strip()),
+                    f"scopes.{table}: the condition must be a non-empty string of SQL, got {condition!r}")
         require(_int(self.request_bytes_max) and self.request_bytes_max > 0,
                 "limits.request_bytes_max must be a positive integer")
         require(self.batch_size is None or (_int(self.batch_size) and self.batch_size > 0),
@@ -114,10 +138,11 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
     require(isinstance(auth, dict), "[auth] must be a table")
     _known(auth, {"tokens"}, "auth.")
     tokens = auth.get("tokens", {})
-    require(isinstance(tokens, dict), "[auth.tokens] must map token = [\"node-id\", ...]")
-    for nodes in tokens.values():
-        require(isinstance(nodes, list) and all(_text(node) for node in nodes),
-                 f"auth.tokens: each token maps to a list of node ids (non-empty strings), got {nodes!r}")
+    require(isinstance(tokens, dict),
+            "[auth.tokens] must map token = [\"node-id\", ...] or token = { user = \"name\", nodes = [\"node-id\", ...] }")
+    grants = {token: _grant(entry, number) for number, (token, entry) in enumerate(tokens.items(), start=1)}
+    scopes = raw.get("scopes", {})
+    require(isinstance(scopes, dict), "[scopes] must map table = \"SQL condition on its rows, :user being the token's user\"")
     limits = raw.get("limits", {})
     require(isinstance(limits, dict), "[limits] must be a table")
     _known(limits, _LIMIT_KEYS, "limits.")
@@ -128,7 +153,9 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
         models=dict(models),
         schema=schema,
         node_id=raw.get("node_id"),
-        tokens={token: frozenset(nodes) for token, nodes in tokens.items()},
+        tokens={token: frozenset(nodes) for token, (_, nodes) in grants.items()},
+        users={token: user for token, (user, _) in grants.items() if user is not None},
+        scopes=dict(scopes),
         request_bytes_max=limits.get("request_bytes_max", DEFAULT_REQUEST_BYTES_MAX),
         batch_size=limits.get("batch_size", DEFAULT_BATCH_SIZE),
         clock_drift_max=None if drift is False else drift,
@@ -139,10 +166,29 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
     )
 
 
-def _known(table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+def _grant(entry: object, number: int) -> tuple[str | None, list[str]]:
+    """``(user, node ids)`` of one ``[auth.tokens]`` entry: a list of node ids (no user), or a table
+    ``{ user = "...", nodes = [...] }``. Errors say which entry by its place, never by the token (a secret)."""
+    if isinstance(entry, dict):
+        where = f"auth.tokens: token #{number} (a table)"
+        _known(entry, _TOKEN_KEYS, "", where=f"{where}: ")
+        user: Any = entry.get("user")
+        require(_text(user), f"{where}: user must be a non-empty string, got {user!r}")
+        where = f"auth.tokens: the token of user {user!r}"
+        nodes: Any = entry.get("nodes")
+        require(isinstance(nodes, list) and all(_text(node) for node in nodes),
+                f"{where}: nodes must be a list of node ids (non-empty strings), got {nodes!r}")
+        return user, nodes
+    if isinstance(entry, list) and all(_text(node) for node in entry):
+        return None, entry
+    raise InvalidParameterError(f"auth.tokens: each token maps to a list of node ids (non-empty strings) or to a table "
+                                f"{{ user = \"name\", nodes = [...] }}, got {entry!r}")
+
+
+def _known(table: dict[str, Any], allowed: set[str], prefix: str, where: str = "") -> None:
     unknown = sorted(set(table) - allowed)
-    require(not unknown, "unknown config key(s): " + ", ".join(prefix + key + _did_you_mean(key, allowed, prefix)
-                                                              for key in unknown))
+    require(not unknown, where + "unknown config key(s): " + ", ".join(prefix + key + _did_you_mean(key, allowed, prefix)
+                                                                      for key in unknown))
 
 
 def _did_you_mean(key: str, allowed: set[str], prefix: str) -> str:

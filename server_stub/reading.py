@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import zlib
+from typing import NamedTuple
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -42,16 +43,28 @@ class Refusal(Exception):
         self.headers = headers
 
 
-def authorize(request: Request, config: ServerConfig) -> frozenset[str] | None:
-    """The node ids the caller may sync as (``None``: no auth configured); 401 without a valid token."""
+class Grant(NamedTuple):
+    """What a request's token allows: the node ids it may sync as (``None``: any, no auth configured)
+    and the user whose scope it sees (``None``: unscoped, every row; a token in the list form has none)."""
+
+    nodes: frozenset[str] | None
+    user: str | None
+
+
+OPEN = Grant(None, None)
+"""The grant of every request when no auth is configured."""
+
+
+def authorize(request: Request, config: ServerConfig) -> Grant:
+    """What the caller may do (:data:`OPEN` when no auth is configured); 401 without a valid token."""
     if not config.auth_required:
-        return None
+        return OPEN
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() == "bearer" and token:
         for known, nodes in config.tokens.items():  # compare_digest: no timing hint of how much matched
             if hmac.compare_digest(known.encode(), token.encode("utf-8", "replace")):
-                return nodes
+                return Grant(nodes, config.users.get(known))
     raise Refusal(401, AUTH_REQUIRED, headers={"WWW-Authenticate": "Bearer"})  # RFC 6750: the scheme to use
 
 
