@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TypeVar
 
 from client_sdk.engine.engine import DatabaseEngine
 from client_sdk.engine.results import DatabaseResult
-from client_sdk.errors import DatabaseLockedError, InvalidParameterError
+from client_sdk.errors import DatabaseLockedError
 from client_sdk.protocol.wire import SyncManifest
 from client_sdk.sqlite.storage import SqliteSyncStorage
 
@@ -115,7 +113,6 @@ class SyncService:
     # -- on the database thread --
     def _open(self) -> None:
         create_schema(self.config)
-        check_scopes(self.config.database, self.config.scopes)
         if self.config.scopes and not self.config.users:
             log.warning("[scopes] is set but no token has a user: every client sees every row of every table")
         storage = SqliteSyncStorage(self.config.database, dict(self.config.models), role="server", node_id=self.config.node_id,
@@ -140,31 +137,6 @@ class SyncService:
         purged = self._storage.purge_tombstones(retention_seconds=days * 86400.0)
         if purged:
             log.info("purged %d tombstones older than %d days", purged, days)
-
-
-def check_scopes(database: Path, scopes: Mapping[str, str]) -> None:
-    """Refuse, naming the table, a scope condition that does not compile on its table of ``database``.
-
-    Each is compiled as ``SELECT 1 FROM "<table>" WHERE (<condition>) LIMIT 0`` with ``:user`` bound
-    (never formatted in), on a connection that cannot write: SQLite names a syntax error, an unknown
-    column or table, and Python's sqlite3 a parameter other than ``:user`` or a second statement.
-    """
-    if not scopes:
-        return
-    connection = sqlite3.connect(database, isolation_level=None)
-    try:
-        connection.execute("PRAGMA query_only = ON")
-        for table, condition in scopes.items():
-            quoted = '"' + table.replace('"', '""') + '"'
-            try:
-                connection.execute(f"SELECT 1 FROM {quoted} WHERE ({condition}) LIMIT 0", {"user": ""}).fetchall()
-            except (sqlite3.Error, sqlite3.Warning) as exc:  # Warning: a second statement, on older Pythons
-                hint = "" if isinstance(exc, sqlite3.OperationalError) else \
-                    " (a condition is one SQL expression whose only parameter is :user)"
-                raise InvalidParameterError(f"scopes.{table}: the condition does not compile on table {table!r}: "
-                                            f"{exc}{hint}") from exc
-    finally:
-        connection.close()
 
 
 def is_lock_error(exc: Exception) -> bool:

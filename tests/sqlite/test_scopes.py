@@ -145,7 +145,7 @@ def test_a_condition_that_does_not_compile_names_its_table(tmp_path: Path) -> No
     path = tmp_path / "server.db"
     with sqlite3.connect(path) as setup:
         setup.executescript(SCHEMA)
-    for scopes, message in (({"tasks": "nope = :user"}, "scopes.tasks: SQLite refused"),
+    for scopes, message in (({"tasks": "nope = :user"}, "scopes.tasks: the condition does not compile on table 'tasks'"),
                             ({"tasks": "list_id = :owner"}, "scopes.tasks"),
                             ({"elsewhere": "1"}, "scopes.elsewhere: not a synced table")):
         with pytest.raises(InvalidParameterError, match=message):
