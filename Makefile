@@ -25,6 +25,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/capture.py
 	$(PY) bench/sync.py
+	$(PY) bench/scoped.py
 
 # push and pull of 10k, 100k and 1M rows: time per row (the curve) and peak RSS of client and server
 bench-scale: $(STAMP)

@@ -24,3 +24,9 @@ def test_the_capture_bench_reports_every_statement_and_fold() -> None:
     for statement in ("bulk insert", "bulk update", "autocommit update", "full scan", "point lookups", "delete all"):
         assert any(line.startswith(statement) for line in report.splitlines()), report
     assert "fold of the change log" in report
+
+
+def test_the_scoped_bench_compares_a_scoped_first_sync_with_an_unscoped_one() -> None:
+    report = run("bench/scoped.py", "--rows", "300", "--repeat", "1").stdout
+    assert re.search(r"^scoped first sync: [\d.]+ us/row \(300 rows of 600\), unscoped [\d.]+ us/row \(600 rows\): "
+                     r"\d+\.\d\dx ", report, re.MULTILINE), report
