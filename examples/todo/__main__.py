@@ -1,7 +1,9 @@
 """Command line for the to-do app: ``python -m examples.todo --device phone.db --node-id phone add "milk" --list Groceries``.
 
 Run it from the repository root, or from anywhere with the root on ``PYTHONPATH``. The bearer token comes
-from ``--token`` or the ``CLIENT_SDK_TOKEN`` environment variable.
+from ``--token`` or the ``CLIENT_SDK_TOKEN`` environment variable. ``--user`` names who the device syncs as
+(the owner of the lists it creates, the token's user on a server with ``[scopes]``); the device file keeps it,
+so later commands may leave it out (never given: ``alice``, the user of the example's own tokens).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from client_sdk import SyncError
 from client_sdk.cli import TOKEN_VARIABLE
 
-from .app import TodoApp
+from .app import DEFAULT_USER, TodoApp
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", help=f"bearer token for the server (default: ${TOKEN_VARIABLE})")
     parser.add_argument("--node-id", help="this device's node id: the first command on a new --device file sets it "
                                           "(a random one if left out), later ones may leave it out")
+    parser.add_argument("--user", help="who this device syncs as: the owner of the lists it creates, and on a server "
+                                       "with [scopes] the user of its token; kept in the --device file, so later "
+                                       f"commands may leave it out (never given: {DEFAULT_USER})")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("new-list", help="create a list").add_argument("name")
+    commands.add_parser("new-list", help="create a list (owned by --user)").add_argument("name")
+    commands.add_parser("lists", help="show the lists, each with its owner and who it is shared with")
+    share = commands.add_parser("share", help="let another user see a list you own, and its tasks")
+    share.add_argument("list", help="list name or id")
+    share.add_argument("member", metavar="USER")
+    unshare = commands.add_parser("unshare", help="stop sharing a list: that user's devices drop it on their next sync")
+    unshare.add_argument("list", help="list name or id")
+    unshare.add_argument("member", metavar="USER")
     add = commands.add_parser("add", help="add a task")
     add.add_argument("title")
     add.add_argument("--list", default="Inbox", dest="list_name", help="created on first use (default: Inbox)")
@@ -55,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     try:
-        with TodoApp(args.device, server_url=args.server, auth_token=token, node_id=args.node_id) as app:
+        with TodoApp(args.device, server_url=args.server, auth_token=token, node_id=args.node_id,
+                     user=args.user) as app:
             return run(app, args)
     except SyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -85,6 +98,22 @@ def stored_node_id(device: Path) -> str | None:
 def run(app: TodoApp, args: argparse.Namespace) -> int:
     if args.command == "new-list":
         print(app.add_list(args.name))
+    elif args.command == "lists":
+        lists = app.lists_with_members()
+        for item in lists:
+            shared = f", shared with {', '.join(item.members)}" if item.members else ""
+            print(f"{item.id[:8]}  {item.name}  (owner {item.owner or 'nobody'}{shared})")
+        if not lists:
+            print("(no lists)")
+    elif args.command == "share":
+        list_id = app.share(args.list, args.member)
+        print(f"shared {list_id[:8]} with {args.member}: {app.list_name(list_id)}")
+    elif args.command == "unshare":
+        list_id = app.list_id(args.list)
+        if app.unshare(args.list, args.member):
+            print(f"unshared {list_id[:8]} from {args.member}: {app.list_name(list_id)}")
+        else:
+            print(f"{app.list_name(list_id)} was not shared with {args.member}")
     elif args.command == "add":
         print(app.add(args.title, args.list_name, args.priority, args.notes))
     elif args.command == "list":

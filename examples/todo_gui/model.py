@@ -58,9 +58,10 @@ class TodoModel(TodoApp):
             self.db.execute("UPDATE lists SET name = ? WHERE id = ?", (name, list_id))
 
     def delete_list(self, list_id: str) -> None:
-        """The list and its tasks (each task's delete is synced too: the server may not cascade)."""
+        """The list, its tasks and its members rows (each delete is synced too: the server may not cascade)."""
         with self.db:
             self.db.execute("DELETE FROM tasks WHERE list_id = ?", (list_id,))
+            self.db.execute("DELETE FROM list_members WHERE list_id = ?", (list_id,))
             self.db.execute("DELETE FROM lists WHERE id = ?", (list_id,))
 
     def add_task(self, list_id: str, title: str) -> str:

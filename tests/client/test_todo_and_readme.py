@@ -100,8 +100,21 @@ def test_the_readme_demo_command_tells_the_story_and_converges() -> None:
     assert "laptop renames 'milk' to 'oat milk'" in out
     assert "phone marks 'milk' done" in out and "phone deletes 'bread'" in out
     assert "Converged: both devices hold the same list" in out
-    after = out.split("After sync:")[1]
+    after = out.split("After sync:")[1].split("A second user")[0]
     assert after.count("[x] oat milk") == 2 and "bread" not in after
+
+    # the second user: bob's list hidden from alice's devices, then shared with them, then gone from them
+    private, shared, unshared = (out.split(heading)[1].split("\n\n")[0] for heading in
+                                 ("Bob's list is private", "Shared:", "Unshared:"))
+    for step in (private, shared, unshared):
+        bob, alice = step.split("  laptop (alice):")
+        assert bob.count("(Birthday)") == 3 if step is not private else bob.count("(Birthday)") == 2
+        assert "Groceries" not in bob and alice.count("(Groceries)") == 4  # two tasks on each of alice's devices
+    assert "(Birthday)" not in private.split("  laptop (alice):")[1]
+    assert shared.split("  laptop (alice):")[1].count("(Birthday)") == 6  # cake, balloons, candles on both devices
+    assert "(Birthday)" not in unshared.split("  laptop (alice):")[1]
+    assert "FAILED" not in out and out.count("  ok: ") == 7
+    assert out.rstrip().endswith("dropped it once he unshared it.")
 
 
 def test_the_demo_verdict_fails_when_devices_differ_or_an_edit_is_lost() -> None:
