@@ -50,10 +50,14 @@ class Applying(EngineBase):
         self._phase(SyncPhase.COMMITTING)
         total = response.change_count
         done = 0
-        for label in self._ordered_labels(response, result):
+        labels = self._ordered_labels(response, result)
+        # deletes of rows already pending here before this answer is applied (the device's own changes)
+        pending_before = {label: self.storage.get_pending_keys(label, deletes)
+                          for label in labels if (deletes := _deletes(response, label))}
+        for label in labels:
             answered = response.payload(label)
             assert answered is not None
-            self._apply_payload(answered, checkpoint, result)
+            self._apply_payload(answered, checkpoint, result, pending_before=pending_before.get(label, set()))
             done += len(answered)
             self._report(SyncStage.MUTATE, done, total)
         self._refuse_dangling_references(response)
@@ -146,9 +150,16 @@ class Applying(EngineBase):
             result.absorb(tried)
             return
 
-    def _apply_payload(self, payload: ModelPayload, checkpoint: int, result: DatabaseResult, *, guard: bool = False) -> None:
+    def _apply_payload(
+        self, payload: ModelPayload, checkpoint: int, result: DatabaseResult, *, guard: bool = False,
+        pending_before: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
         """Apply one server payload; rows with pending local changes go through the resolver. A record
-        holding a value its column does not take is held back (PROTOCOL.md leaves it an error)."""
+        holding a value its column does not take is held back (PROTOCOL.md leaves it an error).
+
+        A row the payload deletes that became a pending change only while this answer was being
+        applied (not among ``pending_before``: an ON DELETE CASCADE of a parent the answer deleted
+        first) is the server's to delete: its delete is applied as sent, and nothing is pushed for it."""
         label = payload.model_label
         payload = self._settle_overlaps(self._in_our_names(payload), result)
         problems = self._malformed(payload)
@@ -165,6 +176,8 @@ class Applying(EngineBase):
             records = {key: record for key, record in records.items() if key not in problems}
         keys = [*records, *payload.deletes]
         pending = self.storage.get_pending_keys(label, keys)
+        if pending:
+            pending -= {key for key in payload.deletes if key in pending and key not in pending_before}
         local = self.storage.get_records(label, [key for key in keys if key in pending]) if pending else {}
         clean_records = {k: r for k, r in records.items() if k not in pending} if pending else records
         # a key deleted here too stays pending: our delete may be the newer one, and must reach the server
@@ -279,3 +292,8 @@ class _Orphans(Exception):
     def __init__(self, violations: list[ReferenceViolation]) -> None:
         super().__init__(f"{len(violations)} held-back record(s) refer to missing rows")
         self.violations = violations
+
+
+def _deletes(response: SyncManifest, label: str) -> dict[str, int]:
+    payload = response.payload(label)
+    return payload.deletes if payload is not None else {}

@@ -190,11 +190,17 @@ class ScopedReads:
         )
         return {key for (key,) in rows}
 
-    def outside(self, scope: Scope, user: str, keys: Iterable[str]) -> set[str]:
-        """Of ``keys`` (rows just written), those the condition does not give ``user``."""
+    def outside(self, scope: Scope, user: str, keys: Iterable[str], at: int) -> set[str]:
+        """Of ``keys`` (rows just written), those the condition does not give ``user``. The others are
+        the user's from now on (at ``at``): if they leave the user's view before the user's next request,
+        their devices still hear of it."""
         wanted = list(keys)
-        inside = self.connection.execute(
+        inside = {key for (key,) in self.connection.execute(
             f"SELECT k.value FROM json_each(:keys) AS k WHERE k.value IN ({scope.visible})",
             {"user": user, "keys": keys_json(wanted)},
+        )}
+        self.connection.executemany(
+            f'INSERT OR IGNORE INTO {MEMBERS} ("user", "tbl", "key", "at") VALUES (?, ?, ?, ?)',
+            [(user, scope.model.tracked.id, key, at) for key in inside],
         )
-        return set(wanted) - {key for (key,) in inside}
+        return set(wanted) - inside

@@ -61,9 +61,10 @@ class ServedChanges(StorageCore):
 
     @serialized
     def outside_scope(self, label: str, keys: Iterable[str]) -> set[str]:
-        """Of ``keys`` (rows the current request wrote), those the user's scope does not hold now."""
+        """Of ``keys`` (rows the current request wrote), those the user's scope does not hold now; the
+        others are the user's from now on."""
         scoped = self._scope_of(label)
-        return set() if scoped is None else scoped[0].outside(scoped[1], scoped[2], keys)
+        return set() if scoped is None else scoped[0].outside(scoped[1], scoped[2], keys, self.clock.last)
 
     @serialized
     def get_changed_since(

@@ -107,14 +107,11 @@ def test_a_list_stays_private_until_shared_and_leaves_once_unshared(example_serv
 
     todo(bob, "unshare", "Birthday", "alice")
     sync(bob, url)
-    sync(phone, url, check=False)  # exit code: see the xfail test below
+    sync(phone, url)
     assert tasks(phone) == ["Groceries: milk"] and lists(phone) == ["Groceries  (owner alice)"]
     assert tasks(bob) == ["Birthday: balloons", "Birthday: cake", "Birthday: candles"]
 
 
-@pytest.mark.xfail(strict=True, reason="client_sdk: the unshared list's local delete cascades to its tasks (ON DELETE "
-                                       "CASCADE), the SDK records that as local deletes, and the server refuses them "
-                                       "('outside your scope'): they stay pending, and reach bob's tasks if he shares again")
 def test_unsharing_leaves_nothing_pending_on_the_members_devices(example_server: str, tmp_path: Path) -> None:
     url = example_server
     bob, phone = tmp_path / "bob.db", tmp_path / "phone.db"
