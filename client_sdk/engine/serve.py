@@ -175,7 +175,6 @@ class Serving(EngineBase):
             {k: r for k, r in payload.records.items() if k not in skip},
             {k: stamp for k, stamp in payload.deletes.items() if k not in skip},
         )
-        model.written = set(clean.records)
         stored = self.storage.get_records(label, [*clean.records, *clean.deletes])
         # Whether the client has seen a row is a matter of delivery (received_at); which write wins,
         # a delete's included, is decided by the writes' own stamps alone.
@@ -186,6 +185,7 @@ class Serving(EngineBase):
         self._report(SyncStage.CLASSIFY, len(clean), len(clean))
         created = outcome.created_keys
         revived, stale = self._over_tombstones(label, {k: r for k, r in outcome.to_upsert.items() if k in created})
+        model.written = set(outcome.to_upsert) - set(stale)  # an edit older than the delete that erased its row is not
         self.storage.upsert_many(label, revived, received_at=now, guard=False)
         # Everything else was decided against the stored rows inside this same transaction: a row the
         # client saw at its checkpoint is superseded by its edit, a conflict by its resolution. Guarding

@@ -59,7 +59,7 @@ PUSHED_ROW_UNTRACKED = (
     "every sync raises ConflictStateError"
 )
 EDIT_BEATEN_BY_DELETE = (
-    "bug: for a scoped user, a pushed edit of a row a newer delete erased (another device's, even the same user's) "
+    "bug (fixed since): for a scoped user, a pushed edit of a row a newer delete erased (another device's, even the same user's) "
     "is refused as 'outside your scope once written' on every sync (the stale edit counts as written, and the erased "
     "row is outside every scope), and the device keeps the deleted row; unscoped, the delete comes back and wins"
 )
@@ -310,12 +310,10 @@ def test_swarm_each_device_ends_with_exactly_its_users_rows_and_nothing_leaks(tm
 def guarded_swarm(swarm: Swarm) -> None:
     swarm.run(STEPS)
     check_swarm(swarm)
-    # Guarded, refusals are rare but not impossible: with stamps taken from the wall clock, an edit can still
-    # lose to a delete (EDIT_BEATEN_BY_DELETE), so check_swarm's "scope refusals only, and reported" is the rule.
+    # Guarded, refusals are rare but not impossible, so check_swarm's "scope refusals only, and reported" is the rule.
 
 
-FREE_SWARM_BUGS = (LEAVING_WITH_PENDING_CHILD, LEAVING_WITH_PENDING_EDIT, PARENT_DELETE_PAGED_EARLY, PUSHED_ROW_UNTRACKED,
-                   EDIT_BEATEN_BY_DELETE)
+FREE_SWARM_BUGS = (LEAVING_WITH_PENDING_CHILD, LEAVING_WITH_PENDING_EDIT, PARENT_DELETE_PAGED_EARLY)
 
 
 @pytest.mark.xfail(strict=False, reason="; ".join(FREE_SWARM_BUGS))
@@ -529,7 +527,7 @@ def test_a_paged_answer_never_deletes_a_parent_before_its_children(tmp_path: Pat
 
 @pytest.mark.parametrize("leaves_by", ["unshare", "move"])
 def test_a_row_the_user_wrote_leaves_their_devices_with_its_list(scoped: ScopedWorld, leaves_by: str) -> None:
-    """PUSHED_ROW_UNTRACKED, fixed in the working tree while these tests were written (ScopedReads.outside)."""
+    """PUSHED_ROW_UNTRACKED, fixed by 006e487 (a row a user writes is recorded as theirs at once)."""
     alice, bob = shared_list(scoped, tasks=0)
     write(bob.db, "INSERT INTO tasks VALUES ('b1', 'A', 'written by bob')")
     assert bob.sync().ok and alice.sync().ok
@@ -541,7 +539,6 @@ def test_a_row_the_user_wrote_leaves_their_devices_with_its_list(scoped: ScopedW
     assert_holds_its_scope(scoped, bob)
 
 
-@pytest.mark.xfail(strict=True, reason=EDIT_BEATEN_BY_DELETE)
 def test_an_edit_beaten_by_a_newer_delete_is_not_refused_as_out_of_scope(scoped: ScopedWorld) -> None:
     laptop, phone = scoped.watched("alice-laptop", "alice"), scoped.watched("alice-phone", "alice")
     write(laptop.db, "INSERT INTO todo_lists VALUES ('A', 'alice', 'groceries')")
