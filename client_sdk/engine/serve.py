@@ -270,18 +270,19 @@ class Serving(EngineBase):
         self.storage.delete_many(label, newer, received_at=now, guard=False)
 
     def _tombstones_for(self, model: _ServedModel, incoming: SyncManifest, has_more: bool) -> dict[str, int]:
-        """Tombstones in this answer's window, so paging sends each exactly once.
+        """The tombstones this answer carries: those that beat a record the client sent, and, on the final
+        page of a paged answer (or a single one), every tombstone since the client's checkpoint, which
+        stays put while it pages: each is sent once.
 
-        Page windows are (previous cursor, new cursor]; a model without a new
-        cursor sends its tombstones on the final page.
+        All models' tombstones come together, on the last page: a page that deleted a parent while the
+        deletes of the rows referring to it waited for a later page would leave those rows dangling on
+        the device, which then refuses the page (its model's rows paging ahead or behind the others').
         """
-        if has_more and model.position is None:
+        if has_more:
             return dict(model.stale_deletes)
-        low = model.cursor.timestamp if model.cursor is not None else incoming.checkpoint
-        high = model.position.timestamp if has_more and model.position is not None else None
         window = {
             key: stamp
-            for key, stamp in self.storage.get_deletes_since(model.label, low, until=high).items()
+            for key, stamp in self.storage.get_deletes_since(model.label, incoming.checkpoint).items()
             if key not in model.sent_keys and key not in model.records
         }
         return {**window, **model.stale_deletes}

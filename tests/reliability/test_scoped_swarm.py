@@ -45,7 +45,7 @@ LEAVING_WITH_PENDING_CHILD = (
     "deleted rows'): the device is wedged instead of dropping the rows and reporting the write as refused"
 )
 PARENT_DELETE_PAGED_EARLY = (
-    "bug (also unscoped, already at HEAD 95acaf4): tombstone windows are per model, so a paged answer can carry a "
+    "bug (fixed since; also unscoped, already at HEAD 95acaf4): tombstone windows are per model, so a paged answer can carry a "
     "list's delete while the deletes of the rows referring to it (tasks, list_members: same or older stamps) wait "
     "for a later page, their model's cursor being behind (rows cut by the page budget, or no cursor at all, e.g. "
     "when the round pushed a todo_lists row and no list_members row): the device refuses the page with "
@@ -295,7 +295,7 @@ def check_swarm(swarm: Swarm) -> None:
         server.execute("SELECT count(*) FROM _sync_scope_gone").fetchone()[0] > 0
 
 
-PAGES = [None, pytest.param(5, marks=pytest.mark.xfail(strict=False, reason=PARENT_DELETE_PAGED_EARLY))]
+PAGES = [None, 5]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -313,7 +313,7 @@ def guarded_swarm(swarm: Swarm) -> None:
     # Guarded, refusals are rare but not impossible, so check_swarm's "scope refusals only, and reported" is the rule.
 
 
-FREE_SWARM_BUGS = (LEAVING_WITH_PENDING_CHILD, LEAVING_WITH_PENDING_EDIT, PARENT_DELETE_PAGED_EARLY)
+FREE_SWARM_BUGS = (LEAVING_WITH_PENDING_CHILD, LEAVING_WITH_PENDING_EDIT)
 
 
 @pytest.mark.xfail(strict=False, reason="; ".join(FREE_SWARM_BUGS))
@@ -504,7 +504,6 @@ def test_the_scope_of_tasks_follows_their_list(scoped: ScopedWorld) -> None:
         assert not device.watch.leaks
 
 
-@pytest.mark.xfail(strict=True, reason=PARENT_DELETE_PAGED_EARLY)
 @pytest.mark.parametrize("user", ["bob", None])
 def test_a_paged_answer_never_deletes_a_parent_before_its_children(tmp_path: Path, user: str | None) -> None:
     with ExitStack() as stack:
