@@ -46,20 +46,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import cpu_seconds, peak_rss_mb, proc_status_mb  # noqa: E402
-from bench.servers import running_server, stamped  # noqa: E402
+from bench.servers import MODELS, SCHEMA, running_server, stamped  # noqa: E402
 from client_sdk import SyncClient  # noqa: E402
 from client_sdk.sqlite.install import CACHE_KIB  # noqa: E402
 from client_sdk.sqlite.storage import SqliteSyncStorage  # noqa: E402
 from server_stub.config import ServerConfig  # noqa: E402
 from server_stub.schema import create_schema  # noqa: E402
 
-SCHEMA = """
-CREATE TABLE TodoList (id TEXT PRIMARY KEY, name TEXT);
-CREATE TABLE Task (
-    id TEXT PRIMARY KEY, list_id TEXT REFERENCES TodoList (id), title TEXT, done BOOLEAN, priority INTEGER, notes TEXT
-);
-"""
-MODELS = {"TodoList": "todo.TodoList", "Task": "todo.Task"}
 LISTS = 100
 CHUNK = 10_000
 RSS_TARGET_MB = 200.0

@@ -17,6 +17,15 @@ from client_sdk.protocol.wire import SyncRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
+SCHEMA = """
+CREATE TABLE TodoList (id TEXT PRIMARY KEY, name TEXT);
+CREATE TABLE Task (
+    id TEXT PRIMARY KEY, list_id TEXT REFERENCES TodoList (id), title TEXT, done BOOLEAN, priority INTEGER, notes TEXT
+);
+"""
+MODELS = {"TodoList": "todo.TodoList", "Task": "todo.Task"}
+"""The to-do tables the sync benches serve (the server's schema and the client's)."""
+
 
 def free_port() -> int:
     with socket.socket() as probe:

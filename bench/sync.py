@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import cpu_seconds, peak_rss_mb  # noqa: E402
-from bench.servers import free_port, running_server, stamped, wait_until_healthy  # noqa: E402
+from bench.servers import MODELS, SCHEMA, free_port, running_server, stamped, wait_until_healthy  # noqa: E402
 from client_sdk.client import SyncClient  # noqa: E402
 from client_sdk.engine.engine import DatabaseEngine  # noqa: E402
 from client_sdk.protocol.wire import SyncManifest  # noqa: E402
@@ -77,13 +77,6 @@ from client_sdk.transport.http import HttpTransport  # noqa: E402
 from server_stub.config import DEFAULT_RECORDS_PER_MODEL_MAX, ServerConfig  # noqa: E402
 from server_stub.service import create_schema  # noqa: E402
 
-SCHEMA = """
-CREATE TABLE TodoList (id TEXT PRIMARY KEY, name TEXT);
-CREATE TABLE Task (
-    id TEXT PRIMARY KEY, list_id TEXT REFERENCES TodoList (id), title TEXT, done BOOLEAN, priority INTEGER, notes TEXT
-);
-"""
-MODELS = {"TodoList": "todo.TodoList", "Task": "todo.Task"}
 COLUMNS = {"todo.TodoList": ("id", "name"), "todo.Task": ("id", "list_id", "title", "done", "priority", "notes")}
 TABLES = {label: table for table, label in MODELS.items()}
 LISTS = 100
