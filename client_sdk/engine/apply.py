@@ -37,7 +37,8 @@ class Applying(EngineBase):
         refused = {str(error.get("key")) for error in response.errors}
         for payload in request.payloads:
             label = payload.model_label
-            bad = refused & (set(payload.records) | set(payload.deletes))
+            # a refused change whose row the answer deletes goes with the row (its refusal stays reported)
+            bad = refused & (set(payload.records) | set(payload.deletes)) - _deletes(response, label).keys()
             unpushed.setdefault(label, set()).update(bad)
             self.storage.acknowledge(
                 label,

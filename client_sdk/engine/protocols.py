@@ -193,6 +193,10 @@ class ChecksScope(Protocol):
         """Of ``keys`` (rows just written, inside the round's transaction), those the user may not see now."""
         ...
 
+    def departed(self, label: str, keys: Iterable[str]) -> dict[str, int]:
+        """Of ``keys``, the rows that left the user's view: key -> the delete the user's devices were sent."""
+        ...
+
 
 @runtime_checkable
 class ChecksValues(Protocol):

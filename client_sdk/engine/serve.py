@@ -164,9 +164,20 @@ class Serving(EngineBase):
         label, checkpoint, now, result = payload.model_label, serving.incoming.checkpoint, serving.now, serving.result
         payload = self._in_our_names(payload)
         problems = self._invalid_records(payload)
+        departed: dict[str, int] = {}
         if isinstance(self.storage, ChecksScope):
-            for key in self.storage.hidden(label, [*payload.records, *payload.deletes]) - problems.keys():
-                problems[key] = HIDDEN
+            hidden = self.storage.hidden(label, [*payload.records, *payload.deletes]) - problems.keys()
+            problems.update(dict.fromkeys(hidden, HIDDEN))
+            # a change to a row that left the user's view is refused, and the row's delete goes back with
+            # the refusal: the device drops the row instead of keeping a change no sync will ever take
+            departed = self.storage.departed(label, hidden) if hidden else {}
+        # a new row refused for landing outside the scope goes back deleted: the device drops it with its
+        # refusal (it could not keep it anyway once its list, say, has left the user's view)
+        landed = [key for (refused_label, key), message in serving.refused.items()
+                  if refused_label == label and message == LEFT_SCOPE and key in payload.records]
+        if landed:
+            stored_now = self.storage.get_records(label, landed)
+            departed.update((key, payload.records[key].last_modified) for key in landed if key not in stored_now)
         for key, message in problems.items():
             result.errors.append(record_error(label, key, message))
         skip = problems.keys() | {key for refused_label, key in serving.refused if refused_label == label}
@@ -208,6 +219,7 @@ class Serving(EngineBase):
             model.records[key] = record
         model.stale_deletes = {key: stamp for key, stamp in self.storage.get_tombstones(label, stale).items()
                                if key not in answers}
+        model.stale_deletes.update(departed)
 
     def _over_tombstones(self, label: str, records: dict[str, SyncRecord]) -> tuple[dict[str, SyncRecord], list[str]]:
         """Split rows new to us into those to store and the keys of stale ones (7.6, by the writes' own stamps).

@@ -190,6 +190,14 @@ class ScopedReads:
         )
         return {key for (key,) in rows}
 
+    def departed(self, scope: Scope, user: str, keys: Iterable[str]) -> dict[str, int]:
+        """Of ``keys``, those that left ``user``'s view: key -> the delete their devices were sent."""
+        rows = self.connection.execute(
+            f'SELECT "key", coalesce("hlc", "stamp") FROM {GONE} WHERE "user" = ? AND "tbl" = ? AND "key" IN {IN_KEYS}',
+            (user, scope.model.tracked.id, keys_json(keys)),
+        )
+        return dict(rows)
+
     def outside(self, scope: Scope, user: str, keys: Iterable[str], at: int) -> set[str]:
         """Of ``keys`` (rows just written), those the condition does not give ``user``. The others are
         the user's from now on (at ``at``): if they leave the user's view before the user's next request,

@@ -60,6 +60,12 @@ class ServedChanges(StorageCore):
         return set() if scoped is None else scoped[0].hidden(scoped[1], scoped[2], keys)
 
     @serialized
+    def departed(self, label: str, keys: Iterable[str]) -> dict[str, int]:
+        """Of ``keys``, the rows that left the current user's view: key -> the delete their devices got."""
+        scoped = self._scope_of(label)
+        return {} if scoped is None else scoped[0].departed(scoped[1], scoped[2], keys)
+
+    @serialized
     def outside_scope(self, label: str, keys: Iterable[str]) -> set[str]:
         """Of ``keys`` (rows the current request wrote), those the user's scope does not hold now; the
         others are the user's from now on."""
