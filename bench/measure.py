@@ -1,10 +1,14 @@
-"""What the benches read about a process from /proc (Linux): its CPU time and its memory."""
+"""What the benches read about a process from /proc (Linux), its CPU time and its memory, and a way
+to run a phase in a process of its own so that what it reports is its own."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import resource
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -32,3 +36,24 @@ def peak_rss_mb() -> float:
     spawned child's would start at its parent's peak (a bench's, after seeding); VmHWM starts afresh."""
     peak = proc_status_mb(os.getpid(), "VmHWM")
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(connection: Any, phase: Callable[..., dict[str, Any]], *args: Any) -> None:
+    connection.send(phase(*args))
+    connection.close()
+
+
+def in_child(phase: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run a client phase in a fresh interpreter, so the memory it reports is its own."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(sender, phase, *args))
+    child.start()
+    sender.close()
+    try:
+        report: dict[str, Any] = receiver.recv()
+        return report
+    except EOFError:
+        raise SystemExit(f"the client process of {phase.__name__} failed (see above)") from None
+    finally:
+        child.join()

@@ -30,7 +30,6 @@ checked after every phase.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import sqlite3
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.measure import cpu_seconds, peak_rss_mb, proc_status_mb  # noqa: E402
+from bench.measure import cpu_seconds, in_child, peak_rss_mb, proc_status_mb  # noqa: E402
 from bench.servers import MODELS, SCHEMA, running_server, stamped  # noqa: E402
 from client_sdk import SyncClient  # noqa: E402
 from client_sdk.sqlite.install import CACHE_KIB  # noqa: E402
@@ -183,25 +182,8 @@ def push_phase(url: str, path: str, count: int) -> dict[str, Any]:
     return {**report, "client_rss_before": before, "client_rss": peak_rss_mb()}
 
 
-def _child(connection: Any, phase: Callable[..., dict[str, Any]], *args: Any) -> None:
-    connection.send(phase(*args))
-    connection.close()
 
 
-def in_child(phase: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run a client phase in a fresh interpreter, so the memory it reports is its own."""
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(sender, phase, *args))
-    child.start()
-    sender.close()
-    try:
-        report: dict[str, Any] = receiver.recv()
-        return report
-    except EOFError:
-        raise SystemExit(f"the client process of {phase.__name__} failed (see above)") from None
-    finally:
-        child.join()
 
 
 # ---------------------------------------------------------------- one size

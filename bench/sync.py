@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
@@ -66,7 +66,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.measure import cpu_seconds, peak_rss_mb  # noqa: E402
+from bench.measure import cpu_seconds, in_child, peak_rss_mb  # noqa: E402
 from bench.servers import MODELS, SCHEMA, free_port, running_server, stamped, wait_until_healthy  # noqa: E402
 from client_sdk.client import SyncClient  # noqa: E402
 from client_sdk.engine.engine import DatabaseEngine  # noqa: E402
@@ -240,24 +240,8 @@ def later_phases(url: str, path: str, edits: int, noops: int) -> dict[str, Any]:
     return report
 
 
-def _child(connection: Any, phase: Callable[..., dict[str, Any]], *args: Any) -> None:
-    connection.send(phase(*args))
-    connection.close()
 
 
-def in_child(phase: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run a client phase in a fresh interpreter, so the memory it reports is its own."""
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(sender, phase, *args))
-    child.start()
-    sender.close()
-    try:
-        return receiver.recv()
-    except EOFError:
-        raise SystemExit("the client process failed (see above)") from None
-    finally:
-        child.join()
 
 
 # ---------------------------------------------------------------- baselines (this process)
