@@ -16,6 +16,7 @@ import pytest
 
 from client_sdk import DatabaseEngine, InProcessTransport, SqliteSyncStorage, SyncManifest
 from client_sdk.errors import InvalidParameterError
+from tests.reliability.inflight import HookedTransport
 
 SCHEMA = """
 CREATE TABLE todo_lists (id TEXT PRIMARY KEY, owner TEXT, name TEXT);
@@ -150,3 +151,31 @@ def test_a_condition_that_does_not_compile_names_its_table(tmp_path: Path) -> No
                             ({"elsewhere": "1"}, "scopes.elsewhere: not a synced table")):
         with pytest.raises(InvalidParameterError, match=message):
             SqliteSyncStorage(path, MODELS, role="server", scopes=scopes)
+
+
+@pytest.mark.parametrize("point", ["before_send", "after_answer"])
+def test_writes_made_while_a_scoped_sync_runs_are_pushed_and_land_in_scope(world: World, point: str) -> None:
+    alice, alice_db = world.device("alice-laptop", "alice")
+    bob, bob_db = world.device("bob-laptop", "bob")
+    write(alice_db, "INSERT INTO todo_lists VALUES ('A', 'alice', 'groceries')")
+    write(alice_db, "INSERT INTO list_members VALUES ('m1', 'A', 'bob')")
+    write(alice_db, "INSERT INTO tasks VALUES ('a1', 'A', 'milk')")
+    alice.sync()
+    bob.sync()  # bob has alice's shared list and its task
+    write(bob_db, "INSERT INTO todo_lists VALUES ('B', 'bob', 'tools')")
+    hooked = HookedTransport(bob.transport)
+    bob.transport = hooked
+
+    def second_writer() -> None:  # another connection to bob's file, mid-round
+        other = sqlite3.connect(world.folder / "bob-laptop.db")
+        write(other, "INSERT INTO tasks VALUES ('b1', 'B', 'hammer')")
+        write(other, "UPDATE tasks SET title = 'oat milk' WHERE id = 'a1'")
+        other.close()
+
+    hooked.at_next_exchange(point, second_writer)
+    assert bob.sync().ok and bob.sync().ok
+    alice.sync()
+    server = world.server_storage.connection
+    assert server.execute("SELECT id, title FROM tasks ORDER BY id").fetchall() == [("a1", "oat milk"), ("b1", "hammer")]
+    assert ids(alice_db, "tasks") == ["a1"] and alice_db.execute("SELECT title FROM tasks").fetchone() == ("oat milk",)
+    assert ids(bob_db, "tasks") == ["a1", "b1"] and bob.storage.pending_count() == 0
