@@ -20,16 +20,35 @@ from client_sdk.cli import TOKEN_VARIABLE
 from .app import DEFAULT_USER, TodoApp
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m examples.todo", description="An offline to-do list that syncs.")
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every to-do program (this one, the window) takes for its device."""
     parser.add_argument("--device", required=True, help="this device's database file")
-    parser.add_argument("--server", help="sync server URL, e.g. http://127.0.0.1:8000/sync/")
+    parser.add_argument("--server", help="sync server URL, e.g. http://127.0.0.1:8000/sync/ (left out: offline only)")
     parser.add_argument("--token", help=f"bearer token for the server (default: ${TOKEN_VARIABLE})")
-    parser.add_argument("--node-id", help="this device's node id: the first command on a new --device file sets it "
+    parser.add_argument("--node-id", help="this device's node id: the first run on a new --device file sets it "
                                           "(a random one if left out), later ones may leave it out")
     parser.add_argument("--user", help="who this device syncs as: the owner of the lists it creates, and on a server "
                                        "with [scopes] the user of its token; kept in the --device file, so later "
-                                       f"commands may leave it out (never given: {DEFAULT_USER})")
+                                       f"runs may leave it out (never given: {DEFAULT_USER})")
+
+
+def device_problem(args: argparse.Namespace) -> str | None:
+    """Why the device options cannot be used as given (a --node-id other than the file's), if they cannot."""
+    stored = stored_node_id(Path(args.device))
+    if args.node_id is None or stored is None or stored == args.node_id:
+        return None
+    return (f"{args.device} is node {stored!r}, not {args.node_id!r}: the first command on the file set its node id "
+            "(with --node-id, or a random one without it) and it never changes. Leave --node-id out, "
+            f"or start a new device file with --node-id {args.node_id} on its first command.")
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get(TOKEN_VARIABLE) or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m examples.todo", description="An offline to-do list that syncs.")
+    add_device_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("new-list", help="create a list (owned by --user)").add_argument("name")
     commands.add_parser("lists", help="show the lists, each with its owner and who it is shared with")
@@ -59,15 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    stored = stored_node_id(Path(args.device))
-    if args.node_id is not None and stored is not None and stored != args.node_id:
-        print(f"error: {args.device} is node {stored!r}, not {args.node_id!r}: the first command on the file set its "
-              "node id (with --node-id, or a random one without it) and it never changes. Leave --node-id out, "
-              f"or start a new device file with --node-id {args.node_id} on its first command.", file=sys.stderr)
+    problem = device_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     try:
-        with TodoApp(args.device, server_url=args.server, auth_token=token, node_id=args.node_id,
+        with TodoApp(args.device, server_url=args.server, auth_token=token_of(args), node_id=args.node_id,
                      user=args.user) as app:
             return run(app, args)
     except SyncError as exc:
