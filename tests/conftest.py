@@ -14,6 +14,11 @@ The notes world of the client and reliability tests is here too: ``server`` star
 server_stub (under uvicorn on 127.0.0.1) on a SQLite file in ``tmp_path``, ``device``
 opens a SyncClient on another, ``create_file`` and ``rows`` make and read the app's
 own table.
+
+PostgreSQL (issue 18): ``postgres_cluster`` is one throwaway cluster per test session (per xdist
+worker), started at the first test that asks for it from the machine's server binaries
+(``tests/pgcluster.py``); where there are none, those tests skip saying what to install.
+``postgres_url`` is a fresh, empty database of it for one test, dropped after it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from hypothesis import HealthCheck, settings
 from client_sdk import HttpTransport, SyncClient
 from server_stub import ServerConfig, create_app
 from tests.loopback import serve as serve_app
+from tests.pgcluster import PostgresCluster, unavailable_reason
 
 settings.register_profile("untimed", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("untimed")
@@ -105,3 +111,22 @@ def device(tmp_path: Path) -> Iterator[Device]:
             transport = HttpTransport(url, retries=0, timeout=10.0) if url else None
             return stack.enter_context(SyncClient(path, models=NOTES, node_id=name, transport=transport, **options))
         yield open_device
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """``postgresql://postgres@127.0.0.1:PORT/dbN``: empty, this test's alone."""
+    url = postgres_cluster.create_database()
+    try:
+        yield url
+    finally:
+        postgres_cluster.drop_database(url)
