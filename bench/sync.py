@@ -75,7 +75,7 @@ from client_sdk.sqlite.storage import SqliteSyncStorage  # noqa: E402
 from client_sdk.transport.compression import gzip_bytes  # noqa: E402
 from client_sdk.transport.http import HttpTransport  # noqa: E402
 from server_stub.config import DEFAULT_RECORDS_PER_MODEL_MAX, ServerConfig  # noqa: E402
-from server_stub.service import create_schema  # noqa: E402
+from server_stub.schema import create_schema  # noqa: E402
 
 COLUMNS = {"todo.TodoList": ("id", "name"), "todo.Task": ("id", "list_id", "title", "done", "priority", "notes")}
 TABLES = {label: table for table, label in MODELS.items()}

@@ -25,6 +25,8 @@ from typing import Any
 from client_sdk.errors import InvalidParameterError, require
 from client_sdk.protocol.limits import BODY_BYTES_MAX
 
+from .postgres.connection import is_postgres_url
+
 DEFAULT_REQUEST_BYTES_MAX = BODY_BYTES_MAX
 DEFAULT_BATCH_SIZE = 2000
 """Records per response page: big enough for few rounds, small enough that a client parses a page in little memory."""
@@ -48,7 +50,8 @@ class ServerConfig:
     check. ``header_timeout`` and ``body_timeout`` (seconds) bound how long a client may take to send a
     request's head and its body."""
 
-    database: Path
+    database: Path | str
+    """A SQLite file, or a PostgreSQL database's ``postgresql://`` URL."""
     models: Mapping[str, str]
     schema: str = ""
     node_id: str | None = None
@@ -64,7 +67,8 @@ class ServerConfig:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
 
     def __post_init__(self) -> None:
-        require(isinstance(self.database, Path), "database must be a path")
+        require(isinstance(self.database, Path) or (isinstance(self.database, str) and is_postgres_url(self.database)),
+                "database must be a SQLite file's path or a postgresql:// URL")
         require(isinstance(self.models, Mapping) and bool(self.models), "models must map at least one table to a model label")
         for table, label in self.models.items():
             require(_text(table) and _text(label), f"models: {table!r} = {label!r} must both be non-empty strings")
@@ -122,7 +126,7 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
     """Build a config from parsed TOML; relative paths are taken from ``base``."""
     _known(raw, _TOP_KEYS, "")
     database = raw.get("database")
-    require(_text(database), "database: the SQLite file path is required")
+    require(_text(database), "database: a SQLite file's path or a postgresql://user@host:port/dbname URL is required")
     schema = raw.get("schema", "")
     schema_file = raw.get("schema_file")
     require(not (schema and schema_file), "give the schema either inline (schema) or as a file (schema_file), not both")
@@ -149,7 +153,7 @@ def config_from_dict(raw: dict[str, Any], base: Path) -> ServerConfig:
     drift = limits.get("clock_drift_max", 300)
     require(drift is not True, "limits.clock_drift_max: use a number of seconds, or false to disable")
     return ServerConfig(
-        database=base / database,
+        database=database if is_postgres_url(database) else base / database,
         models=dict(models),
         schema=schema,
         node_id=raw.get("node_id"),

@@ -73,6 +73,8 @@ def create_schema(config: ServerConfig) -> None:
     ``InvalidParameterError`` saying which and what to do, with nothing changed and, if this call
     created the database file, no file left behind. Logs one INFO line per object created or column added.
     """
+    if not isinstance(config.database, Path):
+        raise InvalidParameterError("create_schema brings a SQLite file up to its schema; PostgreSQL's is made by its storage")
     if not config.schema.strip():
         return
     reference, statements = _run_in_memory(config.schema)

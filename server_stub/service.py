@@ -17,17 +17,16 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 from client_sdk.engine.engine import DatabaseEngine
 from client_sdk.engine.results import DatabaseResult
 from client_sdk.errors import DatabaseLockedError
 from client_sdk.protocol.wire import SyncManifest
-from client_sdk.sqlite.storage import SqliteSyncStorage
 
+from .backend import ServerBackend, SharesReads, open_backend
 from .config import ServerConfig
-from .schema import create_schema
 
 T = TypeVar("T")
 PURGE_EVERY = 3600.0
@@ -47,7 +46,7 @@ class _WouldWait(Exception):
 class SyncService:
     """Opens (and if needed creates) the server database, then answers rounds one at a time."""
 
-    _storage: SqliteSyncStorage
+    _storage: ServerBackend
     _engine: DatabaseEngine
 
     def __init__(self, config: ServerConfig) -> None:
@@ -83,8 +82,10 @@ class SyncService:
         """One round, seeing only ``user``'s rows of the scoped tables (``None``: every row). The engine
         runs it in one write transaction with the clock's moves inside it: a refused or failed round
         leaves the database exactly as it was."""
+        storage = self._storage
+        reading = storage.reading() if isinstance(storage, SharesReads) and not manifest.change_count else nullcontext()
         try:
-            with self._storage.scoped_to(user):
+            with storage.scoped_to(user), reading:
                 answer = self._engine.process(manifest)
         except DatabaseLockedError as exc:
             if self._inline:  # nothing of it committed (process() commits last)
@@ -112,11 +113,9 @@ class SyncService:
 
     # -- on the database thread --
     def _open(self) -> None:
-        create_schema(self.config)
         if self.config.scopes and not self.config.users:
             log.warning("[scopes] is set but no token has a user: every client sees every row of every table")
-        storage = SqliteSyncStorage(self.config.database, dict(self.config.models), role="server", node_id=self.config.node_id,
-                                    scopes=dict(self.config.scopes))
+        storage = open_backend(self.config)
         self._engine = DatabaseEngine(
             storage,
             storage.dependency_graph(),

@@ -19,7 +19,7 @@ from client_sdk import HybridLogicalClock, ModelPayload, SyncManifest, SyncRecor
 from client_sdk.protocol.hlc import system_ms
 from client_sdk.sqlite.storage import SqliteSyncStorage
 from server_stub import create_app
-from server_stub.service import create_schema
+from server_stub.schema import create_schema
 
 from .conftest import LIST, TASK, ServerFactory, serve, todo_config
 
