@@ -42,6 +42,8 @@ from client_sdk.sqlite.values import invalid_values
 from .catalog import Table, find_table, json_number, read_table
 from .connection import Connection, connect, shown, storage_errors
 from .schema import create_schema
+from .scopes import DDL as SCOPE_DDL
+from .scopes import PostgresScopes
 
 LOCK_KEY = 0x5F73796E63
 """The advisory lock every round takes (see the module's doc)."""
@@ -69,8 +71,8 @@ class _Synced:
         self.keys_cast = f"%s::{key_type}[]"
         """A bound list of keys as the key column's type."""
         self.joined = f"b.{self.key} = s.\"key\"" + ("" if key_type == "text" else f"::{key_type}")
-        values = ", ".join(f"b.{quote(name)}" for name in table.fields)
-        self.select = (f'SELECT s."key", s."received_at", s."stamps", {values} FROM {self.shadow} AS s '
+        self.select_values = ", ".join(f"b.{quote(name)}" for name in table.fields)
+        self.select = (f'SELECT s."key", s."received_at", s."stamps", {self.select_values} FROM {self.shadow} AS s '
                        f"JOIN {self.base} AS b ON {self.joined}")
 
     def ddl(self) -> list[str]:
@@ -141,12 +143,12 @@ class PostgresServerStorage:
         self._reading = False
         self._fail_fast = False
         self._synced: dict[str, _Synced] = {}
-        self._scoped: Any = None
+        self._scoped: PostgresScopes | None = None
         self._user: str | None = None
         try:
             self._setup(models, node_id, identity_field, schema)
             if scopes:
-                raise InvalidParameterError("[scopes] on PostgreSQL: not supported yet; use a SQLite database for scoped sync")
+                self._scoped = self._scopes(scopes)
         except BaseException:
             self.connection.close()
             raise
@@ -170,6 +172,23 @@ class PostgresServerStorage:
                     self.connection.execute(statement)
                 self._synced[label] = synced
             self._defer_references()
+
+    def _scopes(self, conditions: Mapping[str, str]) -> PostgresScopes:
+        """The scoped reads of ``conditions`` (table -> SQL condition), compiled."""
+        by_table = {synced.table.name: synced for synced in self._synced.values()}
+        by_label = {}
+        for table, condition in conditions.items():
+            synced = by_table.get(find_table(self.connection, table) or "")
+            if synced is None:
+                synced_tables = ", ".join(sorted(by_table))
+                raise InvalidParameterError(f"scopes.{table}: not a synced table (the synced tables: {synced_tables})")
+            by_label[synced.label] = condition
+        with self.transaction():
+            for statement in SCOPE_DDL:
+                self.connection.execute(statement.encode())
+        scoped = PostgresScopes(self.connection, self._synced, by_label)
+        scoped.compile()
+        return scoped
 
     def _defer_references(self) -> None:
         """Make the foreign keys among synced tables checkable at commit: a round stores a page's rows in
@@ -265,7 +284,7 @@ class PostgresServerStorage:
     def _advance_clock(self, step: Any) -> int:
         with self.transaction():
             row = self.connection.execute('SELECT "last" FROM "_sync_clock" WHERE "id" = 0 FOR UPDATE').fetchone()
-            stamp: int = step(int(row[0]))
+            stamp: int = step(0 if row is None else int(row[0]))
             self.connection.execute('UPDATE "_sync_clock" SET "last" = %s WHERE "id" = 0', (stamp,))
             return stamp
 
@@ -333,9 +352,10 @@ class PostgresServerStorage:
         synced = self._model(label)
         scoped = self._scope_of(label)
         if scoped is not None:
-            sql, named = scoped.page(label, self._user, since, None if after is None else (after.timestamp, after.key),
-                                     limit, until)
+            reads, user = scoped
+            sql, named = reads.page(label, user, since, None if after is None else (after.timestamp, after.key), limit, until)
             return synced.records(self._fetch(sql, named), served=True)
+        params: list[Any]
         if after is None:
             where, params = 's."lm" > %s', [since]
         else:
@@ -349,7 +369,8 @@ class PostgresServerStorage:
         synced = self._model(label)
         scoped = self._scope_of(label)
         if scoped is not None:
-            return scoped.gone_since(label, self._user, since, until)  # type: ignore[no-any-return]
+            with self._guard, storage_errors(self.url):
+                return scoped[0].gone_since(label, scoped[1], since, until)
         rows = self._fetch(f'SELECT "key", coalesce("hlc", "stamp") FROM {synced.tomb} WHERE "stamp" > %s AND "stamp" <= %s',
                            (since, HLC_MAX if until is None else until))
         return dict(rows)
@@ -480,10 +501,11 @@ class PostgresServerStorage:
 
     # ------------------------------------------------------------------ scopes
 
-    def _scope_of(self, label: str) -> Any:
+    def _scope_of(self, label: str) -> tuple[PostgresScopes, str] | None:
+        """The scoped reads ``label``'s requests go through for the current user, if any."""
         if self._user is None or self._scoped is None or label not in self._scoped.scopes:
             return None
-        return self._scoped
+        return self._scoped, self._user
 
     @contextmanager
     def scoped_to(self, user: str | None) -> Iterator[None]:
@@ -501,17 +523,24 @@ class PostgresServerStorage:
 
     def hidden(self, label: str, keys: Iterable[str]) -> set[str]:
         scoped = self._scope_of(label)
-        return set() if scoped is None else scoped.hidden(label, self._user, keys)  # type: ignore[no-any-return]
+        if scoped is None:
+            return set()
+        with self._guard, storage_errors(self.url):
+            return scoped[0].hidden(label, scoped[1], keys)
 
     def departed(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         scoped = self._scope_of(label)
-        return {} if scoped is None else scoped.departed(label, self._user, keys)  # type: ignore[no-any-return]
+        if scoped is None:
+            return {}
+        with self._guard, storage_errors(self.url):
+            return scoped[0].departed(label, scoped[1], keys)
 
     def outside_scope(self, label: str, keys: Iterable[str]) -> set[str]:
         scoped = self._scope_of(label)
         if scoped is None:
             return set()
-        return scoped.outside(label, self._user, keys, self.clock.last)  # type: ignore[no-any-return]
+        with self._guard, storage_errors(self.url):
+            return scoped[0].outside(label, scoped[1], keys, self.clock.last)
 
     # ------------------------------------------------------------------ maintenance
 
