@@ -1,7 +1,9 @@
-"""The server's database side: one SQLite storage and one engine, answering one round at a time.
+"""The server's database side: one storage (SQLite or PostgreSQL, ``backend.py``) and one engine,
+answering one round at a time.
 
 Rounds run one after another (``run``), so no two write transactions of this
-server ever compete, whatever the number of clients. They run on a database
+process ever compete, whatever the number of clients (other processes on the
+same database take turns through the storage's own locks). They run on a database
 thread of their own, where waiting for another process's lock on the file (the
 storage's busy timeout) leaves the event loop free. A small round that finds
 that thread idle runs on the event loop itself instead: handing a round over
