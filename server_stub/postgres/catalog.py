@@ -35,6 +35,7 @@ class ForeignKey:
     on_delete: str
     """pg_constraint.confdeltype: 'a' no action, 'r' restrict, 'c' cascade, 'n' set null, 'd' set default."""
     name: str
+    deferrable: bool
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def _primary_key(connection: Connection, table: str) -> list[str]:
 
 def _foreign_keys(connection: Connection, table: str) -> tuple[ForeignKey, ...]:
     rows = connection.execute(
-        "SELECT a.attname, p.relname, pa.attname, c.confdeltype, c.conname FROM pg_constraint c "
+        "SELECT a.attname, p.relname, pa.attname, c.confdeltype, c.conname, c.condeferrable FROM pg_constraint c "
         "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] "
         "JOIN pg_class p ON p.oid = c.confrelid "
         "JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = c.confkey[1] "

@@ -204,7 +204,8 @@ class PostgresServerStorage:
                         f"table {synced.table.name!r}: foreign key {fk.name!r} has an ON DELETE action, which changes rows "
                         "without sync seeing it; on PostgreSQL sync needs NO ACTION or RESTRICT"
                     )
-                self.connection.execute(f"ALTER TABLE {synced.base} ALTER CONSTRAINT {quote(fk.name)} DEFERRABLE")
+                if not fk.deferrable:
+                    self.connection.execute(f"ALTER TABLE {synced.base} ALTER CONSTRAINT {quote(fk.name)} DEFERRABLE")
 
     def _node_id(self, given: str | None) -> str:
         row = self.connection.execute("SELECT \"value\" FROM \"_sync_meta\" WHERE \"name\" = 'node_id'").fetchone()
