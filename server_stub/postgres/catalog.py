@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
-from typing import Any
 
 from client_sdk.errors import InvalidParameterError
-from client_sdk.sqlite.values import INT64_MAX, INT64_MIN, ValueRule
+from client_sdk.sqlite.values import ValueRule
 
 from .connection import Connection
 
@@ -51,7 +50,6 @@ class Table:
 
     name: str
     key: str
-    key_type: str
     columns: tuple[Column, ...]
     foreign_keys: tuple[ForeignKey, ...]
 
@@ -79,16 +77,6 @@ class Table:
         names = set(self.fields)
         return {fk.column[:-3]: fk.column for fk in self.foreign_keys
                 if fk.column.endswith("_id") and fk.column[:-3] not in names}
-
-    def key_of(self, key: str) -> Any:
-        """``key`` as the key column holds it, or None if that column cannot hold it."""
-        if self.key_type in _INTEGERS:
-            try:
-                number = int(key)
-            except ValueError:
-                return None
-            return number if str(number) == key and INT64_MIN <= number <= INT64_MAX else None
-        return key
 
 
 def rule_for(column: Column) -> ValueRule:
@@ -144,9 +132,9 @@ def read_table(connection: Connection, name: str, identity_field: str) -> Table:
     if key != [identity_field]:
         raise InvalidParameterError(f"table {name!r}: its primary key must be the one column {identity_field!r}, not {key}")
     key_type = next(column.type for column in columns if column.name == identity_field)
-    if key_type not in (*_TEXT, *_INTEGERS):
-        raise InvalidParameterError(f"table {name!r}: key column {identity_field!r} must be text or an integer, not {key_type}")
-    return Table(name, identity_field, key_type, columns, _foreign_keys(connection, name))
+    if key_type not in ("text", "character varying"):  # keys are strings on the wire, as on devices
+        raise InvalidParameterError(f"table {name!r}: key column {identity_field!r} must be TEXT (or VARCHAR), not {key_type}")
+    return Table(name, identity_field, columns, _foreign_keys(connection, name))
 
 
 def _primary_key(connection: Connection, table: str) -> list[str]:

@@ -68,7 +68,7 @@ class PostgresScopes:
 
     def _visible(self, label: str) -> str:
         table = self.tables[label]
-        return f"SELECT {table.key}::text FROM {table.base} WHERE ({self.conditions[label]})"
+        return f"SELECT {table.key} FROM {table.base} WHERE ({self.conditions[label]})"
 
     def _run(self, sql: str, params: Mapping[str, Any]) -> Any:
         return self.connection.execute(sql.encode(), params)
@@ -149,12 +149,11 @@ class PostgresScopes:
     def hidden(self, label: str, user: str, keys: Iterable[str]) -> set[str]:
         """Of ``keys``, those whose row exists and is not ``user``'s to see."""
         table = self.tables[label]
-        held = [value for value in map(table.table.key_of, keys) if value is not None]
         rows = self._run(
-            f"SELECT b.{table.key}::text FROM {table.base} AS b WHERE b.{table.key} = ANY({_named(table.keys_cast)}) "
+            f"SELECT b.{table.key} FROM {table.base} AS b WHERE b.{table.key} = ANY(%(keys)s) "
             f'AND NOT EXISTS (SELECT 1 FROM {MEMBERS} AS m WHERE m."user" = %(user)s AND m."tbl" = %(tbl)s '
-            f'AND m."key" = b.{table.key}::text)',
-            {"keys": held, "user": user, "tbl": label},
+            f'AND m."key" = b.{table.key})',
+            {"keys": list(keys), "user": user, "tbl": label},
         )
         return {key for (key,) in rows.fetchall()}
 
@@ -172,9 +171,8 @@ class PostgresScopes:
         user's from now on (at ``at``)."""
         table = self.tables[label]
         wanted = list(keys)
-        held = [value for value in map(table.table.key_of, wanted) if value is not None]
         inside = {key for (key,) in self._run(
-            f"{self._visible(label)} AND {table.key} = ANY({_named(table.keys_cast)})", {"user": user, "keys": held}
+            f"{self._visible(label)} AND {table.key} = ANY(%(keys)s)", {"user": user, "keys": wanted}
         ).fetchall()}
         if inside:
             with self.connection.cursor() as cursor:
@@ -184,7 +182,3 @@ class PostgresScopes:
                 )
         return set(wanted) - inside
 
-
-def _named(cast: str) -> str:
-    """``%s::type[]`` as the named parameter ``keys``."""
-    return cast.replace("%s", "%(keys)s")

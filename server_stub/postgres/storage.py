@@ -67,10 +67,7 @@ class _Synced:
         self.shadow = quote(f"_sync_shadow_{table.name}")
         self.tomb = quote(f"_sync_tomb_{table.name}")
         self.key = quote(table.key)
-        key_type = "text" if table.key_type.startswith("char") else table.key_type
-        self.keys_cast = f"%s::{key_type}[]"
-        """A bound list of keys as the key column's type."""
-        self.joined = f"b.{self.key} = s.\"key\"" + ("" if key_type == "text" else f"::{key_type}")
+        self.joined = f'b.{self.key} = s."key"'
         self.select_values = ", ".join(f"b.{quote(name)}" for name in table.fields)
         self.select = (f'SELECT s."key", s."received_at", s."stamps", {self.select_values} FROM {self.shadow} AS s '
                        f"JOIN {self.base} AS b ON {self.joined}")
@@ -311,13 +308,8 @@ class PostgresServerStorage:
         return self._model(label).table.stamp_aliases
 
     def invalid_values(self, label: str, records: Mapping[str, SyncRecord]) -> dict[str, str]:
-        """Records holding a value its column cannot take (or a key the key column cannot): key -> what is wrong."""
-        table = self._model(label).table
-        problems = invalid_values(table.value_rules, records)
-        for key in records:
-            if table.key_of(key) is None:
-                problems[key] = f"key {key!r}: the key column {table.key!r} holds {table.key_type} values"
-        return problems
+        """Records holding a value its column cannot take: key -> what is wrong, naming the fields."""
+        return invalid_values(self._model(label).table.value_rules, records)
 
     def dependency_graph(self) -> DependencyGraph:
         """Parents before children, from the foreign keys among synced tables (self-references ignored)."""
@@ -427,7 +419,7 @@ class PostgresServerStorage:
                 marks = ", ".join(["%s"] * (1 + len(names)))
                 updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in names)
                 conflict = f"DO UPDATE SET {updates}" if names else "DO NOTHING"
-                rows = [(table.key_of(key), *(_jsonb(record.data[name]) if name in json_columns else record.data[name]
+                rows = [(key, *(_jsonb(record.data[name]) if name in json_columns else record.data[name]
                                               for name in names)) for key, record in group]
                 cursor.executemany(f"INSERT INTO {synced.base} ({columns}) VALUES ({marks}) "
                                    f"ON CONFLICT ({synced.key}) {conflict}", rows)
@@ -455,8 +447,7 @@ class PostgresServerStorage:
             if accepted:
                 keys = list(accepted)
                 erased = {} if received_at is None else self.get_records(label, keys)
-                held = [value for value in map(synced.table.key_of, keys) if value is not None]
-                self.connection.execute(f"DELETE FROM {synced.base} WHERE {synced.key} = ANY({synced.keys_cast})", (held,))
+                self.connection.execute(f"DELETE FROM {synced.base} WHERE {synced.key} = ANY(%s)", (keys,))
                 self.connection.execute(f'DELETE FROM {synced.shadow} WHERE "key" = ANY(%s)', (keys,))
                 rows = [(key, own if received_at is None else received_at, None if received_at is None else own,
                          None if key not in erased else _jsonb(erased[key].to_dict())) for key, own in accepted.items()]
@@ -489,13 +480,11 @@ class PostgresServerStorage:
                 missing = f"NOT EXISTS (SELECT 1 FROM {parent.base} AS p WHERE p.{parent_column} = c.{column})"
                 checks = []
                 if written.get(synced.label):
-                    held = [value for value in map(synced.table.key_of, written[synced.label]) if value is not None]
-                    checks.append((f"c.{synced.key} = ANY({synced.keys_cast})", held))
+                    checks.append((f"c.{synced.key} = ANY(%s)", list(written[synced.label])))
                 if deleted.get(parent.label) and fk.parent_column == parent.table.key:
-                    held = [value for value in map(parent.table.key_of, deleted[parent.label]) if value is not None]
-                    checks.append((f"c.{column} = ANY({parent.keys_cast})", held))
+                    checks.append((f"c.{column} = ANY(%s)", list(deleted[parent.label])))
                 for where, values in checks:
-                    rows = self._fetch(f"SELECT c.{synced.key}::text, c.{column} FROM {synced.base} AS c "
+                    rows = self._fetch(f"SELECT c.{synced.key}, c.{column} FROM {synced.base} AS c "
                                        f"WHERE {where} AND c.{column} IS NOT NULL AND {missing}", (values,))
                     found += [ReferenceViolation(synced.label, key, parent.label, value) for key, value in rows]
         return sorted(set(found), key=lambda violation: (violation.label, violation.key))
