@@ -8,9 +8,11 @@ under their catalog names.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
+from typing import Any
 
 from client_sdk.errors import InvalidParameterError
 from client_sdk.sqlite.values import ValueRule
@@ -63,8 +65,9 @@ class Table:
         return tuple((column.name, rule_for(column)) for column in self.columns if column.name != self.key)
 
     @cached_property
-    def json_columns(self) -> frozenset[str]:
-        return frozenset(column.name for column in self.columns if column.type in _JSON)
+    def types(self) -> dict[str, str]:
+        """Column -> its type as PostgreSQL names it (``integer``, ``character varying``...)."""
+        return {column.name: column.type for column in self.columns}
 
     @cached_property
     def decimal_columns(self) -> tuple[int, ...]:
@@ -93,6 +96,19 @@ def rule_for(column: Column) -> ValueRule:
     if column.type in _FLOATS:
         return ValueRule("a number", frozenset({float}), frozenset({int}), lambda value: abs(value) <= 1 << 53, nullable=nullable)
     return ValueRule("a JSON value", frozenset({str, int, float, bool, list, dict}), nullable=nullable)
+
+
+def as_text(column_type: str, value: Any) -> str | None:
+    """``value`` (a JSON value its column takes, see :func:`rule_for`) as text PostgreSQL casts to ``column_type``."""
+    if value is None:
+        return None
+    if column_type in _JSON:
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return value if isinstance(value, str) else str(value)
 
 
 def json_number(value: Decimal) -> int | float:

@@ -39,7 +39,7 @@ from client_sdk.sqlite.served import served_records
 from client_sdk.sqlite.storage import DEFAULT_TOMBSTONE_RETENTION
 from client_sdk.sqlite.values import invalid_values
 
-from .catalog import Table, find_table, json_number, read_table
+from .catalog import Table, as_text, find_table, json_number, read_table
 from .connection import Connection, connect, shown, storage_errors
 from .schema import create_schema
 from .scopes import DDL as SCOPE_DDL
@@ -407,32 +407,32 @@ class PostgresServerStorage:
                 if (stored[key] if key in stored else tombs.get(key, -1)) > record.last_modified]
 
     def _write_rows(self, synced: _Synced, records: dict[str, SyncRecord], received_at: int) -> None:
+        """Store ``records`` and their stamps: one statement per table (per set of fields sent), each column
+        bound as one array of texts (in binary: no quoting to do) that PostgreSQL casts to the column's type."""
         table = synced.table
-        json_columns = table.json_columns
 
         def names_of(item: tuple[str, SyncRecord]) -> tuple[str, ...]:
             return tuple(sorted(name for name in item[1].data if name != table.key and name not in META_FIELDS))
 
-        with self.connection.cursor() as cursor:
-            for names, group in groupby(sorted(records.items(), key=names_of), key=names_of):
-                columns = ", ".join(quote(name) for name in (table.key, *names))
-                marks = ", ".join(["%s"] * (1 + len(names)))
-                updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in names)
-                conflict = f"DO UPDATE SET {updates}" if names else "DO NOTHING"
-                rows = [(key, *(_jsonb(record.data[name]) if name in json_columns else record.data[name]
-                                              for name in names)) for key, record in group]
-                cursor.executemany(f"INSERT INTO {synced.base} ({columns}) VALUES ({marks}) "
-                                   f"ON CONFLICT ({synced.key}) {conflict}", rows)
-            shadow = [(key, max(received_at, max(record.timestamps.values(), default=0)), received_at,
-                       _jsonb(record.timestamps)) for key, record in records.items()]
-            cursor.executemany(
-                f'INSERT INTO {synced.shadow} ("key", "lm", "received_at", "stamps") VALUES (%s, %s, %s, %s) '
-                'ON CONFLICT ("key") DO UPDATE SET "lm" = EXCLUDED."lm", "received_at" = EXCLUDED."received_at", '
-                '"stamps" = EXCLUDED."stamps"',
-                shadow,
-            )
+        for names, group in groupby(sorted(records.items(), key=names_of), key=names_of):
+            keys, grouped = zip(*group, strict=True)
+            columns = ", ".join(quote(name) for name in (table.key, *names))
+            arrays = ", ".join(["%b::text[]", *(f"%b::text[]::{table.types[name]}[]" for name in names)])
+            updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in names)
+            conflict = f"DO UPDATE SET {updates}" if names else "DO NOTHING"
+            values = [list(keys), *([as_text(table.types[name], record.data[name]) for record in grouped] for name in names)]
+            self.connection.execute(f"INSERT INTO {synced.base} ({columns}) SELECT * FROM unnest({arrays}) "
+                                    f"ON CONFLICT ({synced.key}) {conflict}", values)
+        newest = [max(received_at, max(record.timestamps.values(), default=0)) for record in records.values()]
+        self.connection.execute(
+            f'INSERT INTO {synced.shadow} ("key", "lm", "received_at", "stamps") '
+            "SELECT k, l, %s, s::jsonb FROM unnest(%b::text[], %b::bigint[], %b::text[]) AS u(k, l, s) "
+            'ON CONFLICT ("key") DO UPDATE SET "lm" = EXCLUDED."lm", "received_at" = EXCLUDED."received_at", '
+            '"stamps" = EXCLUDED."stamps"',
+            (received_at, list(records), newest, [_compact(record.timestamps) for record in records.values()]),
+        )
         self.connection.execute(f'DELETE FROM {synced.tomb} WHERE "key" = ANY(%s)', (list(records),))
-        self._clock_at_least(max(row[1] for row in shadow))
+        self._clock_at_least(max(newest))
 
     def delete_many(
         self, label: str, deletes: dict[str, int], *, received_at: int | None = None, guard: bool = True
