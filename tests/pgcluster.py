@@ -18,7 +18,6 @@ psycopg is imported only when a database is created or dropped, so that this mod
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import os
 import pwd
@@ -112,9 +111,18 @@ def _conf_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+CLEANER = 'read _; folder=$1; shift; if [ -f "$folder/data/postmaster.pid" ]; then "$@" >/dev/null 2>&1; fi; rm -rf "$folder"'
+"""The cleaner's script: once its standard input closes, stop the server and remove the folder."""
+
+
 class PostgresCluster:
     """One throwaway cluster: :meth:`start` (or ``with``) makes and starts it, :meth:`stop` stops it and
-    removes its folder, whatever state it is in (also at interpreter exit, should nobody call it).
+    removes its folder, whatever state it is in.
+
+    The stopping is a cleaner's: a shell, in a session of its own, started with the folder and waiting
+    for its standard input, a pipe from this process, to close. :meth:`stop` closes it and waits for the
+    cleaner; should this process die first, however it dies (an interrupted test run, a killed xdist
+    worker), the pipe closes all the same and nothing is left running or on disk.
 
     ``durable=False`` (the tests) turns fsync off: the data is thrown away, so a crash cannot lose
     anything anyone needs, and commits do not wait for the disk. ``durable=True`` (the benches) keeps
@@ -125,6 +133,7 @@ class PostgresCluster:
         self.folder: Path | None = None
         self.port: int | None = None
         self._databases = 0
+        self._cleaner: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -145,7 +154,9 @@ class PostgresCluster:
         binaries = find_binaries()
         assert binaries is not None  # unavailable_reason() said so
         self.folder = Path(tempfile.mkdtemp(prefix="pgcluster-"))
-        atexit.register(self.stop)
+        stop = self._command(binaries / "pg_ctl", "stop", "--pgdata", str(self._data), "--mode", "immediate", "--wait")
+        self._cleaner = subprocess.Popen(["sh", "-c", CLEANER, "pgcluster-cleaner", str(self.folder), *stop],
+                                         stdin=subprocess.PIPE, cwd=self.folder, start_new_session=True)
         try:
             if _as_root():
                 shutil.chown(self.folder, SUPERUSER, SUPERUSER)
@@ -160,15 +171,11 @@ class PostgresCluster:
 
     def stop(self) -> None:
         """Stop the server at once (``-m immediate``: nothing of it is kept) and remove its folder."""
-        atexit.unregister(self.stop)
-        folder, self.folder, self.port = self.folder, None, None
-        if folder is None:
-            return
-        binaries = find_binaries()
-        if binaries is not None and (folder / "data" / "postmaster.pid").exists():
-            subprocess.run(self._command(binaries / "pg_ctl", "stop", "--pgdata", str(folder / "data"), "--mode", "immediate",
-                                         "--wait"), cwd=folder, capture_output=True, timeout=SECONDS_TO_START)
-        shutil.rmtree(folder, ignore_errors=True)
+        cleaner, self._cleaner, self.folder, self.port = self._cleaner, None, None, None
+        if cleaner is not None:
+            assert cleaner.stdin is not None
+            cleaner.stdin.close()
+            cleaner.wait(SECONDS_TO_START)
 
     def __enter__(self) -> PostgresCluster:
         return self.start()
