@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-scale clean
+.PHONY: demo test lint bench bench-scale bench-concurrent clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: $(STAMP)
 # push and pull of 10k, 100k and 1M rows: time per row (the curve) and peak RSS of client and server
 bench-scale: $(STAMP)
 	$(PY) bench/scale.py
+
+# 50 clients syncing at once: SQLite with 1 server process vs PostgreSQL with 1 and 2 (a throwaway cluster
+# from the machine's PostgreSQL binaries; rows it cannot run say why)
+bench-concurrent: $(STAMP)
+	$(PY) bench/concurrent.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -5,11 +5,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -47,20 +48,72 @@ def wait_until_healthy(base: str, alive: Callable[[], bool], what: str) -> None:
             time.sleep(0.05)
 
 
+class ServerDidNotStart(SystemExit):
+    """server_stub exited, or did not answer, before it served; ``error`` is the last line it wrote."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"server_stub did not start: {error}")
+        self.error = error
+
+
+class _ErrorRelay(threading.Thread):
+    """Passes a server's standard error on to ours, held back until the server is up: a server that
+    fails to start is then reported once, as :class:`ServerDidNotStart`, not also as a traceback."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.held: list[bytes] = []
+        self.passing = False
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        for line in self.stream:
+            with self.lock:
+                if self.passing:
+                    sys.stderr.buffer.write(line)
+                    sys.stderr.flush()
+                else:
+                    self.held.append(line)
+
+    def pass_through(self) -> None:
+        with self.lock:
+            sys.stderr.buffer.write(b"".join(self.held))
+            sys.stderr.flush()
+            self.held.clear()
+            self.passing = True
+
+    def last_line(self) -> str:
+        with self.lock:
+            lines = [line.decode(errors="replace").strip() for line in self.held]
+        return next((line for line in reversed(lines) if line), "")
+
+
 @contextmanager
-def running_server(config_path: Path) -> Iterator[tuple[str, int]]:
-    """``python -m server_stub`` in a subprocess on a free loopback port; yields its base URL and pid."""
+def running_server(config_path: Path, workers: int = 1) -> Iterator[tuple[str, int]]:
+    """``python -m server_stub`` (``--workers``) in a subprocess on a free loopback port; yields its base URL
+    and pid (with more than one worker, the supervisor's). Raises :class:`ServerDidNotStart` if it does not come up."""
     port = free_port()
     command = [sys.executable, "-m", "server_stub", "--config", str(config_path), "--port", str(port),
-               "--log-level", "warning"]
-    server = subprocess.Popen(command, cwd=ROOT)
+               "--log-level", "warning", "--workers", str(workers)]
+    server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    assert server.stderr is not None
+    relay = _ErrorRelay(server.stderr)
+    relay.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(base, lambda: server.poll() is None, "server_stub")
+        try:
+            wait_until_healthy(base, lambda: server.poll() is None, "server_stub")
+        except SystemExit:
+            if server.poll() is not None:
+                relay.join(5)  # all it wrote before it exited
+            raise ServerDidNotStart(relay.last_line() or "it exited without a word, or did not answer in time") from None
+        relay.pass_through()
         yield base, server.pid
     finally:
         server.terminate()
         server.wait(30)
+        relay.join(5)
 
 
 def stamped(data: dict[str, Any], stamp: int) -> SyncRecord:

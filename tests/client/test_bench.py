@@ -30,3 +30,12 @@ def test_the_scoped_bench_compares_a_scoped_first_sync_with_an_unscoped_one() ->
     report = run("bench/scoped.py", "--rows", "300", "--repeat", "1").stdout
     assert re.search(r"^scoped first sync: [\d.]+ us/row \(300 rows of 600\), unscoped [\d.]+ us/row \(600 rows\): "
                      r"\d+\.\d\dx ", report, re.MULTILINE), report
+
+
+def test_the_concurrent_bench_sets_each_configuration_against_sqlite_on_one_process() -> None:
+    report = run("bench/concurrent.py", "--clients", "3", "--syncs", "2", "--processes", "1", "--repeat", "1").stdout
+    figures = r" +[\d.]+ +[\d.]+ ms +[\d.]+ ms +\d+\.\d\dx"
+    assert re.search(rf"^SQLite, 1 process{figures} \(the baseline\)$", report, re.MULTILINE), report
+    for configuration in ("PostgreSQL, 1 process", "PostgreSQL, 2 processes"):  # figures, or why there are none
+        assert re.search(rf"^{configuration}({figures} \(runs [\d.]+x\)| +not available: \S.*)$", report, re.MULTILINE), report
+    assert "3 clients in 1 client process, 2 syncs each" in report and "warning" not in report  # no sync failed

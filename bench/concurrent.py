@@ -1,0 +1,270 @@
+"""Fifty clients syncing at once against one server_stub: throughput and latency of SQLite with one server
+process, against PostgreSQL with one and with two (issue 18).
+
+    .venv/bin/python bench/concurrent.py [--clients 50] [--syncs 20] [--processes 5] [--repeat 3]
+
+Each client is the SDK's SyncClient, with a SQLite file and a node id of its own, syncing over HTTP
+(no retries: a failed sync is counted, not hidden). The clients are threads spread over ``--processes``
+client processes: in one process, one GIL would serialise the fifty clients' own work, and the bench
+would measure the clients rather than the server. Each client first syncs once, untimed (its connection
+opened, the rows so far pulled); then all start together and each does ``--syncs`` timed syncs, every
+other one after a small write of its own (a new task, an edit of one of its tasks, now and then a new
+list): half the syncs push a little, and every sync pulls what the others pushed since.
+
+Configurations, each on a fresh database, served by a fresh ``python -m server_stub`` on a free port:
+
+* SQLite, 1 process: the baseline;
+* PostgreSQL, 1 process;
+* PostgreSQL, 2 processes (``--workers 2``).
+
+PostgreSQL is one throwaway cluster from ``tests/pgcluster.py`` with PostgreSQL's durable defaults (each
+commit flushed, as SQLite flushes its own). A configuration whose server cannot start (no PostgreSQL
+binaries here, or a server_stub that does not take a PostgreSQL URL) is reported as ``not available``
+with the server's own error.
+
+Throughput is the syncs done over the time from the common start to the last client's end; latency is
+each ``sync()`` call's, p50 and p99. The configurations run ``--repeat`` times, alternated, so that a
+drift in the machine's speed touches them alike: throughput is the median of the runs, latencies are
+pooled, and the ratio is the median of each run's throughput over the SQLite run's of the same round.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on sys.path, where this module would hide the standard
+# library's ``concurrent`` package (asyncio needs ``concurrent.futures``): the repository root replaces it.
+sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
+
+import argparse  # noqa: E402
+import multiprocessing  # noqa: E402
+import sqlite3  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from contextlib import ExitStack, closing, contextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from random import Random  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.servers import MODELS, SCHEMA, ServerDidNotStart, running_server  # noqa: E402
+from client_sdk import SyncClient, SyncError  # noqa: E402
+from tests.pgcluster import PostgresCluster, unavailable_reason  # noqa: E402
+
+SECONDS_MAX = 600
+"""How long a client process may take to set up or to run: past it, the bench stops (a hung server)."""
+
+
+@dataclass(frozen=True)
+class Configuration:
+    name: str
+    postgres: bool
+    workers: int
+
+
+CONFIGURATIONS = (
+    Configuration("SQLite, 1 process", postgres=False, workers=1),
+    Configuration("PostgreSQL, 1 process", postgres=True, workers=1),
+    Configuration("PostgreSQL, 2 processes", postgres=True, workers=2),
+)
+BASELINE = CONFIGURATIONS[0]
+
+
+@dataclass
+class Outcome:
+    """One configuration's runs; ``unavailable`` says why it has none."""
+
+    throughputs: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    unavailable: str | None = None
+
+
+# -- in each client process --
+
+def write_something(client: SyncClient, rng: Random, lists: list[str], tasks: list[str]) -> None:
+    """A small write of the client's own: a new list now and then, else a new task or an edit of one."""
+    with client.connection as db:
+        if not lists or rng.random() < 0.1:
+            lists.append(str(uuid.uuid4()))
+            db.execute("INSERT INTO TodoList (id, name) VALUES (?, ?)", (lists[-1], f"list of {client.node_id}"))
+        elif tasks and rng.random() < 0.4:
+            db.execute("UPDATE Task SET done = NOT done, priority = ? WHERE id = ?", (rng.randint(1, 5), rng.choice(tasks)))
+        else:
+            tasks.append(str(uuid.uuid4()))
+            db.execute("INSERT INTO Task (id, list_id, title, done, priority, notes) VALUES (?, ?, ?, 0, ?, '')",
+                       (tasks[-1], rng.choice(lists), f"task {len(tasks)}", rng.randint(1, 5)))
+
+
+def timed_syncs(client: SyncClient, syncs: int, seed: int) -> tuple[list[float], list[str]]:
+    """``syncs`` syncs, every other one after a write; returns each successful sync's seconds and the errors."""
+    rng = Random(seed)
+    lists: list[str] = []
+    tasks: list[str] = []
+    latencies: list[float] = []
+    errors: list[str] = []
+    for number in range(syncs):
+        if number % 2 == 0:
+            write_something(client, rng, lists, tasks)
+        began = time.perf_counter()
+        try:
+            client.sync()
+        except SyncError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        latencies.append(time.perf_counter() - began)
+    return latencies, errors
+
+
+def client_process(url: str, folder: Path, names: list[str], syncs: int, start: Any, results: Any) -> None:
+    """Open this process's clients, sync each once, wait for every process, then run them all at once."""
+    with ExitStack() as stack:
+        clients = []
+        for name in names:
+            path = folder / f"{name}.db"
+            with closing(sqlite3.connect(path)) as connection:
+                connection.executescript(SCHEMA)
+            clients.append(stack.enter_context(SyncClient(path, models=MODELS, node_id=name, server_url=url, retries=0)))
+        for client in clients:
+            client.sync()
+        start.wait(SECONDS_MAX)
+        began = time.monotonic()
+        with ThreadPoolExecutor(len(clients)) as pool:
+            done = list(pool.map(timed_syncs, clients, [syncs] * len(clients), range(len(clients))))
+        ended = time.monotonic()
+    results.put({"began": began, "ended": ended, "latencies": [seconds for latencies, _ in done for seconds in latencies],
+                 "errors": [error for _, errors in done for error in errors]})
+
+
+# -- in the bench's own process --
+
+def server_config(folder: Path, name: str, database: str) -> Path:
+    path = folder / f"{name}.toml"
+    models = "".join(f'{table} = "{label}"\n' for table, label in MODELS.items())
+    path.write_text(f'database = "{database}"\nnode_id = "server"\nschema = """{SCHEMA}"""\n[models]\n{models}')
+    return path
+
+
+def measure(base: str, folder: Path, args: argparse.Namespace) -> tuple[float, list[float], list[str]]:
+    """``--clients`` clients in ``--processes`` processes against the server at ``base``: throughput
+    (syncs/s), every sync's latency, every error."""
+    context = multiprocessing.get_context("spawn")
+    processes = min(args.processes, args.clients)
+    start = context.Barrier(processes)
+    results = context.Queue()
+    names = [f"client-{number:02d}-{uuid.uuid4().hex[:6]}" for number in range(args.clients)]
+    children = [context.Process(target=client_process, args=(f"{base}/sync/", folder, names[index::processes], args.syncs,
+                                                              start, results)) for index in range(processes)]
+    for child in children:
+        child.start()
+    try:
+        reports = [results.get(timeout=SECONDS_MAX) for _ in children]
+    except Exception:  # queue.Empty: a client process died (its traceback is above) or hung
+        raise SystemExit("a client process failed or hung (see above)") from None
+    finally:
+        for child in children:
+            child.join(SECONDS_MAX)
+    latencies = [seconds for report in reports for seconds in report["latencies"]]
+    elapsed = max(report["ended"] for report in reports) - min(report["began"] for report in reports)
+    return len(latencies) / elapsed, latencies, [error for report in reports for error in report["errors"]]
+
+
+@contextmanager
+def database_for(configuration: Configuration, cluster: PostgresCluster | None, folder: Path) -> Iterator[str]:
+    """A fresh database for one run: a SQLite file (relative to the config's folder), or a PostgreSQL URL."""
+    if not configuration.postgres:
+        yield f"server-{uuid.uuid4().hex[:8]}.db"
+        return
+    assert cluster is not None
+    url = cluster.create_database()
+    try:
+        yield url
+    finally:
+        cluster.drop_database(url)
+
+
+def run_round(round_: int, cluster: PostgresCluster | None, postgres_missing: str | None, folder: Path,
+              args: argparse.Namespace, outcomes: dict[Configuration, Outcome]) -> None:
+    baseline: float | None = None
+    for configuration in CONFIGURATIONS:
+        outcome = outcomes[configuration]
+        if configuration.postgres and postgres_missing is not None:
+            outcome.unavailable = postgres_missing
+        if outcome.unavailable is not None:
+            continue
+        run_folder = folder / f"run-{round_}-{configuration.workers}-{'pg' if configuration.postgres else 'sqlite'}"
+        run_folder.mkdir()
+        with database_for(configuration, cluster, folder) as database:
+            config = server_config(folder, run_folder.name, database)
+            try:
+                with running_server(config, workers=configuration.workers) as (base, _):
+                    print(f"run {round_ + 1}: {configuration.name} ...", flush=True)
+                    throughput, latencies, errors = measure(base, run_folder, args)
+            except ServerDidNotStart as exc:
+                if configuration is BASELINE:
+                    raise
+                outcome.unavailable = exc.error
+                continue
+        baseline = throughput if configuration is BASELINE else baseline
+        assert baseline is not None
+        outcome.throughputs.append(throughput)
+        outcome.latencies += latencies
+        outcome.ratios.append(throughput / baseline)
+        outcome.errors += errors
+
+
+def print_report(args: argparse.Namespace, outcomes: dict[Configuration, Outcome]) -> None:
+    processes = min(args.processes, args.clients)
+    print(f"\n{args.clients} clients in {processes} client process{'es' if processes > 1 else ''}, {args.syncs} syncs each "
+          f"(every other one after a write), {args.repeat} run{'s' if args.repeat > 1 else ''} of each configuration")
+    print(f"{'configuration':<26}{'syncs/s':>10}{'p50':>11}{'p99':>11}   throughput vs {BASELINE.name}")
+    for configuration, outcome in outcomes.items():
+        if outcome.unavailable is not None:
+            print(f"{configuration.name:<26}not available: {outcome.unavailable}")
+            continue
+        p50, p99 = percentiles(outcome.latencies)
+        ratio = statistics.median(outcome.ratios)
+        runs = ", ".join(f"{value:.2f}x" for value in outcome.ratios)
+        note = " (the baseline)" if configuration is BASELINE else f" (runs {runs})"
+        print(f"{configuration.name:<26}{statistics.median(outcome.throughputs):>10.1f}{p50 * 1e3:>8.1f} ms"
+              f"{p99 * 1e3:>8.1f} ms   {ratio:.2f}x{note}")
+    for configuration, outcome in outcomes.items():
+        if outcome.errors:
+            print(f"warning: {configuration.name}: {len(outcome.errors)} syncs failed; the first: {outcome.errors[0]}")
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99 of the pooled latencies."""
+    if len(latencies) < 2:
+        return (latencies or [0.0])[0], (latencies or [0.0])[0]
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=50, help="clients syncing at once (default 50)")
+    parser.add_argument("--syncs", type=int, default=20, help="timed syncs per client (default 20)")
+    parser.add_argument("--processes", type=int, default=5, help="client processes the clients are spread over (default 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each configuration, alternated (default 3)")
+    args = parser.parse_args(argv)
+    if min(args.clients, args.syncs, args.processes, args.repeat) < 1:
+        parser.error("--clients, --syncs, --processes and --repeat must be positive")
+    outcomes = {configuration: Outcome() for configuration in CONFIGURATIONS}
+    postgres_missing = unavailable_reason()
+    with tempfile.TemporaryDirectory(prefix="concurrent-bench-") as name, ExitStack() as stack:
+        cluster = None if postgres_missing else stack.enter_context(PostgresCluster(durable=True))
+        for round_ in range(args.repeat):
+            run_round(round_, cluster, postgres_missing, Path(name), args, outcomes)
+    print_report(args, outcomes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
