@@ -130,6 +130,10 @@ class ScopedReads:
             )
         self._seen_at[user] = stamp if stamp is not None else clock_last
 
+    def forget(self, user: str) -> None:
+        """The last refresh of ``user``'s rows was rolled back: the next one must not be skipped."""
+        self._seen_at.pop(user, None)
+
     def _follow(self, scope: Scope, values: dict[str, object]) -> None:
         """Record the rows that entered and left ``values["user"]``'s view (``_NOW`` holds it), at ``values["stamp"]``."""
         deleted = f'(SELECT {TOMB_HLC} FROM {scope.model.tracked.tomb} AS t WHERE t."key" = m."key")'

@@ -40,18 +40,24 @@ class ServedChanges(StorageCore):
     def scoped_to(self, user: str | None) -> Iterator[None]:
         """Answer the block's requests for ``user``: reads and writes of the scoped tables see only the
         rows the scopes give them (None, or a server without scopes: every row). The user's visible
-        rows are brought up to date first, in a write transaction of their own."""
+        rows are brought up to date first, in the write transaction the block's requests then run in:
+        a write another connection made in between would otherwise be missed (a member row updated
+        after the refresh is delivered at its last_modified, which the device's new checkpoint passes)."""
         if user is None or self._scoped is None:
             yield
             return
-        with self._tx.write():
-            self._fold_log()
-            self._scoped.refresh(user, self.clock.last, self.clock.now)
-        self._user = user
         try:
-            yield
-        finally:
-            self._user = None
+            with self._tx():
+                self._fold_log()
+                self._scoped.refresh(user, self.clock.last, self.clock.now)
+                self._user = user
+                try:
+                    yield
+                finally:
+                    self._user = None
+        except BaseException:
+            self._scoped.forget(user)  # its refresh was rolled back with the block
+            raise
 
     @serialized
     def hidden(self, label: str, keys: Iterable[str]) -> set[str]:

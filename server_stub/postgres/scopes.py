@@ -103,6 +103,10 @@ class PostgresScopes:
             )
         self._seen_at[user] = stamp if stamp is not None else clock_last
 
+    def forget(self, user: str) -> None:
+        """The last refresh of ``user``'s rows was rolled back: the next one must not be skipped."""
+        self._seen_at.pop(user, None)
+
     def _follow(self, table: Any, values: dict[str, object]) -> None:
         """Record the rows that entered and left the user's view (``_NOW`` holds it), at ``values["stamp"]``."""
         left = (f'm."user" = %(user)s AND m."tbl" = %(tbl)s AND NOT EXISTS (SELECT 1 FROM {_NOW} AS n '

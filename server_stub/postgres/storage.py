@@ -499,17 +499,22 @@ class PostgresServerStorage:
 
     @contextmanager
     def scoped_to(self, user: str | None) -> Iterator[None]:
-        """Answer the block's requests for ``user`` (see :meth:`SqliteSyncStorage.scoped_to`)."""
+        """Answer the block's requests for ``user``, refreshing their visible rows first in the transaction
+        (with the round lock held exclusively) the block's requests then run in (see :meth:`SqliteSyncStorage.scoped_to`)."""
         if user is None or self._scoped is None:
             yield
             return
-        with self.transaction():
-            self._scoped.refresh(user, self.clock.last, self.clock.now)
-        self._user = user
         try:
-            yield
-        finally:
-            self._user = None
+            with self.transaction():
+                self._scoped.refresh(user, self.clock.last, self.clock.now)
+                self._user = user
+                try:
+                    yield
+                finally:
+                    self._user = None
+        except BaseException:
+            self._scoped.forget(user)  # its refresh was rolled back with the block
+            raise
 
     def hidden(self, label: str, keys: Iterable[str]) -> set[str]:
         scoped = self._scope_of(label)
