@@ -26,6 +26,11 @@ Throughput is the syncs done over the time from the common start to the last cli
 each ``sync()`` call's, p50 and p99. The configurations run ``--repeat`` times, alternated, so that a
 drift in the machine's speed touches them alike: throughput is the median of the runs, latencies are
 pooled, and the ratio is the median of each run's throughput over the SQLite run's of the same round.
+
+Clients and servers share the machine's cores, so the report also gives the CPU time per sync of the
+server (its processes and, on PostgreSQL, the cluster's, read from /proc: Linux only) and of the
+clients, over the same span: where the two together, times the throughput, come near the number of
+cores, the figures are the machine's limit, not the server's.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").r
 
 import argparse  # noqa: E402
 import multiprocessing  # noqa: E402
+import queue  # noqa: E402
 import sqlite3  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -52,6 +59,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from random import Random  # noqa: E402
 from typing import Any  # noqa: E402
 
+from bench.measure import tree_cpu_seconds  # noqa: E402
 from bench.servers import MODELS, SCHEMA, ServerDidNotStart, running_server  # noqa: E402
 from client_sdk import SyncClient, SyncError  # noqa: E402
 from tests.pgcluster import PostgresCluster, unavailable_reason  # noqa: E402
@@ -75,14 +83,26 @@ CONFIGURATIONS = (
 BASELINE = CONFIGURATIONS[0]
 
 
+@dataclass(frozen=True)
+class Run:
+    """What one run of one configuration measured, between the common start and the last client's end."""
+
+    throughput: float
+    """Syncs per second."""
+    latencies: list[float]
+    errors: list[str]
+    server_cpu: float
+    """CPU seconds per sync: the server's processes, PostgreSQL's included."""
+    client_cpu: float
+    """CPU seconds per sync of the client processes."""
+
+
 @dataclass
 class Outcome:
     """One configuration's runs; ``unavailable`` says why it has none."""
 
-    throughputs: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
     unavailable: str | None = None
 
 
@@ -102,9 +122,9 @@ def write_something(client: SyncClient, rng: Random, lists: list[str], tasks: li
                        (tasks[-1], rng.choice(lists), f"task {len(tasks)}", rng.randint(1, 5)))
 
 
-def timed_syncs(client: SyncClient, syncs: int, seed: int) -> tuple[list[float], list[str]]:
+def timed_syncs(client: SyncClient, syncs: int) -> tuple[list[float], list[str]]:
     """``syncs`` syncs, every other one after a write; returns each successful sync's seconds and the errors."""
-    rng = Random(seed)
+    rng = Random(client.node_id)
     lists: list[str] = []
     tasks: list[str] = []
     latencies: list[float] = []
@@ -134,11 +154,12 @@ def client_process(url: str, folder: Path, names: list[str], syncs: int, start: 
         for client in clients:
             client.sync()
         start.wait(SECONDS_MAX)
-        began = time.monotonic()
+        began, cpu = time.monotonic(), time.process_time()
         with ThreadPoolExecutor(len(clients)) as pool:
-            done = list(pool.map(timed_syncs, clients, [syncs] * len(clients), range(len(clients))))
-        ended = time.monotonic()
-    results.put({"began": began, "ended": ended, "latencies": [seconds for latencies, _ in done for seconds in latencies],
+            done = list(pool.map(timed_syncs, clients, [syncs] * len(clients)))
+        ended, cpu = time.monotonic(), time.process_time() - cpu
+    results.put({"began": began, "ended": ended, "cpu": cpu,
+                 "latencies": [seconds for latencies, _ in done for seconds in latencies],
                  "errors": [error for _, errors in done for error in errors]})
 
 
@@ -151,12 +172,12 @@ def server_config(folder: Path, name: str, database: str) -> Path:
     return path
 
 
-def measure(base: str, folder: Path, args: argparse.Namespace) -> tuple[float, list[float], list[str]]:
-    """``--clients`` clients in ``--processes`` processes against the server at ``base``: throughput
-    (syncs/s), every sync's latency, every error."""
+def measure(base: str, folder: Path, args: argparse.Namespace, server_pids: list[int]) -> Run:
+    """``--clients`` clients in ``--processes`` processes against the server at ``base``, whose processes are
+    ``server_pids`` and their children."""
     context = multiprocessing.get_context("spawn")
     processes = min(args.processes, args.clients)
-    start = context.Barrier(processes)
+    start = context.Barrier(processes + 1)  # this process too: the server's CPU is read when the clients start
     results = context.Queue()
     names = [f"client-{number:02d}-{uuid.uuid4().hex[:6]}" for number in range(args.clients)]
     children = [context.Process(target=client_process, args=(f"{base}/sync/", folder, names[index::processes], args.syncs,
@@ -164,22 +185,27 @@ def measure(base: str, folder: Path, args: argparse.Namespace) -> tuple[float, l
     for child in children:
         child.start()
     try:
+        start.wait(SECONDS_MAX)
+        server_began = sum(map(tree_cpu_seconds, server_pids))
         reports = [results.get(timeout=SECONDS_MAX) for _ in children]
-    except Exception:  # queue.Empty: a client process died (its traceback is above) or hung
+        server_used = sum(map(tree_cpu_seconds, server_pids)) - server_began
+    except (threading.BrokenBarrierError, queue.Empty):  # a client process died (its traceback is above) or hung
         raise SystemExit("a client process failed or hung (see above)") from None
     finally:
         for child in children:
             child.join(SECONDS_MAX)
     latencies = [seconds for report in reports for seconds in report["latencies"]]
     elapsed = max(report["ended"] for report in reports) - min(report["began"] for report in reports)
-    return len(latencies) / elapsed, latencies, [error for report in reports for error in report["errors"]]
+    syncs = max(len(latencies), 1)
+    return Run(len(latencies) / elapsed, latencies, [error for report in reports for error in report["errors"]],
+               server_used / syncs, sum(report["cpu"] for report in reports) / syncs)
 
 
 @contextmanager
-def database_for(configuration: Configuration, cluster: PostgresCluster | None, folder: Path) -> Iterator[str]:
+def database_for(configuration: Configuration, cluster: PostgresCluster | None, name: str) -> Iterator[str]:
     """A fresh database for one run: a SQLite file (relative to the config's folder), or a PostgreSQL URL."""
     if not configuration.postgres:
-        yield f"server-{uuid.uuid4().hex[:8]}.db"
+        yield f"{name}.db"
         return
     assert cluster is not None
     url = cluster.create_database()
@@ -189,54 +215,57 @@ def database_for(configuration: Configuration, cluster: PostgresCluster | None, 
         cluster.drop_database(url)
 
 
-def run_round(round_: int, cluster: PostgresCluster | None, postgres_missing: str | None, folder: Path,
-              args: argparse.Namespace, outcomes: dict[Configuration, Outcome]) -> None:
+def run_round(round_: int, cluster: PostgresCluster | None, folder: Path, args: argparse.Namespace,
+              outcomes: dict[Configuration, Outcome]) -> None:
+    """One run of each configuration still available, the baseline first."""
     baseline: float | None = None
-    for configuration in CONFIGURATIONS:
+    for number, configuration in enumerate(CONFIGURATIONS):
         outcome = outcomes[configuration]
-        if configuration.postgres and postgres_missing is not None:
-            outcome.unavailable = postgres_missing
         if outcome.unavailable is not None:
             continue
-        run_folder = folder / f"run-{round_}-{configuration.workers}-{'pg' if configuration.postgres else 'sqlite'}"
+        run_folder = folder / f"run-{round_}-{number}"
         run_folder.mkdir()
-        with database_for(configuration, cluster, folder) as database:
+        with database_for(configuration, cluster, run_folder.name) as database:
             config = server_config(folder, run_folder.name, database)
             try:
-                with running_server(config, workers=configuration.workers) as (base, _):
+                with running_server(config, workers=configuration.workers) as (base, server_pid):
                     print(f"run {round_ + 1}: {configuration.name} ...", flush=True)
-                    throughput, latencies, errors = measure(base, run_folder, args)
+                    pids = [server_pid] if cluster is None or not configuration.postgres else [server_pid, cluster.server_pid]
+                    run = measure(base, run_folder, args, pids)
             except ServerDidNotStart as exc:
                 if configuration is BASELINE:
                     raise
                 outcome.unavailable = exc.error
                 continue
-        baseline = throughput if configuration is BASELINE else baseline
+        baseline = run.throughput if configuration is BASELINE else baseline
         assert baseline is not None
-        outcome.throughputs.append(throughput)
-        outcome.latencies += latencies
-        outcome.ratios.append(throughput / baseline)
-        outcome.errors += errors
+        outcome.runs.append(run)
+        outcome.ratios.append(run.throughput / baseline)
 
 
 def print_report(args: argparse.Namespace, outcomes: dict[Configuration, Outcome]) -> None:
     processes = min(args.processes, args.clients)
     print(f"\n{args.clients} clients in {processes} client process{'es' if processes > 1 else ''}, {args.syncs} syncs each "
           f"(every other one after a write), {args.repeat} run{'s' if args.repeat > 1 else ''} of each configuration")
-    print(f"{'configuration':<26}{'syncs/s':>10}{'p50':>11}{'p99':>11}   throughput vs {BASELINE.name}")
+    print(f"{'configuration':<26}{'syncs/s':>10}{'p50':>11}{'p99':>11}{'CPU/sync: server':>19}{'clients':>11}"
+          f"   throughput vs {BASELINE.name}")
     for configuration, outcome in outcomes.items():
         if outcome.unavailable is not None:
             print(f"{configuration.name:<26}not available: {outcome.unavailable}")
             continue
-        p50, p99 = percentiles(outcome.latencies)
-        ratio = statistics.median(outcome.ratios)
-        runs = ", ".join(f"{value:.2f}x" for value in outcome.ratios)
-        note = " (the baseline)" if configuration is BASELINE else f" (runs {runs})"
-        print(f"{configuration.name:<26}{statistics.median(outcome.throughputs):>10.1f}{p50 * 1e3:>8.1f} ms"
-              f"{p99 * 1e3:>8.1f} ms   {ratio:.2f}x{note}")
+        runs = outcome.runs
+        p50, p99 = percentiles([seconds for run in runs for seconds in run.latencies])
+        server_cpu = statistics.median(run.server_cpu for run in runs)
+        client_cpu = statistics.median(run.client_cpu for run in runs)
+        ratios = ", ".join(f"{value:.2f}x" for value in outcome.ratios)
+        note = " (the baseline)" if configuration is BASELINE else f" (runs {ratios})"
+        print(f"{configuration.name:<26}{statistics.median(run.throughput for run in runs):>10.1f}{p50 * 1e3:>8.1f} ms"
+              f"{p99 * 1e3:>8.1f} ms{server_cpu * 1e3:>16.1f} ms{client_cpu * 1e3:>8.1f} ms"
+              f"   {statistics.median(outcome.ratios):.2f}x{note}")
     for configuration, outcome in outcomes.items():
-        if outcome.errors:
-            print(f"warning: {configuration.name}: {len(outcome.errors)} syncs failed; the first: {outcome.errors[0]}")
+        errors = [error for run in outcome.runs for error in run.errors]
+        if errors:
+            print(f"warning: {configuration.name}: {len(errors)} syncs failed; the first: {errors[0]}")
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -256,12 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.clients, args.syncs, args.processes, args.repeat) < 1:
         parser.error("--clients, --syncs, --processes and --repeat must be positive")
-    outcomes = {configuration: Outcome() for configuration in CONFIGURATIONS}
     postgres_missing = unavailable_reason()
+    outcomes = {configuration: Outcome(unavailable=postgres_missing if configuration.postgres else None)
+                for configuration in CONFIGURATIONS}
     with tempfile.TemporaryDirectory(prefix="concurrent-bench-") as name, ExitStack() as stack:
         cluster = None if postgres_missing else stack.enter_context(PostgresCluster(durable=True))
         for round_ in range(args.repeat):
-            run_round(round_, cluster, postgres_missing, Path(name), args, outcomes)
+            run_round(round_, cluster, Path(name), args, outcomes)
     print_report(args, outcomes)
     return 0
 

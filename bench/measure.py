@@ -20,6 +20,28 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU a process and all its descendants have used so far, the descendants that exited
+    (and were waited for) included: a server's, whose work is spread over child processes (uvicorn's
+    workers, PostgreSQL's backends). 0 where /proc has none of it."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    total, family = 0.0, [pid]
+    while family:
+        member = family.pop()
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(fields[index]) for index in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")  # own, waited-for children's
+        family += [child for child, parent in parents.items() if parent == member]
+    return total
+
+
 def proc_status_mb(pid: int, field: str) -> float | None:
     """A memory line of /proc/<pid>/status (``VmHWM``: peak RSS, ``VmRSS``: now) in MB; None where there is none."""
     try:

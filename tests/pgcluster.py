@@ -145,6 +145,13 @@ class PostgresCluster:
             raise ClusterError("the cluster is not running")
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{name}"
 
+    @property
+    def server_pid(self) -> int:
+        """The server's process id (PostgreSQL's postmaster: each connection's backend is a child of it)."""
+        if self.folder is None:
+            raise ClusterError("the cluster is not running")
+        return int((self._data / "postmaster.pid").read_text().split()[0])
+
     def start(self) -> PostgresCluster:
         reason = unavailable_reason()
         if reason is not None:
