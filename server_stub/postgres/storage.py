@@ -30,7 +30,7 @@ from itertools import groupby
 from typing import Any
 
 from client_sdk.engine.protocols import Cursor, ReferenceViolation
-from client_sdk.errors import DatabaseLockedError, InvalidParameterError, RecordFieldError, UnknownModelError
+from client_sdk.errors import DatabaseLockedError, InvalidParameterError, RecordFieldError, StorageError, UnknownModelError
 from client_sdk.protocol.graph import DependencyGraph
 from client_sdk.protocol.hlc import HLC_MAX, HybridLogicalClock, system_ms
 from client_sdk.protocol.wire import META_FIELDS, SyncRecord
@@ -229,6 +229,8 @@ class PostgresServerStorage:
                 finally:
                     self._depth -= 1
                 return
+            if self.connection.broken or self.connection.closed:  # the database restarted, or a proxy dropped us
+                self._reconnect()
             with self.connection.transaction():
                 self._take_round_lock()
                 self.connection.execute("SET CONSTRAINTS ALL DEFERRED")
@@ -241,6 +243,16 @@ class PostgresServerStorage:
     def _write(self) -> AbstractContextManager[None]:
         """A transaction of its own for a write made outside one, else part of the one open."""
         return nullcontext() if self._depth else self.transaction()
+
+    def _reconnect(self) -> None:
+        """A new connection for a lost one (the request that found it lost has failed already)."""
+        self.connection.close()
+        try:
+            self.connection = connect(self.url)
+        except InvalidParameterError as exc:  # still unreachable: this request fails too, the next one tries again
+            raise StorageError(str(exc), path=self.path) from None
+        if self._scoped is not None:
+            self._scoped.connection = self.connection
 
     def _take_round_lock(self) -> None:
         mode = "_shared" if self._reading else ""

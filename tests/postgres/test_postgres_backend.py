@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from client_sdk import HttpTransport, SyncClient
-from client_sdk.errors import InvalidParameterError
+from client_sdk.errors import InvalidParameterError, StorageError
+from client_sdk.protocol.wire import SyncManifest
 from server_stub import ServerConfig, create_app
 from server_stub.config import load_config
 from server_stub.service import SyncService
@@ -164,3 +165,17 @@ def test_a_value_its_column_cannot_take_is_refused_for_that_key_only(items_serve
     refused = {error["key"]: error["message"] for error in synced(path, items_server)}
     assert set(refused) == {"2", "3"}
     assert "small" in refused["2"] and "count" in refused["3"]
+
+
+def test_a_server_whose_database_connection_was_cut_answers_the_next_request(postgres_url: str) -> None:
+    service = SyncService(config(postgres_url, "CREATE TABLE notes (id TEXT PRIMARY KEY)", {"notes": "notes.Note"}))
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # as a database restart would
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(StorageError):
+            service.process(SyncManifest("device", 0).seal())  # the request in flight fails (the client retries)
+        answer, _ = service.process(SyncManifest("device", 0).seal())
+        assert answer.errors == []
+    finally:
+        service.close()
