@@ -34,7 +34,7 @@ bench-scale: $(STAMP)
 # 50 clients syncing at once: SQLite with 1 server process vs PostgreSQL with 1 and 2 (a throwaway cluster
 # from the machine's PostgreSQL binaries; rows it cannot run say why)
 bench-concurrent: $(STAMP)
-	$(PY) bench/concurrent.py
+	$(PY) bench/concurrency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -33,7 +33,7 @@ def test_the_scoped_bench_compares_a_scoped_first_sync_with_an_unscoped_one() ->
 
 
 def test_the_concurrent_bench_sets_each_configuration_against_sqlite_on_one_process() -> None:
-    report = run("bench/concurrent.py", "--clients", "3", "--syncs", "2", "--processes", "1", "--repeat", "1").stdout
+    report = run("bench/concurrency.py", "--clients", "3", "--syncs", "2", "--processes", "1", "--repeat", "1").stdout
     figures = r" +[\d.]+ +[\d.]+ ms +[\d.]+ ms +[\d.]+ ms +[\d.]+ ms +\d+\.\d\dx"  # syncs/s, p50, p99, CPU/sync x 2
     assert re.search(rf"^SQLite, 1 process{figures} \(the baseline\)$", report, re.MULTILINE), report
     for configuration in ("PostgreSQL, 1 process", "PostgreSQL, 2 processes"):  # figures, or why there are none

@@ -1,7 +1,7 @@
 """Fifty clients syncing at once against one server_stub: throughput and latency of SQLite with one server
 process, against PostgreSQL with one and with two (issue 18).
 
-    .venv/bin/python bench/concurrent.py [--clients 50] [--syncs 20] [--processes 5] [--repeat 3]
+    .venv/bin/python bench/concurrency.py [--clients 50] [--syncs 20] [--processes 5] [--repeat 3]
 
 Each client is the SDK's SyncClient, with a SQLite file and a node id of its own, syncing over HTTP
 (no retries: a failed sync is counted, not hidden). The clients are threads spread over ``--processes``
@@ -35,29 +35,26 @@ cores, the figures are the machine's limit, not the server's.
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
+import queue
+import sqlite3
+import statistics
 import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from random import Random
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, this file's folder comes first on sys.path, where this module would hide the standard
-# library's ``concurrent`` package (asyncio needs ``concurrent.futures``): the repository root replaces it.
-sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
-
-import argparse  # noqa: E402
-import multiprocessing  # noqa: E402
-import queue  # noqa: E402
-import sqlite3  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from contextlib import ExitStack, closing, contextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from random import Random  # noqa: E402
-from typing import Any  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from bench.measure import tree_cpu_seconds  # noqa: E402
 from bench.servers import MODELS, SCHEMA, ServerDidNotStart, running_server  # noqa: E402
