@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from client_sdk.errors import InvalidParameterError
+from client_sdk.errors import InvalidParameterError, StorageError
 
 from . import workers
 from .app import create_app
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             app = create_app(config)
         else:
             SyncService(config).close()  # the database opened once, here (see the module's doc)
-    except InvalidParameterError as exc:
+    except (InvalidParameterError, StorageError) as exc:  # a bad config, or a database that cannot be opened
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.workers == 1:

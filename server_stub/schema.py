@@ -80,7 +80,10 @@ def create_schema(config: ServerConfig) -> None:
     reference, statements = _run_in_memory(config.schema)
     created = not config.database.exists()
     try:
-        done = _bring_up(config.database, reference, statements, config.models)
+        try:
+            done = _bring_up(config.database, reference, statements, config.models)
+        except sqlite3.Error as exc:  # no such folder, no permission, not a database, a full disk
+            raise InvalidParameterError(f"database {config.database}: cannot open or write it: {exc}") from None
     except InvalidParameterError:
         if created:
             config.database.unlink(missing_ok=True)

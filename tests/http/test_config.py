@@ -106,3 +106,11 @@ def test_a_bad_config_exits_with_a_message(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "server_stub", "--config", str(config)], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], timeout=30)
     assert done.returncode == 2 and "error: [models] is required" in done.stderr
+
+
+@pytest.mark.parametrize("schema", ["", "schema = 'CREATE TABLE notes (id TEXT PRIMARY KEY)'\n"])
+def test_a_database_that_cannot_be_opened_exits_with_a_message(tmp_path: Path, schema: str) -> None:
+    config = write(tmp_path, f"database = '{tmp_path}/no-such-folder/s.db'\n{schema}[models]\nnotes = 'notes.Note'\n")
+    done = subprocess.run([sys.executable, "-m", "server_stub", "--config", str(config)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=30)
+    assert done.returncode == 2 and "unable to open database file" in done.stderr and "Traceback" not in done.stderr
