@@ -4,6 +4,7 @@ what is pending here, and log the conflicts a device should hear about (PROTOCOL
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..conflict.reconciler import ConflictEntry
@@ -11,7 +12,7 @@ from ..conflict.types import ConflictType, FieldConflict, RecordConflict, Resolu
 from ..errors import ConflictStateError
 from ..protocol.wire import META_FIELDS, ModelPayload, SyncManifest, SyncRecord, record_error
 from .base import EngineBase
-from .protocols import HoldsBack, ReferenceViolation
+from .protocols import FindsReferrers, HoldsBack, ReferenceViolation
 from .results import DatabaseResult, SyncPhase, SyncStage
 
 log = logging.getLogger("client_sdk.sync")
@@ -35,11 +36,15 @@ class Applying(EngineBase):
         """Acknowledge what the server took, apply what it sent, store the new checkpoint: all in one transaction."""
         result, unpushed = run.result, run.unpushed
         refused = {str(error.get("key")) for error in response.errors}
+        bounced: dict[str, dict[str, SyncRecord]] = {}  # refused rows the answer sends back: see _give_way
         for payload in request.payloads:
             label = payload.model_label
             # a refused change whose row the answer deletes goes with the row (its refusal stays reported)
             bad = refused & (set(payload.records) | set(payload.deletes)) - _deletes(response, label).keys()
             unpushed.setdefault(label, set()).update(bad)
+            returned = response.payload(label)
+            if bad and returned is not None:
+                bounced[label] = {key: payload.records[key] for key in bad & returned.records.keys() & payload.records.keys()}
             self.storage.acknowledge(
                 label,
                 {key: record.last_modified for key, record in payload.records.items() if key not in bad},
@@ -55,6 +60,8 @@ class Applying(EngineBase):
         # deletes of rows already pending here before this answer is applied (the device's own changes)
         pending_before = {label: self.storage.get_pending_keys(label, deletes)
                           for label in labels if (deletes := _deletes(response, label))}
+        for label, sent in bounced.items():
+            self._give_way(label, sent, response, checkpoint, result)
         for label in labels:
             answered = response.payload(label)
             assert answered is not None
@@ -67,8 +74,10 @@ class Applying(EngineBase):
             self.storage.save_checkpoint(new_checkpoint, response.after_keys)
 
     def _refuse_dangling_references(self, response: SyncManifest) -> None:
-        """The server's answer would leave a local FOREIGN KEY pointing at nothing (typically: it deleted
-        a parent a pending local row still refers to). Nothing of the round is applied; the app decides."""
+        """The server's answer would leave a local FOREIGN KEY pointing at nothing, which no consistent
+        answer does once the rows with changes it had not taken went with their parents
+        (:meth:`_remove_orphans`): a synced row whose parent it deleted without it, say. Nothing of the
+        round is applied; the app decides."""
         dangling = self._reference_violations(response.payloads)
         if dangling:
             shown = "; ".join(f"{label} {key!r} refers to {parent} {parent_key!r}"
@@ -90,20 +99,44 @@ class Applying(EngineBase):
             for key in sent_payload.records.keys() & returned_payload.deletes.keys():
                 self._log_discarded_edit(sent_payload.model_label, key, sent_payload.records[key],
                                          returned_payload.deletes[key], run.since, result)
+            refused = run.unpushed.get(sent_payload.model_label, set())  # those give way later, if at all
             for key, returned in returned_payload.records.items():
                 sent = sent_payload.records.get(key)
-                if sent is None:
-                    continue
-                clashes = [
-                    FieldConflict(name, sent.data.get(name), returned.data.get(name),
-                                  sent.timestamps.get(name, 0), returned.timestamps.get(name, 0))
-                    for name in sorted((set(sent.data) | set(returned.data)) - META_FIELDS)
-                    if sent.timestamps.get(name, 0) > checkpoint and sent.data.get(name) != returned.data.get(name)
-                ]
-                if clashes:
-                    conflict = RecordConflict(key, sent_payload.model_label, ConflictType.BOTH_MODIFIED, clashes, sent, returned)
-                    result.conflict_log.append(ConflictEntry(conflict, ResolutionSource.REMOTE))
-                    result.add("conflicts", sent_payload.model_label, [key])
+                if sent is not None and key not in refused:
+                    self._log_replaced_edit(sent_payload.model_label, sent, returned, checkpoint, result)
+
+    @staticmethod
+    def _log_replaced_edit(label: str, sent: SyncRecord, returned: SyncRecord, checkpoint: int, result: DatabaseResult
+                           ) -> None:
+        """Log the fields of ``sent`` changed since ``checkpoint`` that ``returned`` replaced, if any."""
+        clashes = [
+            FieldConflict(name, sent.data.get(name), returned.data.get(name),
+                          sent.timestamps.get(name, 0), returned.timestamps.get(name, 0))
+            for name in sorted((set(sent.data) | set(returned.data)) - META_FIELDS)
+            if sent.timestamps.get(name, 0) > checkpoint and sent.data.get(name) != returned.data.get(name)
+        ]
+        if clashes:
+            conflict = RecordConflict(sent.key, label, ConflictType.BOTH_MODIFIED, clashes, sent, returned)
+            result.conflict_log.append(ConflictEntry(conflict, ResolutionSource.REMOTE))
+            result.add("conflicts", label, [sent.key])
+
+    def _give_way(
+        self, label: str, sent: dict[str, SyncRecord], response: SyncManifest, checkpoint: int, result: DatabaseResult
+    ) -> None:
+        """Refused changes whose rows the answer sends back (as the server holds them: it refused them for
+        good) give way to them, unless they changed here again since; the lost edit is logged. Their rows
+        are written before the rest of the answer (and again with it), so that none of its deletes finds
+        them still referring to a parent they were refused under, to take them along."""
+        answered = response.payload(label)
+        pending = self.storage.get_pending_keys(label, sent) if sent and answered is not None else set()
+        if answered is None or not pending:
+            return
+        self.storage.acknowledge(label, {key: sent[key].last_modified for key in pending}, {})
+        replaced = sorted(pending - self.storage.get_pending_keys(label, pending))
+        for key in replaced:
+            self._log_replaced_edit(label, sent[key], answered.records[key], checkpoint, result)
+        self._apply_payload(ModelPayload(label, {key: answered.records[key] for key in replaced}, {}), checkpoint,
+                            DatabaseResult())  # what it reports is reported when the whole answer applies
 
     def _ordered_labels(self, response: SyncManifest, result: DatabaseResult) -> list[str]:
         """The answer's models this node tracks, in sync order. The others' rows are skipped: a device
@@ -187,6 +220,7 @@ class Applying(EngineBase):
         # reconciled it, and a guard here would keep a row the server's resolver replaced by an older one.
         # (Held-back records tried again are guarded: a newer version of the row may be stored since.)
         not_written = set(self.storage.upsert_many(label, clean_records, guard=guard))
+        self._remove_orphans(label, clean_deletes, result)
         self.storage.delete_many(label, clean_deletes, guard=False)
         result.add("applied", label, [key for key in clean_records if key not in not_written])
         result.add("deleted", label, list(clean_deletes))
@@ -239,6 +273,7 @@ class Applying(EngineBase):
             del outcome.to_delete[key]
         result.add("skipped", label, beaten)
         self.storage.upsert_many(label, outcome.to_upsert, guard=False)
+        self._remove_orphans(label, outcome.to_delete, result)
         self.storage.delete_many(label, outcome.to_delete, guard=False)
         self.storage.mark_pending(label, outcome.response_records)
         result.merge_reconciliation(outcome)
@@ -247,6 +282,65 @@ class Applying(EngineBase):
         tombstones = self.storage.get_tombstones(label, deleted_here) if deleted_here else {}
         for key in deleted_here:
             self._modify_vs_local_delete(label, key, records[key], tombstones.get(key, 0), result)
+
+    def _remove_orphans(self, label: str, deletes: Mapping[str, int], result: DatabaseResult) -> None:
+        """Before the answer's ``deletes`` of ``label`` apply: rows with a change the server has not
+        taken (a task created in a list that was deleted, or left the user's view, before the task
+        reached the server) that refer to those rows go with them, and so, in turn, do the rows
+        referring to the rows that go. Left in place they would dangle, and every sync would fail.
+
+        This is sync's own delete: nothing is pushed for them. Each is reported in ``errors`` and
+        logged with all its values (the app may restore it, under another parent)."""
+        doomed = self._orphans(label, deletes)
+        if not doomed:
+            return
+
+        def stamp(orphan: ReferenceViolation) -> int:
+            """The delete that takes ``orphan``: its parent's, sent or taken the same way."""
+            if orphan.parent_label == label and orphan.parent_key in deletes:
+                return deletes[orphan.parent_key]
+            return stamp(doomed[str(orphan.parent_label)][orphan.parent_key])
+
+        removed = {child: self.storage.get_records(child, orphans) for child, orphans in doomed.items()}
+        # children first: a row deleted under its referrers would take them along as local deletes
+        for child in [*reversed(self._order), *(doomed.keys() - set(self._order))]:
+            if removed.get(child):
+                self.storage.delete_many(child, {key: stamp(doomed[child][key]) for key in removed[child]}, guard=False)
+        for child, records in removed.items():
+            for key, record in records.items():
+                orphan = doomed[child][key]
+                direct = orphan.parent_label == label and orphan.parent_key in deletes
+                why = ("which the server deleted (or which left your view) before this change reached it" if direct
+                       else "removed from this device in this sync")
+                result.errors.append(record_error(child, key, f"removed from this device: it refers to "
+                                                  f"{orphan.parent_label} {orphan.parent_key!r}, {why}; "
+                                                  "its values are in the conflict log"))
+                clashes = [FieldConflict(name, value, None, record.timestamps.get(name, 0), stamp(orphan))
+                           for name, value in sorted(record.data.items()) if name not in META_FIELDS]
+                conflict = RecordConflict(key, child, ConflictType.DELETE_VS_MODIFY, clashes, record, None)
+                result.conflict_log.append(ConflictEntry(conflict, ResolutionSource.REMOTE))
+                result.add("conflicts", child, [key])
+        log.warning("removed %d row(s) with a change the server had not taken, referring to rows its answer deleted",
+                    sum(map(len, removed.values())))
+
+    def _orphans(self, label: str, deletes: Mapping[str, int]) -> dict[str, dict[str, ReferenceViolation]]:
+        """The rows :meth:`_remove_orphans` removes before ``deletes`` of ``label`` apply: label -> key -> the
+        reference that takes it (the pending rows referring to the deleted ones, then every row referring
+        to a row taken, in turn)."""
+        storage = self.storage
+        if not deletes or not isinstance(storage, FindsReferrers):
+            return {}
+        doomed: dict[str, dict[str, ReferenceViolation]] = {}
+        found = [orphan for orphan in storage.referrers(label, deletes, pending=True)
+                 if not (orphan.label == label and orphan.key in deletes)]
+        while found:
+            fresh: dict[str, list[str]] = {}
+            for orphan in found:
+                if orphan.key not in doomed.setdefault(orphan.label, {}):
+                    doomed[orphan.label][orphan.key] = orphan
+                    fresh.setdefault(orphan.label, []).append(orphan.key)
+            found = [orphan for child, keys in fresh.items() for orphan in storage.referrers(child, keys, pending=False)]
+        return doomed
 
     @staticmethod
     def _log_discarded_edit(

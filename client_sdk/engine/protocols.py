@@ -219,6 +219,16 @@ class ChecksReferences(Protocol):
 
 
 @runtime_checkable
+class FindsReferrers(Protocol):
+    """A client storage that can find the rows referring to rows about to be deleted (inside the round's transaction)."""
+
+    def referrers(self, label: str, keys: Collection[str], *, pending: bool) -> list[ReferenceViolation]:
+        """Rows whose FOREIGN KEY names one of the stored rows ``keys`` of ``label``, only those with a
+        pending local change if ``pending``: (label, key, parent label, parent key) each."""
+        ...
+
+
+@runtime_checkable
 class SyncLock(Protocol):
     """Stops two syncs of one node from running at once.
 

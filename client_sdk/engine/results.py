@@ -62,7 +62,10 @@ class DatabaseResult:
       comes back with the next answer), the losing side of a key sent both as a record and a
       delete in one answer, or the rows of a model this device does not track (it asks for them
       from the start once it does).
-    - ``errors``: records refused, by the server or here, one entry each; ``ok`` is False then.
+    - ``errors``: records refused, by the server or here, one entry each; ``ok`` is False then. A row
+      with a change the server had not taken that went with a parent the server deleted (see
+      ``Applying._remove_orphans``) has an entry of its own, besides any refusal of it; the conflict
+      log keeps its values.
     - ``held_back``: received records this device cannot store yet (a value its column does not
       take, a constraint its table refuses), with why, as ``errors`` lists them: kept, and applied
       by the first sync after the schema or the data in the way changes. Not errors: the rest

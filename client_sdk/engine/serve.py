@@ -47,19 +47,22 @@ class Serving(EngineBase):
         every record costs as much as encoding the page a second time.
         """
         refused: dict[tuple[str, str], str] = {}
+        final: set[tuple[str, str]] = set()
         bytes_max: int | None = None
         while True:
             try:
-                return self._process(incoming, refused, bytes_max)
+                return self._process(incoming, refused, final, bytes_max)
             except _BrokenReferences as broken:
                 if broken.keys.keys() <= refused.keys():
                     raise SyncAbortedError(f"foreign keys stay broken after refusing {len(refused)} change(s)") from None
                 refused.update(broken.keys)
+                final |= broken.final
             except _Oversized:
                 bytes_max = self.options.batch_bytes
 
     def _process(
-        self, incoming: SyncManifest, refused: dict[tuple[str, str], str], bytes_max: int | None
+        self, incoming: SyncManifest, refused: dict[tuple[str, str], str], final: set[tuple[str, str]],
+        bytes_max: int | None,
     ) -> tuple[SyncManifest, DatabaseResult]:
         result = DatabaseResult()
         for (label, key), message in refused.items():
@@ -77,7 +80,7 @@ class Serving(EngineBase):
             # A round that brings nothing stores nothing: it needs no new stamp, and taking one would
             # write to the database on every idle poll.
             now = self.clock.now() if incoming.change_count else self.clock.last
-            serving = _Round(incoming, now, Budget(self.options.batch_size, bytes_max), result, refused)
+            serving = _Round(incoming, now, Budget(self.options.batch_size, bytes_max), result, refused, final)
             served = [self._serve_records(label, serving) for label in self._order]
             has_more = any(model.cut for model in served)
             payloads: list[ModelPayload] = []
@@ -171,13 +174,15 @@ class Serving(EngineBase):
             # a change to a row that left the user's view is refused, and the row's delete goes back with
             # the refusal: the device drops the row instead of keeping a change no sync will ever take
             departed = self.storage.departed(label, hidden) if hidden else {}
-        # a new row refused for landing outside the scope goes back deleted: the device drops it with its
-        # refusal (it could not keep it anyway once its list, say, has left the user's view)
-        landed = [key for (refused_label, key), message in serving.refused.items()
-                  if refused_label == label and message == LEFT_SCOPE and key in payload.records]
-        if landed:
-            stored_now = self.storage.get_records(label, landed)
-            departed.update((key, payload.records[key].last_modified) for key in landed if key not in stored_now)
+        # A change refused on an earlier try for good (landing outside the scope, referring to a deleted
+        # row) goes back with the row as we hold it: the device takes it instead of keeping a change no sync
+        # will take. A new row refused for landing outside the scope goes back deleted (the device could
+        # not keep it anyway once its list, say, has left the user's view).
+        bounced = [key for refused_label, key in serving.final
+                   if refused_label == label and key in payload.records and key not in problems]
+        held = self.storage.get_records(label, bounced) if bounced else {}
+        departed.update((key, payload.records[key].last_modified) for key in bounced
+                        if key not in held and serving.refused[(label, key)] == LEFT_SCOPE)
         for key, message in problems.items():
             result.errors.append(record_error(label, key, message))
         skip = problems.keys() | {key for refused_label, key in serving.refused if refused_label == label}
@@ -212,7 +217,7 @@ class Serving(EngineBase):
         result.add("skipped", label, stale)
         for kind in ("created", "applied"):
             getattr(result, kind)[label] = [k for k in getattr(result, kind).get(label, []) if k not in stale]
-        answers = {**completed, **outcome.response_records}
+        answers = {**completed, **outcome.response_records, **held}
         answers.update((key, record) for key, record in revived.items() if not _same_record(record, outcome.to_upsert[key]))
         for key, record in answers.items():
             serving.budget.take_record(record)
@@ -248,17 +253,20 @@ class Serving(EngineBase):
     def _check_references(self, incoming: SyncManifest) -> None:
         """Before the round commits: a FOREIGN KEY left pointing at nothing names the incoming change to refuse."""
         broken: dict[tuple[str, str], str] = {}
+        final: set[tuple[str, str]] = set()
         for label, key, parent_label, parent_key in self._reference_violations(incoming.payloads):
             sent = incoming.payload(label)
             parent = incoming.payload(parent_label) if parent_label else None
             if sent is not None and key in sent.records:
                 broken[(label, key)] = f"refers to {parent_label} {parent_key!r}, which does not exist (deleted?)"
+                if parent_label and self.storage.get_tombstones(parent_label, [parent_key]):
+                    final.add((label, key))  # deleted; a parent that has not arrived yet may still come
             elif parent is not None and parent_key in parent.deletes:
                 broken[(parent.model_label, parent_key)] = f"cannot be deleted: {label} {key!r} still refers to it"
             else:
                 raise SyncAbortedError(f"{label} {key!r} refers to a missing {parent_label} {parent_key!r}")
         if broken:
-            raise _BrokenReferences(broken)
+            raise _BrokenReferences(broken, final)
 
     def _check_scope(self, served: list[_ServedModel]) -> None:
         """Before the round commits: a row it wrote that the user's scope does not hold now (inserted
@@ -268,7 +276,7 @@ class Serving(EngineBase):
         outside = {(model.label, key): LEFT_SCOPE
                    for model in served if model.written for key in self.storage.outside_scope(model.label, model.written)}
         if outside:
-            raise _BrokenReferences(outside)
+            raise _BrokenReferences(outside, set(outside))
 
     def _renew_tombstones(self, label: str, deletes: dict[str, int], local: dict[str, SyncRecord], now: int) -> None:
         """A client deleted a row we hold no row for: its delete becomes our tombstone, or renews ours if
@@ -303,21 +311,25 @@ class Serving(EngineBase):
 @dataclass
 class _Round:
     """One answer being assembled: the request, our clock for it, the page budget, the result, and the
-    changes refused for their FOREIGN KEYs on an earlier try."""
+    changes refused for their FOREIGN KEYs or the scope on an earlier try (``final``: those no later
+    request can make acceptable)."""
 
     incoming: SyncManifest
     now: int
     budget: Budget
     result: DatabaseResult
     refused: dict[tuple[str, str], str]
+    final: set[tuple[str, str]]
 
 
 class _BrokenReferences(Exception):
-    """Internal: the round would commit dangling foreign keys; roll back and refuse these changes."""
+    """Internal: the round would commit dangling foreign keys (or rows outside the scope); roll back and
+    refuse these changes, ``final`` those that no later request can make acceptable."""
 
-    def __init__(self, keys: dict[tuple[str, str], str]) -> None:
+    def __init__(self, keys: dict[tuple[str, str], str], final: set[tuple[str, str]]) -> None:
         super().__init__(f"{len(keys)} change(s) break foreign keys")
         self.keys = keys
+        self.final = final
 
 
 class _Oversized(Exception):

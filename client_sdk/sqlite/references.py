@@ -9,6 +9,7 @@ from operator import itemgetter
 from typing import Any
 
 from ..engine.protocols import ReferenceViolation
+from .ddl import S_KEY, S_PENDING
 from .mapping import IN_KEYS, TableMapping, keys_json
 from .schema import ForeignKey, quote
 
@@ -67,6 +68,32 @@ class ReferenceChecks:
         for table in sorted(whole_tables):
             found += self._table_violations(table)
         return list(dict.fromkeys(found))
+
+    def referrers(self, label: str, keys: Collection[str], *, pending: bool) -> list[ReferenceViolation]:
+        """Rows of tracked tables whose FOREIGN KEY names one of the stored rows ``keys`` of ``label``
+        (read before they are deleted), only those with a pending local change if ``pending``:
+        (label, key, parent label, parent key). Pending rows are read through the partial index that
+        holds them, so finding none costs next to nothing."""
+        parent = self._models[label].tracked
+        found = []
+        for child_label, model in self._models.items():
+            child = model.tracked
+            for fk in model.schema.foreign_keys:
+                if self._labels_by_table.get(fk.parent) != label or (None in fk.parent_columns and len(fk.columns) > 1):
+                    continue
+                columns = ", ".join(f"c.{quote(column)}" for column in fk.columns)
+                named = ", ".join(f"p.{quote(column or parent.key)}" for column in fk.parent_columns)
+                # pending rows first (the partial index holds only them); else from the parents named
+                source = (f"{child.shadow} AS s CROSS JOIN {child.base} AS c ON c.{child.key_column} = s.{S_KEY} "
+                          f"CROSS JOIN {parent.base} AS p ON ({named}) = ({columns}) WHERE s.{S_PENDING} = 1 AND"
+                          if pending else f"{parent.base} AS p JOIN {child.base} AS c ON ({columns}) = ({named}) WHERE")
+                rows = self.connection.execute(
+                    f"SELECT c.{child.key_column}, p.{parent.key_column} FROM {source} p.{parent.key_column} IN {IN_KEYS} "
+                    "ORDER BY 1",
+                    (keys_json(keys),),
+                )
+                found += [ReferenceViolation(child_label, key, label, parent_key) for key, parent_key in rows]
+        return found
 
     def _all_present(self, fk: ForeignKey, parent_column: str, values: set[Any]) -> bool:
         """Every one of ``values`` (text, or NULL) names a row of ``fk``'s parent table."""

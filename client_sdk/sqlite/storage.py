@@ -321,6 +321,14 @@ class SqliteSyncStorage(SyncWrites, ServedChanges, PendingChanges):
         return self._references.violations(written, deleted)
 
     @serialized
+    def referrers(self, label: str, keys: Collection[str], *, pending: bool) -> list[ReferenceViolation]:
+        """Rows referring to the stored rows ``keys`` of ``label``, only pending ones if ``pending``
+        (see :meth:`ReferenceChecks.referrers`)."""
+        self._model(label)
+        self._fold_log()
+        return self._references.referrers(label, keys, pending=pending)
+
+    @serialized
     def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         tracked = self._model(label).tracked
         self._fold_log()

@@ -45,9 +45,25 @@ LEAVING_WITH_PENDING_CHILD = (
     "answer, and every sync raises ConflictStateError ('would leave local rows referring to deleted rows')"
 )
 PENDING_CHILD_OF_A_GONE_LIST = (
-    "bug: a device holding a new task of a list that is deleted (or leaves its scope) before the task reached the "
+    "bug (fixed since: the task leaves the device with its list, logged; a task moved there comes back as the server "
+    "holds it): a device holding a new task of a list that is deleted (or leaves its scope) before the task reached the "
     "server gets the list's delete while the task's push is refused for its missing list: every sync raises "
     "ConflictStateError until the app deletes or re-parents the task (the unscoped rule for a deleted parent)"
+)
+SCOPED_PAGE_SKIPS_ROWS = (
+    "bug (paged answers only): a row the device pushes is read, in the round that stores it, at the scope stamp it had "
+    "before (_sync_scope_members.at), but the cursor takes its new last_modified: a page of a model that ends on it "
+    "moves the cursor past the rows in between, and that device never receives them"
+)
+REVIVED_ROW_STILL_GONE = (
+    "bug (paged answers only): a row a user's push brings back into their view (an edit newer than another user's "
+    "delete of it) stays in _sync_scope_gone for that user; a later page of the same sync carries its delete, and "
+    "the device drops a row the server holds, for good"
+)
+REPLY_BEFORE_ITS_PARENT = (
+    "bug (paged answers only, also unscoped): the server's merged version of a row the device pushed comes with the "
+    "first page even when it refers to a parent the device gets only on a later page (a list just shared, or new): "
+    "the device refuses the page with ConflictStateError, on every sync while the pages fall that way"
 )
 PARENT_DELETE_PAGED_EARLY = (
     "bug (fixed since; also unscoped, already at HEAD 95acaf4): tombstone windows are per model, so a paged answer can carry a "
@@ -285,8 +301,9 @@ def check_swarm(swarm: Swarm) -> None:
     leaks = [leak for watch in world.watches.values() for leak in watch.leaks]
     assert not leaks, leaks[:5]
     for device in swarm.devices:
-        others = [error for error in device.errors if "outside your scope" not in str(error.get("message"))]
-        assert not others, f"{device.name}: errors other than scope refusals: {others[:5]}"
+        others = [error for error in device.errors if not any(
+            reason in str(error.get("message")) for reason in ("outside your scope", "removed from this device"))]
+        assert not others, f"{device.name}: errors other than scope refusals and their consequences: {others[:5]}"
     for device in swarm.devices:
         assert device.last is not None
         reported = {(str(error["model_label"]), str(error["key"])) for error in device.last.errors}
@@ -318,11 +335,11 @@ def guarded_swarm(swarm: Swarm) -> None:
     # Guarded, refusals are rare but not impossible, so check_swarm's "scope refusals only, and reported" is the rule.
 
 
-FREE_SWARM_BUGS = (PENDING_CHILD_OF_A_GONE_LIST,)
+PAGED_FREE_SWARM_BUGS = (SCOPED_PAGE_SKIPS_ROWS, REVIVED_ROW_STILL_GONE, REPLY_BEFORE_ITS_PARENT)
 
 
-@pytest.mark.xfail(strict=False, reason="; ".join(FREE_SWARM_BUGS))
-@pytest.mark.parametrize("page", [None, 5])
+@pytest.mark.parametrize("page", [None, pytest.param(5, marks=pytest.mark.xfail(
+    strict=False, reason="; ".join(PAGED_FREE_SWARM_BUGS)))])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_swarm_with_writes_overtaken_by_scope_changes(tmp_path: Path, seed: int, page: int | None) -> None:
     with ExitStack() as stack:

@@ -291,6 +291,33 @@ def test_reference_violations_reads_only_what_the_round_touched(tmp_path: Path) 
     storage.close()
 
 
+def test_referrers_finds_the_rows_naming_rows_about_to_be_deleted_pending_ones_alone_if_asked(tmp_path: Path) -> None:
+    tag, pin = "todo.Tag", "todo.Pin"
+    storage = storage_over(
+        tmp_path / "referrers.db",
+        "CREATE TABLE lists (id TEXT PRIMARY KEY, name TEXT UNIQUE, owner TEXT, UNIQUE (name, owner));"
+        "CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT, done BOOLEAN, priority INTEGER, list_id TEXT REFERENCES lists(id));"
+        "CREATE TABLE tags (id TEXT PRIMARY KEY, list_name TEXT REFERENCES lists(name));"
+        "CREATE TABLE pins (id TEXT PRIMARY KEY, name TEXT, owner TEXT, FOREIGN KEY (name, owner) REFERENCES lists(name,owner));",
+        {**MODELS, "tags": tag, "pins": pin},
+    )
+    with storage.transaction():  # synced rows: nothing pending
+        storage.upsert_many(LIST, {key: SyncRecord(key, {"id": key, "name": key.lower(), "owner": "me"},
+                                                   {"id": 5, "name": 5, "owner": 5}) for key in ("L", "M")})
+        storage.upsert_many(TASK, {"t1": task("t1", 6, list_id="L"), "t2": task("t2", 6, list_id="M")})
+    with storage.connection:  # the app's own writes: pending
+        storage.connection.execute("INSERT INTO tasks (id, list_id) VALUES ('t3', 'L'), ('t4', NULL)")
+        storage.connection.execute("INSERT INTO tags VALUES ('g', 'l')")
+        storage.connection.execute("INSERT INTO pins VALUES ('p', 'l', 'me'), ('q', 'm', 'me')")
+    assert storage.referrers(LIST, ["L"], pending=True) == [(TASK, "t3", LIST, "L"), (tag, "g", LIST, "L"),
+                                                            (pin, "p", LIST, "L")]
+    assert storage.referrers(LIST, ["L", "M"], pending=False) == [
+        (TASK, "t1", LIST, "L"), (TASK, "t2", LIST, "M"), (TASK, "t3", LIST, "L"), (tag, "g", LIST, "L"),
+        (pin, "p", LIST, "L"), (pin, "q", LIST, "M")]
+    assert storage.referrers(TASK, ["t1", "t3"], pending=False) == []
+    storage.close()
+
+
 def test_written_rows_are_read_back_only_when_a_reference_they_bound_is_missing(tmp_path: Path) -> None:
     storage = storage_over(
         tmp_path / "lookups.db",
