@@ -17,7 +17,7 @@ from ..protocol.wire import SyncRecord
 from .core import StorageCore
 from .ddl import S_LM, TOMB_HLC
 from .mapping import IN_KEYS, keys_json, position_filter, record_json
-from .scopes import Scope, ScopedReads
+from .scopes import ScopedReads
 from .transaction import serialized
 
 
@@ -30,11 +30,11 @@ class ServedChanges(StorageCore):
     """The user whose request is being answered (``scoped_to``); None: unscoped."""
     clock: HybridLogicalClock
 
-    def _scope_of(self, label: str) -> tuple[ScopedReads, Scope, str] | None:
-        """The scope ``label``'s reads go through for the current request, if any."""
+    def _scope_of(self, label: str) -> tuple[ScopedReads, str] | None:
+        """The scoped reads ``label``'s requests go through for the current user, if any."""
         if self._user is None or self._scoped is None or label not in self._scoped.scopes:
             return None
-        return self._scoped, self._scoped.scopes[label], self._user
+        return self._scoped, self._user
 
     @contextmanager
     def scoped_to(self, user: str | None) -> Iterator[None]:
@@ -63,20 +63,20 @@ class ServedChanges(StorageCore):
     def hidden(self, label: str, keys: Iterable[str]) -> set[str]:
         """Of ``keys``, those whose row exists and is not the current user's to see or change."""
         scoped = self._scope_of(label)
-        return set() if scoped is None else scoped[0].hidden(scoped[1], scoped[2], keys)
+        return set() if scoped is None else scoped[0].hidden(label, scoped[1], keys)
 
     @serialized
     def departed(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         """Of ``keys``, the rows that left the current user's view: key -> the delete their devices got."""
         scoped = self._scope_of(label)
-        return {} if scoped is None else scoped[0].departed(scoped[1], scoped[2], keys)
+        return {} if scoped is None else scoped[0].departed(label, scoped[1], keys)
 
     @serialized
     def outside_scope(self, label: str, keys: Iterable[str]) -> set[str]:
         """Of ``keys`` (rows the current request wrote), those the user's scope does not hold now; the
         others are the user's from now on."""
         scoped = self._scope_of(label)
-        return set() if scoped is None else scoped[0].outside(scoped[1], scoped[2], keys, self.clock.last)
+        return set() if scoped is None else scoped[0].outside(label, scoped[1], keys, self.clock.last)
 
     @serialized
     def get_changed_since(
@@ -87,8 +87,8 @@ class ServedChanges(StorageCore):
         self._fold_log()
         scoped = self._scope_of(label)
         if scoped is not None:
-            reads, scope, user = scoped
-            sql, named = reads.page(scope, user, since, None if after is None else (after.timestamp, after.key), limit, until)
+            reads, user = scoped
+            sql, named = reads.page(label, user, since, None if after is None else (after.timestamp, after.key), limit, until)
             return model.records(self._fetch_all(sql, named), served=True)
         where, params = position_filter(since, after)
         if until is not None:
@@ -101,8 +101,8 @@ class ServedChanges(StorageCore):
         self._fold_log()
         scoped = self._scope_of(label)
         if scoped is not None:
-            reads, scope, user = scoped
-            return reads.gone_since(scope, user, since, until)
+            reads, user = scoped
+            return reads.gone_since(label, user, since, until)
         return dict(self.connection.execute(
             f'SELECT "key", {TOMB_HLC} FROM {tracked.tomb} WHERE "stamp" > ? AND "stamp" <= ?',
             (since, HLC_MAX if until is None else until),

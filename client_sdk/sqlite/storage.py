@@ -51,8 +51,7 @@ from .mapping import (
 from .pending import PendingChanges
 from .references import ReferenceChecks
 from .schema import PREFIX, TableSchema, introspect, quote
-from .scopes import DDL as SCOPE_DDL
-from .scopes import ScopedReads, compile_scopes
+from .scopes import SQLITE, ScopedReads, compile_scopes
 from .serving import ServedChanges
 from .transaction import Transactions, serialized
 from .values import invalid_values
@@ -129,7 +128,7 @@ class SqliteSyncStorage(SyncWrites, ServedChanges, PendingChanges):
                 self._setup(models, node_id)
                 if scopes:
                     with self._tx():
-                        for statement in SCOPE_DDL:
+                        for statement in SQLITE.ddl:
                             self.connection.execute(statement)
                     self._scoped = ScopedReads(self.connection, compile_scopes(self.connection, self._models, scopes))
         except BaseException:

@@ -35,6 +35,7 @@ from client_sdk.protocol.graph import DependencyGraph
 from client_sdk.protocol.hlc import HLC_MAX, HybridLogicalClock, system_ms
 from client_sdk.protocol.wire import META_FIELDS, SyncRecord
 from client_sdk.sqlite.schema import quote
+from client_sdk.sqlite.scopes import ScopedReads, ScopedTable
 from client_sdk.sqlite.served import served_records
 from client_sdk.sqlite.storage import DEFAULT_TOMBSTONE_RETENTION
 from client_sdk.sqlite.values import invalid_values
@@ -42,8 +43,7 @@ from client_sdk.sqlite.values import invalid_values
 from .catalog import Table, as_text, find_table, json_number, read_table
 from .connection import Connection, connect, shown, storage_errors
 from .schema import create_schema
-from .scopes import DDL as SCOPE_DDL
-from .scopes import PostgresScopes
+from .scopes import POSTGRES, compile_scopes
 
 LOCK_KEY = 0x5F73796E63
 """The advisory lock every round takes (see the module's doc)."""
@@ -71,6 +71,11 @@ class _Synced:
         self.select_values = ", ".join(f"b.{quote(name)}" for name in table.fields)
         self.select = (f'SELECT s."key", s."received_at", s."stamps", {self.select_values} FROM {self.shadow} AS s '
                        f"JOIN {self.base} AS b ON {self.joined}")
+
+    def scoped(self, condition: str) -> ScopedTable:
+        """The table as the scoped reads name it, under ``condition``."""
+        return ScopedTable(self.label, condition, self.base, self.key, self.shadow, '"key"', '"lm"', '"received_at"', self.tomb,
+                           'coalesce("hlc", "stamp")', f's."stamps", {self.select_values}')
 
     def ddl(self) -> list[str]:
         return [
@@ -140,7 +145,7 @@ class PostgresServerStorage:
         self._reading = False
         self._fail_fast = False
         self._synced: dict[str, _Synced] = {}
-        self._scoped: PostgresScopes | None = None
+        self._scoped: ScopedReads | None = None
         self._user: str | None = None
         try:
             self._setup(models, node_id, identity_field, schema)
@@ -170,7 +175,7 @@ class PostgresServerStorage:
                 self._synced[label] = synced
             self._defer_references()
 
-    def _scopes(self, conditions: Mapping[str, str]) -> PostgresScopes:
+    def _scopes(self, conditions: Mapping[str, str]) -> ScopedReads:
         """The scoped reads of ``conditions`` (table -> SQL condition), compiled."""
         by_table = {synced.table.name: synced for synced in self._synced.values()}
         by_label = {}
@@ -179,13 +184,12 @@ class PostgresServerStorage:
             if synced is None:
                 synced_tables = ", ".join(sorted(by_table))
                 raise InvalidParameterError(f"scopes.{table}: not a synced table (the synced tables: {synced_tables})")
-            by_label[synced.label] = condition
+            by_label[synced.label] = synced.scoped(condition)
         with self.transaction():
-            for statement in SCOPE_DDL:
+            for statement in POSTGRES.ddl:
                 self.connection.execute(statement.encode())
-        scoped = PostgresScopes(self.connection, self._synced, by_label)
-        scoped.compile()
-        return scoped
+        compile_scopes(self.connection, by_label)
+        return ScopedReads(self.connection, by_label, POSTGRES)
 
     def _defer_references(self) -> None:
         """Make the foreign keys among synced tables checkable at commit: a round stores a page's rows in
@@ -334,7 +338,7 @@ class PostgresServerStorage:
 
     # ------------------------------------------------------------------ reading
 
-    def _fetch(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    def _fetch(self, sql: str | bytes, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self._guard, storage_errors(self.url):
             return self.connection.execute(sql, params).fetchall()
 
@@ -503,7 +507,7 @@ class PostgresServerStorage:
 
     # ------------------------------------------------------------------ scopes
 
-    def _scope_of(self, label: str) -> tuple[PostgresScopes, str] | None:
+    def _scope_of(self, label: str) -> tuple[ScopedReads, str] | None:
         """The scoped reads ``label``'s requests go through for the current user, if any."""
         if self._user is None or self._scoped is None or label not in self._scoped.scopes:
             return None
