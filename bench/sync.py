@@ -1,6 +1,7 @@
 """Sync throughput against a real ``server_stub`` on loopback, each phase as a ratio to a baseline of the same run.
 
     .venv/bin/python bench/sync.py [--rows 100000] [--edits 1000] [--repeat 5]
+    .venv/bin/python bench/sync.py --only-initial [--repeat 7]   # the initial sync alone
 
 Phases (the client is DatabaseEngine + SqliteSyncStorage(role="client") +
 HttpTransport, in a child process of its own so its peak RSS is its own):
@@ -417,14 +418,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--push-rows", type=int, default=100_000, help="rows a fresh device pushes (default 100000)")
     parser.add_argument("--push-repeat", type=int, default=3, help="pushes (each to a fresh server) to take the median of")
     parser.add_argument("--only-push", action="store_true", help="run the push phase alone")
+    parser.add_argument("--only-initial", action="store_true", help="run the initial sync phase alone")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="sync-bench-") as tmp:
         folder = Path(tmp)
         limits = f"\n[limits]\nbatch_size = {args.batch_size}\n" if args.batch_size else ""
         phases = [] if args.only_push else pull_phases(args, folder, limits)
-        phases.append(push_phases(args, folder, limits))
-    phases.append(("1M run", "not run here: bench/scale.py", None, None, None, None))
+        if not args.only_initial:
+            phases.append(push_phases(args, folder, limits))
+    if not (args.only_push or args.only_initial):
+        phases.append(("1M run", "not run here: bench/scale.py", None, None, None, None))
     print_report(phases)
     return 0
 
@@ -442,7 +446,8 @@ def server_config(folder: Path, name: str, limits: str) -> Path:
 
 
 def pull_phases(args: argparse.Namespace, folder: Path, limits: str) -> list[Phase]:
-    """The initial, incremental and no-op syncs, against a server seeded with ``--rows`` tasks."""
+    """The initial, incremental and no-op syncs (the first alone with ``--only-initial``), against a
+    server seeded with ``--rows`` tasks."""
     config_path = server_config(folder, "server", limits)
     print(f"seeding the server with {args.rows} tasks ...", flush=True)
     seed_server(ServerConfig(database=folder / "server.db", models=MODELS, schema=SCHEMA, node_id="server"), args.rows)
@@ -461,8 +466,9 @@ def pull_phases(args: argparse.Namespace, folder: Path, limits: str) -> list[Pha
             initial_runs.append(report["initial_s"])
             baseline_runs.append(initial_base)
             peak_rss = max(peak_rss, report["peak_rss_mb"])
-        report.update(in_child(later_phases, base, client, args.edits, args.noops))
-        incremental_base = incremental_baseline(base, report["incremental_requests"], folder / "plain-edits.db")
+        if not args.only_initial:
+            report.update(in_child(later_phases, base, client, args.edits, args.noops))
+            incremental_base = incremental_baseline(base, report["incremental_requests"], folder / "plain-edits.db")
 
     rows = report["rows"]
     initial_s = statistics.median(initial_runs)
@@ -473,11 +479,15 @@ def pull_phases(args: argparse.Namespace, folder: Path, limits: str) -> list[Pha
     print(f"peak client RSS: {peak_rss:.0f} MB (target < 200 MB) {'ok' if rss_ok else 'OVER TARGET'}")
     if stored != rows + LISTS:
         print(f"warning: the baseline stored {stored} rows, the sync {rows + LISTS}")
+    initial: Phase = (
+        "initial sync", f"{rows} rows, {report['initial_rounds']} rounds, {rows / initial_s:,.0f} rows/s, "
+                        f"{report['initial_bytes'] / max(rows, 1):.1f} wire bytes/row; {args.repeat} runs "
+                        f"(each: {ratios})",
+        initial_s, statistics.median(baseline_runs), statistics.median(pair_ratios(initial_runs, baseline_runs)), 2.0)
+    if args.only_initial:
+        return [initial]
     return [
-        ("initial sync", f"{rows} rows, {report['initial_rounds']} rounds, {rows / initial_s:,.0f} rows/s, "
-                         f"{report['initial_bytes'] / max(rows, 1):.1f} wire bytes/row; {args.repeat} runs "
-                         f"(each: {ratios})",
-         initial_s, statistics.median(baseline_runs), statistics.median(pair_ratios(initial_runs, baseline_runs)), 2.0),
+        initial,
         ("incremental sync", f"{report['incremental_pushed']} edits pushed, {report['incremental_rounds']} rounds",
          report["incremental_s"], incremental_base, report["incremental_s"] / incremental_base, None),
         ("no-op sync", f"{args.noops} runs", report["noop_s"], report["noop_base_s"], report["noop_ratio"], 2.0),

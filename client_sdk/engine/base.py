@@ -11,6 +11,7 @@ from ..conflict.reconciler import PayloadReconciler
 from ..errors import ClockDriftError
 from ..protocol.graph import DependencyGraph
 from ..protocol.hlc import HybridLogicalClock, wall_of
+from ..protocol.page import page_columns
 from ..protocol.wire import AfterKeys, ModelPayload, SyncManifest, SyncRecord
 from .checks import all_storable, record_problems
 from .options import EngineOptions
@@ -130,7 +131,8 @@ class EngineBase:
         """``payload`` with each stamp a peer put under another name for a field (the existing clients
         stamp a foreign key under the model's field name, PROTOCOL.md 14) moved to the field."""
         aliases = self.storage.stamp_aliases(payload.model_label) if isinstance(self.storage, KnowsFields) else {}
-        if not aliases:
+        columns = page_columns(payload.records)
+        if not aliases or (columns is not None and aliases.keys().isdisjoint(columns.fields)):
             return payload
         renamed = {}
         for key, record in payload.records.items():

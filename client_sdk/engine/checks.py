@@ -8,12 +8,14 @@ nothing is wrong (False only means "look record by record").
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from itertools import chain, compress, repeat
 from math import isfinite
-from operator import is_
 from typing import Any
 
 from ..protocol.hlc import HLC_MAX
+from ..protocol.page import PageColumns, page_columns
 from ..protocol.wire import META_FIELDS, ModelPayload, SyncRecord, is_text
 from .options import is_int
 
@@ -48,29 +50,55 @@ def record_problems(payload: ModelPayload, identity_field: str, known: frozenset
 def all_storable(records: dict[str, SyncRecord], identity_field: str, known: frozenset[str] | None) -> bool:
     """Whether :func:`record_problems` would find nothing: the same checks, made for a whole payload at once.
     False only means "look record by record"."""
+    columns = page_columns(records)
+    if columns is not None:
+        return _page_storable(columns, records, identity_field, known)
     datas = [record.data for record in records.values()]
     stamps = [record.timestamps for record in records.values()]
     if not all(stamps) or list(map(dict.get, datas, repeat(identity_field), records)) != list(records):
         return False
-    values = list(chain.from_iterable(map(dict.values, datas)))
-    types = list(map(type, values))
-    kinds = set(types)
-    if not kinds <= _JSON_TYPES:
-        return False  # e.g. an int subclass (never from JSON): leave it to the exact checks
-    integers = list(compress(values, map(is_, types, repeat(int))))
-    if integers and (min(integers) < -HLC_MAX - 1 or max(integers) > HLC_MAX):
-        return False
-    if float in kinds and not isfinite(sum(compress(values, map(is_, types, repeat(float))))):
-        return False  # a NaN or an infinity (or finite numbers whose sum is too large: the exact check tells)
-    if str in kinds and not is_text("".join(compress(values, map(is_, types, repeat(str))))):
-        return False
-    if not kinds.isdisjoint(_CONTAINERS) and not _encodable(list(compress(values, map(_CONTAINERS.__contains__, types)))):
+    if not _storable_values(list(chain.from_iterable(map(dict.values, datas)))):
         return False
     if known is None:
         return True
     names = set(chain.from_iterable(datas))
     names.update(chain.from_iterable(stamps))
     return names <= known | META_FIELDS
+
+
+def _page_storable(
+    columns: PageColumns, records: dict[str, SyncRecord], identity_field: str, known: frozenset[str] | None
+) -> bool:
+    """:func:`all_storable` of a decoded page, a column at a time (every record has the same fields,
+    each with a stamp)."""
+    by_field = columns.by_field
+    if identity_field in by_field and by_field[identity_field] != tuple(records):
+        return False
+    if not all(map(_storable_values, by_field.values(), columns.kinds.values())):
+        return False
+    return known is None or set(columns.fields) <= known | META_FIELDS
+
+
+def _storable_values(values: Sequence[Any], kinds: AbstractSet[type] | None = None) -> bool:
+    """Whether no value is one :func:`record_problems` refuses (for the types JSON makes; any other
+    type makes it False). ``kinds``: the set of their types, when it is known."""
+    types = list(map(type, values)) if kinds is None or len(kinds) > 1 else []
+    kinds = set(types) if kinds is None else kinds
+    if not kinds <= _JSON_TYPES:
+        return False  # e.g. an int subclass (never from JSON): leave it to the exact checks
+
+    def of(*wanted: type) -> Sequence[Any]:
+        """The values of the ``wanted`` types."""
+        return values if kinds <= set(wanted) else list(compress(values, map(wanted.__contains__, types)))
+
+    integers = of(int) if int in kinds else ()
+    if integers and (min(integers) < -HLC_MAX - 1 or max(integers) > HLC_MAX):
+        return False
+    if float in kinds and not isfinite(sum(of(float))):
+        return False  # a NaN or an infinity (or finite numbers whose sum is too large: the exact check tells)
+    if str in kinds and not is_text("".join(of(str))):
+        return False
+    return kinds.isdisjoint(_CONTAINERS) or _encodable(list(of(dict, list)))
 
 
 _JSON_TYPES = frozenset({str, int, float, bool, type(None), dict, list})

@@ -17,6 +17,7 @@ from typing import Any, Required, TypedDict, TypeGuard
 
 from ..errors import InvalidParameterError, ManifestChecksumError, ManifestFieldError, RecordFieldError
 from .hlc import HLC_MAX
+from .page import RecordPage, page_columns, uniform_columns
 
 META_FIELDS = frozenset({"sync_field_timestamps", "sync_field_last_modified"})
 """Server bookkeeping that may appear inside ``data``; never user data."""
@@ -203,6 +204,9 @@ class ModelPayload:
 
     def max_stamp(self) -> int:
         """The largest stamp this payload carries (record last_modified or tombstone)."""
+        columns = page_columns(self.records)
+        if columns is not None:  # a decoded page: no received_at, and each record's newest stamp at hand
+            return max(max(columns.newest), max(self.deletes.values(), default=0))
         records = self.records.values()
         stamps = chain.from_iterable(map(dict.values, map(attrgetter("timestamps"), records)))
         received = max(map(attrgetter("received_at"), records), default=0)
@@ -270,7 +274,8 @@ def _plain_records(raw_records: dict[Any, Any]) -> dict[str, SyncRecord] | None:
 
     The fast path of :meth:`ModelPayload.from_dict`: it accepts a subset of what
     :meth:`SyncRecord.from_dict` accepts (no ``received_at``), checked for the
-    whole payload at once instead of field by field.
+    whole payload at once instead of field by field. Records that all carry the
+    same fields come as a :class:`RecordPage`, with their columns.
     """
     raws = list(raw_records.values())
     if not raws:
@@ -285,6 +290,9 @@ def _plain_records(raw_records: dict[Any, Any]) -> dict[str, SyncRecord] | None:
     maps = list(map(dict.get, raws, repeat("timestamps")))
     if not _all_dicts(datas) or not _all_dicts(maps):
         return None
+    columns = uniform_columns(datas, maps)
+    if columns is not None:
+        return RecordPage(zip(raw_records, map(SyncRecord, raw_records, datas, maps), strict=True), columns)
     names = set(map(type, chain.from_iterable(maps)))
     stamps = list(chain.from_iterable(map(dict.values, maps)))
     if stamps and (names != {str} or set(map(type, stamps)) != {int} or min(stamps) < 0 or max(stamps) > HLC_MAX):

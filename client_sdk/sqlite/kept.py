@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from itertools import repeat
 from operator import le
 
+from ..protocol.page import page_columns
 from ..protocol.wire import META_FIELDS, SyncRecord
 from .ddl import S_KEY, S_LM, S_PENDING, Tracked
 from .mapping import IN_KEYS, TableMapping, keys_json
@@ -38,6 +39,9 @@ def split_unknown(model: TableMapping, records: dict[str, SyncRecord]) -> tuple[
     value for are dropped.
     """
     fields = model.field_set
+    columns = page_columns(records)
+    if columns is not None and fields.issuperset(columns.fields):
+        return records, {}
     allowed = fields | META_FIELDS
     datas = [record.data for record in records.values()]
     stamps = [record.timestamps for record in records.values()]

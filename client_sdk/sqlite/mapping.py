@@ -8,11 +8,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain, repeat
-from operator import eq, itemgetter, le
+from operator import add, eq, itemgetter, le
 from typing import Any
 
 from ..engine.protocols import Cursor
 from ..errors import RecordFieldError
+from ..protocol.page import page_columns
 from ..protocol.wire import META_FIELDS, SyncRecord
 from .ddl import S_KEY, S_LM, S_RECEIVED, Tracked
 from .schema import ForeignKey, TableSchema, affinity, quote
@@ -20,6 +21,9 @@ from .served import served_records
 from .values import ColumnKind, ValueMappingError, ValueRule, rule_for, to_json, to_sqlite
 
 IN_KEYS = "(SELECT value FROM json_each(?))"
+
+PlainRows = tuple[Sequence[str], Sequence[Sequence[Any]]]
+"""Rows to bind as they are, and the fields (columns) their values are for, in order."""
 
 
 def keys_json(keys: Iterable[str]) -> str:
@@ -71,12 +75,11 @@ class TableMapping:
         return frozenset(self.tracked.fields)
 
     @cached_property
-    def text_references(self) -> tuple[tuple[ForeignKey, int], ...]:
-        """Single-column FOREIGN KEYs whose column keeps bound text as it is (TEXT or no affinity),
-        each with the column's index in a row of ``tracked.fields``."""
+    def text_references(self) -> tuple[ForeignKey, ...]:
+        """Single-column FOREIGN KEYs whose column keeps bound text as it is (TEXT or no affinity)."""
         declared = {column.name: column.declared_type for column in self.schema.columns}
         return tuple(
-            (fk, self.tracked.fields.index(fk.columns[0]))
+            fk
             for fk in self.schema.foreign_keys
             if len(fk.columns) == 1 and fk.columns[0] in declared and affinity(declared[fk.columns[0]]) in ("TEXT", "BLOB")
         )
@@ -172,33 +175,52 @@ def upsert_sql(tracked: Tracked, names: Sequence[str]) -> str:
     return f"INSERT INTO {tracked.base} ({columns}) VALUES ({marks}) ON CONFLICT ({tracked.key_column}) {action}"
 
 
-def plain_rows(model: TableMapping, records: dict[str, SyncRecord]) -> list[Sequence[Any]] | None:
+def plain_rows(model: TableMapping, records: dict[str, SyncRecord]) -> PlainRows | None:
     """The fast path of ``value_rows``, made with whole-page operations: when every record carries
     exactly the table's fields and its key as identity, in a table whose columns bind JSON scalars
     unchanged (plain or boolean). None: take the record-by-record path. The values are not looked
     at: a scalar binds as :func:`to_sqlite` would map it, and the binding refuses the rest (see
-    ``SqliteSyncStorage._upsert_as_bound``)."""
+    ``SqliteSyncStorage._upsert_as_bound``). A decoded page's rows are its columns as they are."""
     tracked = model.tracked
     if not model.plain or json_types_adapted():
         return None
     fields = model.field_set
+    columns = page_columns(records)
+    if columns is not None:
+        if fields != set(columns.fields) or columns.by_field[tracked.key] != tuple(records):
+            return None
+        if _BOOLEANS not in columns.kinds.values():
+            return columns.fields, columns.values
+        # True and False bind as 1 and 0, but sqlite3 tries (and fails) to adapt each of them first
+        values = [map(int, column) if columns.kinds[name] == _BOOLEANS else column
+                  for name, column in columns.by_field.items()]
+        return columns.fields, list(zip(*values, strict=True))
     datas = [record.data for record in records.values()]
     stamps = (record.timestamps for record in records.values())
     if not all(map(eq, map(dict.keys, datas), repeat(fields))) or not all(map(le, map(dict.keys, stamps), repeat(fields))):
         return None
     if list(map(itemgetter(tracked.key), datas)) != list(records):
         return None
-    return list(map(itemgetter(*tracked.fields), datas)) if len(tracked.fields) > 1 else [(key,) for key in records]
+    rows = list(map(itemgetter(*tracked.fields), datas)) if len(tracked.fields) > 1 else [(key,) for key in records]
+    return tracked.fields, rows
 
 
-def shadow_rows(tracked: Tracked, records: dict[str, SyncRecord], received_at: int) -> list[Sequence[Any]]:
-    """(key, last_modified, received_at, one stamp per field) of each record, column by column."""
+_BOOLEANS = frozenset({bool})
+
+
+def shadow_rows(tracked: Tracked, records: dict[str, SyncRecord], received_at: int) -> PlainRows:
+    """The fields stamped, and (key, last_modified, received_at, one stamp per field) of each record,
+    column by column."""
+    columns = page_columns(records)
+    if columns is not None and set(columns.fields) == set(tracked.fields):
+        newest = [max(received_at, stamp) for stamp in columns.newest] if received_at else columns.newest
+        return columns.fields, list(map(add, zip(records, newest, repeat(received_at)), columns.stamps))
     maps = [record.timestamps for record in records.values()]
     newest = list(map(max, map(dict.values, maps))) if all(maps) else [max(m.values(), default=0) for m in maps]
     if received_at:
         newest = [max(received_at, stamp) for stamp in newest]
     stamp_columns = [list(map(dict.get, maps, repeat(name))) for name in tracked.fields]
-    return list(zip(records, newest, repeat(received_at), *stamp_columns))
+    return tracked.fields, list(zip(records, newest, repeat(received_at), *stamp_columns))
 
 
 def lenient_text(raw: bytes) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from operator import itemgetter
 from typing import Any
 
 from ..engine.protocols import ReferenceViolation
 from .ddl import S_KEY, S_PENDING
-from .mapping import IN_KEYS, TableMapping, keys_json
+from .mapping import IN_KEYS, PlainRows, TableMapping, keys_json
 from .schema import ForeignKey, quote
 
 
@@ -136,13 +136,14 @@ class ReferenceChecks:
             found.append(ReferenceViolation(self._labels_by_table[table], key, self._labels_by_table.get(parent), parent_key))
         return found
 
-    def note(self, model: TableMapping, plain: list[Sequence[Any]] | None) -> None:
+    def note(self, model: TableMapping, plain: PlainRows | None) -> None:
         """Remember what a page bound to its text FOREIGN KEY columns, for :meth:`reference_violations`.
         (Rows bound one by one, with converted values, are not followed: they are read back.)"""
-        for fk, index in model.text_references:
+        for fk in model.text_references:
             slot = (model.tracked.label, fk)
             values = self._bound.setdefault(slot, set())
             if plain is None:
                 self._bound[slot] = None
             elif values is not None:
-                values.update(map(itemgetter(index), plain))
+                names, rows = plain
+                values.update(map(itemgetter(list(names).index(fk.columns[0])), rows))

@@ -28,6 +28,7 @@ from enum import Enum
 from itertools import repeat
 from typing import Any
 
+from ..protocol.page import page_columns
 from ..protocol.wire import SyncRecord
 
 INT64_MIN = -(1 << 63)
@@ -198,12 +199,18 @@ def invalid_values(rules: Sequence[tuple[str, ValueRule]], records: Mapping[str,
     takes. Fields a record leaves out are not looked at. A page is checked a column at a time by the
     set of types in it; only a column holding a type that needs a closer look (a float in an INTEGER
     column, base64 text for a BLOB) is read value by value."""
-    datas = [record.data for record in records.values()]
+    columns = page_columns(records)
+    datas = [] if columns is not None else [record.data for record in records.values()]
     found: dict[int, list[str]] = {}
-    for name, rule in rules if datas else ():
-        column = list(map(dict.get, datas, repeat(name), repeat(_ABSENT)))
-        if set(map(type, column)) - {object} <= rule.held:
-            continue
+    for name, rule in rules if records else ():
+        if columns is not None:  # a decoded page: every record has the same fields, their types at hand
+            column: Sequence[Any] = columns.by_field.get(name, ())
+            if columns.kinds.get(name, frozenset()) <= rule.held:
+                continue
+        else:
+            column = list(map(dict.get, datas, repeat(name), repeat(_ABSENT)))
+            if set(map(type, column)) - {object} <= rule.held:
+                continue
         for index, value in enumerate(column):
             problem = None if value is _ABSENT else rule.problem(name, value)
             if problem is not None:

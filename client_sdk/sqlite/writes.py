@@ -82,7 +82,7 @@ class SyncWrites(StorageCore):
         with self._unlogged(tracked, None if self._upsert_writes_alone(model) else keys_json(records)):
             try:
                 plain = plain_rows(model, records)
-                if plain is None or not self._upsert_as_bound(tracked, plain):
+                if plain is None or not self._upsert_as_bound(tracked, *plain):
                     plain = None
                     for names, rows in value_rows(model, records).items():
                         self.connection.executemany(upsert_sql(tracked, names), rows)
@@ -102,9 +102,9 @@ class SyncWrites(StorageCore):
         release(self.connection, tracked, records)
         write_kept(self.connection, tracked, records, kept)
         self._references.note(model, plain)
-        stamp_rows = shadow_rows(tracked, records, received_at)
-        stamp_columns = ", ".join(quote(name) for name in tracked.fields)
-        marks = ", ".join("?" for _ in range(3 + len(tracked.fields)))
+        stamped, stamp_rows = shadow_rows(tracked, records, received_at)
+        stamp_columns = ", ".join(quote(name) for name in stamped)
+        marks = ", ".join("?" for _ in range(3 + len(stamped)))
         self.connection.executemany(
             f"INSERT OR REPLACE INTO {tracked.shadow} ({S_KEY}, {S_LM}, {S_RECEIVED}, {stamp_columns}, {S_PENDING}) "
             f"VALUES ({marks}, 0)",
@@ -187,14 +187,14 @@ class SyncWrites(StorageCore):
         self._writes_alone[tracked.table] = (version, alone)
         return alone
 
-    def _upsert_as_bound(self, tracked: Tracked, rows: list[Sequence[Any]]) -> bool:
+    def _upsert_as_bound(self, tracked: Tracked, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
         """Upsert rows whose values bind as they are; False if the binding refuses one (a list, an
         object, an integer past 64 bits). The rows before that one are written then, with the very
         values the record-by-record path binds for them (it converts only what does not bind), so
         writing the page again that way repeats them harmlessly; no savepoint is taken for it (see
         :meth:`Transactions.write`)."""
         try:
-            self.connection.executemany(upsert_sql(tracked, tracked.fields), rows)
+            self.connection.executemany(upsert_sql(tracked, names), rows)
         except (OverflowError, sqlite3.ProgrammingError):
             return False
         return True

@@ -20,6 +20,7 @@ from ..errors import (
     RecordFieldError,
     SyncAbortedError,
 )
+from ..protocol.gcpause import gc_paused
 from ..protocol.sealed import parse_sealed
 from ..protocol.wire import SyncManifest
 
@@ -100,6 +101,11 @@ def refused(status: int, text: str, reason: object = None, detail: object = None
 
 def read_response_body(body: bytes) -> SyncManifest:
     """Decode, validate and verify a 200 body as received."""
+    with gc_paused():  # and the decoded JSON, which the manifest does not keep, is freed before it ends
+        return _read_body(body)
+
+
+def _read_body(body: bytes) -> SyncManifest:
     try:
         raw, covered_digest = parse_sealed(body)
     except (ValueError, RecursionError) as exc:
