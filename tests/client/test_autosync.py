@@ -20,8 +20,9 @@ from client_sdk import (
     SyncClient,
 )
 from client_sdk.protocol.wire import SyncManifest
-from tests.conftest import NOTES, Device, Server, create_file, rows
+from tests.conftest import NOTES, Device, Server, create_file
 from tests.loopback import free_port
+from tests.serverdb import Database, server_rows
 
 from .conftest import ROOT, wait_until
 
@@ -34,7 +35,7 @@ def write(client: SyncClient, sql: str) -> None:
 
 
 def test_a_change_made_offline_reaches_the_server_once_it_starts_without_calling_sync(
-    tmp_path: Path, server: Server, device: Device
+    server: Server, server_database: Database, device: Device
 ) -> None:
     port = free_port()
     client = device("laptop", f"http://127.0.0.1:{port}/sync/")
@@ -49,7 +50,7 @@ def test_a_change_made_offline_reaches_the_server_once_it_starts_without_calling
     assert client.pending_count() == 1
 
     server(port=port)
-    wait_until(lambda: rows(tmp_path / "server.db").get("n1"), what="the note on the server")
+    wait_until(lambda: server_rows(server_database).get("n1"), what="the note on the server")
     wait_until(lambda: results, what="the result callback")
     assert results[0].pushed == {"notes.Note": ["n1"]}
     assert client.pending_changes() == []
@@ -59,7 +60,7 @@ def test_a_change_made_offline_reaches_the_server_once_it_starts_without_calling
 
 
 def test_new_local_changes_from_any_connection_are_synced_between_intervals(
-    tmp_path: Path, server: Server, device: Device
+    server: Server, server_database: Database, device: Device
 ) -> None:
     client = device("laptop", server())
     results: list[DatabaseResult] = []
@@ -70,9 +71,9 @@ def test_new_local_changes_from_any_connection_are_synced_between_intervals(
     with other:
         other.execute("INSERT INTO notes VALUES ('n1', 'from another connection', 0)")
     other.close()
-    wait_until(lambda: "n1" in rows(tmp_path / "server.db"), what="the note on the server")
+    wait_until(lambda: "n1" in server_rows(server_database), what="the note on the server")
     write(client, "UPDATE notes SET pinned = 1 WHERE id = 'n1'")
-    wait_until(lambda: rows(tmp_path / "server.db")["n1"] == ("from another connection", 1), what="the edit")
+    wait_until(lambda: server_rows(server_database)["n1"] == ("from another connection", 1), what="the edit")
 
 
 def test_sync_errors_reach_the_error_callback(server: Server, device: Device) -> None:

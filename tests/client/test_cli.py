@@ -13,6 +13,7 @@ from client_sdk import SyncClient
 from client_sdk.protocol.hlc import system_ms, wall_of
 from tests.conftest import Device, Server, rows
 from tests.loopback import free_port
+from tests.serverdb import Database, server_rows
 
 from .conftest import ROOT, run, wait_until
 
@@ -123,7 +124,7 @@ def write_db(db: str, sql: str) -> None:
 
 
 def test_resync_downloads_everything_again_and_keeps_a_pending_edit(
-    tmp_path: Path, server: Server, device: Device
+    server: Server, server_database: Database, device: Device
 ) -> None:
     """A device whose checkpoint was damaged misses the other devices' edits; ``resync`` brings them back
     and pushes the edit it had pending."""
@@ -146,7 +147,7 @@ def test_resync_downloads_everything_again_and_keeps_a_pending_edit(
     done = client_sdk("resync", "--db", db, "--server", url)
     assert done.stdout.startswith("resynced: pushed 1,")
     assert rows(laptop.path) == {"n0": ("note 0", 0), "n1": ("edited on the phone", 0), "n2": ("note 2", 1)}
-    assert rows(tmp_path / "server.db") == rows(laptop.path)
+    assert server_rows(server_database) == rows(laptop.path)
     assert "pending changes:  0" in client_sdk("status", "--db", db).stdout
     phone.sync()
     assert rows(phone.path) == rows(laptop.path)

@@ -21,6 +21,7 @@ from client_sdk import (
 from client_sdk.protocol.hlc import system_ms, wall_of
 from tests.conftest import NOTE, NOTES, Device, Server, create_file, rows
 from tests.loopback import free_port
+from tests.serverdb import Database, server_query, server_rows
 
 from .conftest import run, wait_until
 
@@ -70,12 +71,12 @@ def test_models_map_tables_to_labels_or_list_tables_labelled_with_the_app_name(t
         SyncClient(tmp_path / "mapped.db", models="notes")
 
 
-def test_a_listed_table_syncs_under_its_app_name_label(tmp_path: Path, server: Server) -> None:
+def test_a_listed_table_syncs_under_its_app_name_label(tmp_path: Path, server: Server, server_database: Database) -> None:
     url = server(models={"notes": "jotter.notes"})
     with SyncClient(create_file(tmp_path / "a.db"), models=["notes"], app_name="jotter", server_url=url) as client:
         write(client, "INSERT INTO notes VALUES ('n1', 'milk', 0)")
         assert client.sync().summary()["pushed"] == 1
-    assert rows(tmp_path / "server.db") == {"n1": ("milk", 0)}
+    assert server_rows(server_database) == {"n1": ("milk", 0)}
 
 
 def test_the_node_id_is_generated_once_and_kept_in_the_file(tmp_path: Path) -> None:
@@ -116,7 +117,9 @@ def test_contradictory_arguments_are_refused_before_the_file_is_touched(tmp_path
     transport.close()
 
 
-def test_a_child_table_syncs_after_its_parent_as_its_foreign_key_says(tmp_path: Path, server: Server) -> None:
+def test_a_child_table_syncs_after_its_parent_as_its_foreign_key_says(
+    tmp_path: Path, server: Server, server_database: Database
+) -> None:
     """One record per round: pushed child-first, the server (foreign_keys on) would refuse the issue."""
     url = server(schema=TRACKER_SCHEMA, models=TRACKER)
     path = create_file(tmp_path / "a.db", TRACKER_SCHEMA)
@@ -126,18 +129,14 @@ def test_a_child_table_syncs_after_its_parent_as_its_foreign_key_says(tmp_path: 
         write(client, "INSERT INTO issues VALUES ('i1', 'p1', 'write the README')")
         result = client.sync()
     assert result.ok and result.summary()["pushed"] == 2
-    server_db = sqlite3.connect(tmp_path / "server.db")
-    try:
-        assert server_db.execute("PRAGMA foreign_key_check").fetchall() == []
-        assert server_db.execute("SELECT id, project_id FROM issues").fetchall() == [("i1", "p1")]
-    finally:
-        server_db.close()
+    assert server_query(server_database, "SELECT id FROM issues WHERE project_id NOT IN (SELECT id FROM projects)") == []
+    assert server_query(server_database, "SELECT id, project_id FROM issues") == [("i1", "p1")]
 
 
 # -- what gets synced --
 
 def test_writes_from_another_connection_and_another_process_are_synced(
-    tmp_path: Path, server: Server, device: Device
+    server: Server, server_database: Database, device: Device
 ) -> None:
     client = device("laptop", server())
     write(client, "INSERT INTO notes VALUES ('n1', 'milk', 0)")
@@ -156,7 +155,7 @@ def test_writes_from_another_connection_and_another_process_are_synced(
     assert {(change.key, change.kind) for change in client.pending_changes()} == {
         ("n1", "upsert"), ("n2", "delete"), ("n3", "upsert")}
     client.sync()
-    assert rows(tmp_path / "server.db") == {"n1": ("milk", 1), "n3": ("eggs", 1)}
+    assert server_rows(server_database) == {"n1": ("milk", 1), "n3": ("eggs", 1)}
 
 
 def test_pending_changes_are_the_unacknowledged_local_changes_oldest_first(server: Server, device: Device) -> None:
@@ -251,7 +250,7 @@ def test_edits_of_different_fields_merge_without_a_conflict(server: Server, devi
 
 # -- dry run --
 
-def test_a_dry_run_reports_what_would_move_and_changes_nothing(tmp_path: Path, server: Server, device: Device) -> None:
+def test_a_dry_run_reports_what_would_move_and_changes_nothing(server: Server, server_database: Database, device: Device) -> None:
     url = server()
     laptop, phone = device("laptop", url), device("phone", url)
     write(phone, "INSERT INTO notes VALUES ('from-phone', 'bread', 0)")
@@ -259,7 +258,7 @@ def test_a_dry_run_reports_what_would_move_and_changes_nothing(tmp_path: Path, s
     write(laptop, "INSERT INTO notes VALUES ('from-laptop', 'milk', 0)")
 
     def state() -> tuple[object, ...]:
-        return rows(laptop.path), laptop.pending_changes(), laptop.storage.get_checkpoint(), rows(tmp_path / "server.db")
+        return rows(laptop.path), laptop.pending_changes(), laptop.storage.get_checkpoint(), server_rows(server_database)
 
     before = state()
     result = laptop.sync(dry_run=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from client_sdk import HttpTransport, SyncClient, SyncManifest
 from tests.conftest import NOTE, Device, Server
 
@@ -47,6 +49,7 @@ def write(client: SyncClient, sql: str) -> None:
         client.connection.execute(sql)
 
 
+@pytest.mark.sqlite_only("counts the server's commits with SQLite's data_version and its file's size and time")
 def test_a_sync_with_nothing_to_do_commits_nothing_on_either_side(
     tmp_path: Path, server: Server, device: Device
 ) -> None:

@@ -13,11 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from examples.todo.app import MODELS, SCHEMA, Task
 from examples.todo.demo import verdict
 from tests.conftest import Server, rows
 from tests.loopback import free_port
+from tests.serverdb import Database, server_rows
 
 from .conftest import ROOT, run, wait_until
 
@@ -63,7 +65,8 @@ def test_the_todo_app_works_fully_offline(tmp_path: Path) -> None:
     assert listing(phone)[-1].endswith("Inbox: tea")
 
 
-def test_two_devices_sync_their_edits_through_the_server(server: Server, tmp_path: Path) -> None:
+@pytest.mark.sqlite_only("the to-do app's schema is SQLite's (ON DELETE CASCADE, BOOLEAN DEFAULT 0)")
+def test_two_devices_sync_their_edits_through_the_server(server: Server, server_database: Database, tmp_path: Path) -> None:
     url = server(schema=SCHEMA, models=MODELS)
     laptop, phone = tmp_path / "laptop.db", tmp_path / "phone.db"
 
@@ -82,7 +85,7 @@ def test_two_devices_sync_their_edits_through_the_server(server: Server, tmp_pat
     assert listing(laptop) == listing(phone)
     [line] = listing(laptop)
     assert line.startswith("[x]") and line.endswith("Groceries: oat milk")
-    assert [row[1:3] for row in rows(tmp_path / "server.db", "tasks").values()] == [("oat milk", 1)]
+    assert [row[1:3] for row in server_rows(server_database, "tasks").values()] == [("oat milk", 1)]
 
 
 # -- the demo --

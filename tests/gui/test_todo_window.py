@@ -28,6 +28,8 @@ from tests.conftest import Server
 from .conftest import Display, Link
 from .screenshot import xwd_to_png
 
+pytestmark = pytest.mark.sqlite_only("the to-do app's schema is SQLite's (ON DELETE CASCADE, BOOLEAN DEFAULT 0)")
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 TOKENS = {"token-laptop": frozenset({"laptop"}), "token-phone": frozenset({"phone"})}

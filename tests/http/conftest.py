@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 
 from server_stub import ServerConfig, create_app
 from tests.loopback import serve
+from tests.serverdb import Database
 
 TODO_SCHEMA = """
 CREATE TABLE TodoList (id TEXT PRIMARY KEY, name TEXT);
@@ -27,15 +27,16 @@ LIST = "todo.TodoList"
 TASK = "todo.Task"
 
 
-def todo_config(tmp_path: Path, **options: object) -> ServerConfig:
-    return ServerConfig(database=tmp_path / "server.db", models=TODO_MODELS, schema=TODO_SCHEMA, node_id="server", **options)  # type: ignore[arg-type]
+def todo_config(database: Database, **options: object) -> ServerConfig:
+    return ServerConfig(database=database, models=TODO_MODELS, schema=TODO_SCHEMA, node_id="server", **options)  # type: ignore[arg-type]
 
 
 ServerFactory = Callable[..., str]
 
 
 @pytest.fixture
-def todo_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """``todo_server(**config_options)`` starts a server_stub on the todo schema and returns its base URL."""
+def todo_server(server_database: Database) -> Iterator[ServerFactory]:
+    """``todo_server(**config_options)`` starts a server_stub on the todo schema (in ``server_database``)
+    and returns its base URL."""
     with ExitStack() as stack:
-        yield lambda **options: stack.enter_context(serve(create_app(todo_config(tmp_path, **options))))
+        yield lambda **options: stack.enter_context(serve(create_app(todo_config(server_database, **options))))

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from client_sdk import InvalidParameterError, SyncManifest
 from server_stub import create_app, load_config
 from server_stub.guards import AcceptFailureLog
 from tests.loopback import free_port, serve
+from tests.serverdb import Database
 
 from .conftest import TODO_SCHEMA, todo_config
 
@@ -39,12 +40,12 @@ LIVENESS = 10.0
 
 
 @contextmanager
-def command_server(folder: Path, limits: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
-    """``python -m server_stub`` on the todo schema with ``limits`` (TOML lines); yields the process,
-    its base URL and the file its standard error goes to."""
+def command_server(folder: Path, database: Database, limits: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """``python -m server_stub`` on the todo schema in ``database`` with ``limits`` (TOML lines); yields the
+    process, its base URL and the file its standard error goes to."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "server.toml"
-    config.write_text(f'database = "s.db"\nnode_id = "hub"\nschema = """{TODO_SCHEMA}"""\n'
+    config.write_text(f'database = "{database}"\nnode_id = "hub"\nschema = """{TODO_SCHEMA}"""\n'
                       f'[models]\nTodoList = "todo.TodoList"\nTask = "todo.Task"\n[limits]\n{limits}\n')
     port = free_port()
     errors = folder / "stderr.log"
@@ -68,9 +69,9 @@ def command_server(folder: Path, limits: str) -> Iterator[tuple[subprocess.Popen
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def slow_server(tmp_path_factory: pytest.TempPathFactory, module_server_database: Callable[[], Database]) -> Iterator[str]:
     limits = f"header_timeout = {HEADER_TIMEOUT}\nbody_timeout = {BODY_TIMEOUT}\nrequest_bytes_max = 1000"
-    with command_server(tmp_path_factory.mktemp("slow"), limits) as (_, base, _errors):
+    with command_server(tmp_path_factory.mktemp("slow"), module_server_database(), limits) as (_, base, _errors):
         yield base
 
 
@@ -186,11 +187,11 @@ def test_a_normal_client_is_untouched_by_the_deadlines(slow_server: str) -> None
 
 @pytest.mark.skipif(not hasattr(resource, "prlimit") or not os.path.isdir("/proc/self/fd"),
                     reason="needs Linux: prlimit on another process and /proc/<pid>/fd")
-def test_at_the_file_descriptor_limit_accept_failures_are_one_line_not_a_flood(tmp_path: Path) -> None:
+def test_at_the_file_descriptor_limit_accept_failures_are_one_line_not_a_flood(tmp_path: Path, server_database: Database) -> None:
     """Real EMFILE: the server's own open-file limit is lowered (prlimit) to just above what it has
     open, then more clients connect than it may accept. asyncio alone logs a traceback for each
     failed accept, up to the listen backlog (2048) at each retry, every second."""
-    with command_server(tmp_path, "header_timeout = 60") as (process, base, errors), ExitStack() as clients:
+    with command_server(tmp_path, server_database, "header_timeout = 60") as (process, base, errors), ExitStack() as clients:
         in_use = len(os.listdir(f"/proc/{process.pid}/fd"))
         soft, hard = resource.prlimit(process.pid, resource.RLIMIT_NOFILE)
         resource.prlimit(process.pid, resource.RLIMIT_NOFILE, (in_use + 2, hard))
@@ -250,8 +251,8 @@ def test_accept_failures_are_logged_once_per_kind_per_interval(caplog: pytest.Lo
     assert all(record.exc_info is None for record in caplog.records) and passed == [other]
 
 
-def test_a_401_names_the_bearer_scheme(tmp_path: Path) -> None:
-    with serve(create_app(todo_config(tmp_path, tokens={"token-a": frozenset({"device-a"})}))) as base:
+def test_a_401_names_the_bearer_scheme(server_database: Database) -> None:
+    with serve(create_app(todo_config(server_database, tokens={"token-a": frozenset({"device-a"})}))) as base:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dG9rZW4tYQ=="}):
             response = httpx.post(base + "/sync/", content=b"{}", headers={"Content-Type": "application/json", **headers})
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"

@@ -24,6 +24,7 @@ from client_sdk import HttpTransport, HybridLogicalClock, SyncClient
 from client_sdk.protocol import checksum_of
 from server_stub import ServerConfig, create_app
 from tests.loopback import serve
+from tests.serverdb import Database, server_rows
 
 LABEL = "lab.Thing"
 SCHEMA = """
@@ -40,6 +41,22 @@ CREATE TABLE things (
     req TEXT NOT NULL DEFAULT ''
 );
 """
+POSTGRES_SCHEMA = """
+CREATE TABLE things (
+    id TEXT PRIMARY KEY,
+    i BIGINT,
+    r DOUBLE PRECISION,
+    t TEXT,
+    b BOOLEAN,
+    j JSONB,
+    n NUMERIC,
+    req TEXT NOT NULL DEFAULT ''
+);
+"""
+"""The same columns as PostgreSQL types them; it has no BLOB (``bl``) nor a column without a type (``u``)."""
+SCHEMAS = {"sqlite": SCHEMA, "postgres": POSTGRES_SCHEMA}
+COLUMNS = {"sqlite": ("id", "i", "r", "t", "b", "bl", "j", "n", "u", "req"),
+           "postgres": ("id", "i", "r", "t", "b", "j", "n", "req")}
 MODELS = {"things": LABEL}
 CLOCK = HybridLogicalClock()
 
@@ -93,12 +110,8 @@ def pulled(url: str, node_id: str) -> dict[str, dict]:
     return {key: record["data"] for payload in strict_json(response)["payloads"] for key, record in payload["records"].items()}
 
 
-def stored_keys(database: Path) -> set[str]:
-    connection = sqlite3.connect(database)
-    try:
-        return {key for (key,) in connection.execute("SELECT id FROM things")}
-    finally:
-        connection.close()
+def stored_keys(database: Database) -> set[str]:
+    return set(server_rows(database, "things"))
 
 
 def errors_by_key(answer: dict) -> dict[str, str]:
@@ -106,8 +119,8 @@ def errors_by_key(answer: dict) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    config = ServerConfig(database=tmp_path / "server.db", models=MODELS, schema=SCHEMA, node_id="server")
+def server(server_database: Database, server_backend: str) -> Iterator[tuple[str, Database]]:
+    config = ServerConfig(database=server_database, models=MODELS, schema=SCHEMAS[server_backend], node_id="server")
     with serve(create_app(config)) as url:
         yield url, config.database
 
@@ -115,14 +128,18 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 # ---------------------------------------------------------------------------------------- item 4
 
 
-def test_non_finite_numbers_are_refused_per_key_and_never_stored_or_served(server: tuple[str, Path]) -> None:
+@pytest.mark.postgres_xfail("server bug: a JSONB column gives back a float with an integral value as an integer "
+                            "(1e300 is served as 1000...0, 1e20 as 100000000000000000000): the good record's j changes type")
+def test_non_finite_numbers_are_refused_per_key_and_never_stored_or_served(
+    server: tuple[str, Database], server_backend: str
+) -> None:
     url, database = server
     records = {
         "good": {"id": "good", "r": 1.5, "j": {"big": 1e300}},
         "neg-overflow": {"id": "neg-overflow", "r": "@NEG_OVERFLOW@"},
         "pos-overflow": {"id": "pos-overflow", "i": "@POS_OVERFLOW@"},
         "nan": {"id": "nan", "r": "@NAN@"},
-        "inf": {"id": "inf", "u": "@INF@"},
+        "inf": {"id": "inf", "n": "@INF@"},
         "minus-inf": {"id": "minus-inf", "t": "@MINUS_INF@"},
         "nested": {"id": "nested", "j": {"deep": [1, {"x": "@NEG_OVERFLOW@"}]}},
         "nested-nan": {"id": "nested-nan", "j": ["@NAN@"]},
@@ -134,15 +151,15 @@ def test_non_finite_numbers_are_refused_per_key_and_never_stored_or_served(serve
     answer = strict_json(response)
     errors = errors_by_key(answer)
     assert answer["ok"] is False and set(errors) == set(records) - {"good"}
-    for key, field in [("neg-overflow", "r"), ("pos-overflow", "i"), ("nan", "r"), ("inf", "u"), ("minus-inf", "t"),
+    for key, field in [("neg-overflow", "r"), ("pos-overflow", "i"), ("nan", "r"), ("inf", "n"), ("minus-inf", "t"),
                        ("nested", "j"), ("nested-nan", "j")]:
         assert "non-finite" in errors[key] and repr(field) in errors[key], errors[key]
     assert stored_keys(database) == {"good"}
-    assert pulled(url, "device-b") == {"good": {"id": "good", "i": None, "r": 1.5, "t": None, "b": None, "bl": None,
-                                                 "j": {"big": 1e300}, "n": None, "u": None, "req": ""}}
+    good = {**dict.fromkeys(COLUMNS[server_backend]), "id": "good", "r": 1.5, "j": {"big": 1e300}, "req": ""}
+    assert pulled(url, "device-b") == {"good": good}
 
 
-def test_the_text_infinity_is_just_text(server: tuple[str, Path]) -> None:
+def test_the_text_infinity_is_just_text(server: tuple[str, Database]) -> None:
     url, _ = server
     answer = strict_json(post(url, body_text({"k": {"id": "k", "t": "-Infinity", "j": "NaN"}})))
     assert answer["ok"] is True, answer
@@ -152,15 +169,13 @@ def test_the_text_infinity_is_just_text(server: tuple[str, Path]) -> None:
 # ---------------------------------------------------------------------------------------- item 10
 
 ACCEPTED: list[tuple[str, Any, Any]] = [  # field, value sent, value every device then reads
-    ("i", 5, 5), ("i", -(2**63), -(2**63)), ("i", None, None), ("i", 3.0, 3),
+    ("i", 5, 5), ("i", -(2**63), -(2**63)), ("i", None, None),
     ("r", 1.5, 1.5), ("r", 2, 2.0), ("r", -(2**53), float(-(2**53))), ("r", None, None),
     ("t", "text", "text"), ("t", "", ""), ("t", "🙂 ünï", "🙂 ünï"), ("t", None, None),
     ("b", True, True), ("b", False, False), ("b", None, None),
-    ("bl", "AQI=", "AQI="), ("bl", "", ""), ("bl", None, None),
     ("j", {"a": [1, "x", None, True, 2.5]}, {"a": [1, "x", None, True, 2.5]}), ("j", [1, 2], [1, 2]), ("j", "s", "s"),
     ("j", 7, 7), ("j", False, False), ("j", None, None),
-    ("n", 5, 5), ("n", 1.5, 1.5), ("n", "2024-01-31", "2024-01-31"), ("n", None, None),
-    ("u", 5, 5), ("u", 1.5, 1.5), ("u", "x", "x"), ("u", None, None),
+    ("n", 5, 5), ("n", 1.5, 1.5), ("n", None, None),
     ("req", "x", "x"),
 ]
 REFUSED: list[tuple[str, Any, str]] = [  # field, value sent, what the error says the column expects
@@ -169,17 +184,35 @@ REFUSED: list[tuple[str, Any, str]] = [  # field, value sent, what the error say
     ("r", "1.5", "a number"), ("r", False, "a number"), ("r", 2**53 + 1, "a number"), ("r", {"x": 1}, "a number"),
     ("t", 5, "text"), ("t", 1.5, "text"), ("t", True, "text"), ("t", {"a": 1}, "text"), ("t", ["a"], "text"),
     ("b", "yes", "true or false"), ("b", 1, "true or false"), ("b", 0.0, "true or false"), ("b", [], "true or false"),
-    ("bl", "not base64!", "base64"), ("bl", 5, "base64"), ("bl", True, "base64"),
-    ("n", True, "a number or text"), ("n", {"a": 1}, "a number or text"),
-    ("u", True, "a number or text"), ("u", {"a": 1}, "a number or text"), ("u", [1], "a number or text"),
     ("req", None, "not null"),
 ]
+ACCEPTED_ON: dict[str, list[tuple[str, Any, Any]]] = {  # what one backend's column types take besides
+    "sqlite": [
+        ("i", 3.0, 3),
+        ("bl", "AQI=", "AQI="), ("bl", "", ""), ("bl", None, None),
+        ("n", "2024-01-31", "2024-01-31"),
+        ("u", 5, 5), ("u", 1.5, 1.5), ("u", "x", "x"), ("u", None, None),
+    ],
+    "postgres": [],
+}
+REFUSED_ON: dict[str, list[tuple[str, Any, str]]] = {
+    "sqlite": [
+        ("bl", "not base64!", "base64"), ("bl", 5, "base64"), ("bl", True, "base64"),
+        ("n", True, "a number or text"), ("n", {"a": 1}, "a number or text"),
+        ("u", True, "a number or text"), ("u", {"a": 1}, "a number or text"), ("u", [1], "a number or text"),
+    ],
+    "postgres": [
+        ("i", 3.0, "an integer"),
+        ("n", "2024-01-31", "a number"), ("n", True, "a number"), ("n", {"a": 1}, "a number"),
+    ],
+}
 
 
-def test_values_are_checked_against_the_declared_type_per_key(server: tuple[str, Path]) -> None:
+def test_values_are_checked_against_the_declared_type_per_key(server: tuple[str, Database], server_backend: str) -> None:
     url, database = server
-    good = {f"ok-{index}-{field}": (field, value, read) for index, (field, value, read) in enumerate(ACCEPTED)}
-    bad = {f"bad-{index}-{field}": (field, value, expected) for index, (field, value, expected) in enumerate(REFUSED)}
+    accepted, refused = ACCEPTED + ACCEPTED_ON[server_backend], REFUSED + REFUSED_ON[server_backend]
+    good = {f"ok-{index}-{field}": (field, value, read) for index, (field, value, read) in enumerate(accepted)}
+    bad = {f"bad-{index}-{field}": (field, value, expected) for index, (field, value, expected) in enumerate(refused)}
     records = {key: {"id": key, field: value} for key, (field, value, _) in {**good, **bad}.items()}
     response = post(url, body_text(records))
     assert response.status_code == 200, response.text
@@ -194,7 +227,7 @@ def test_values_are_checked_against_the_declared_type_per_key(server: tuple[str,
         assert value == read and type(value) is type(read), (key, value, read)
 
 
-def test_one_bad_field_refuses_the_record_and_names_every_bad_field(server: tuple[str, Path]) -> None:
+def test_one_bad_field_refuses_the_record_and_names_every_bad_field(server: tuple[str, Database]) -> None:
     url, database = server
     answer = strict_json(post(url, body_text({
         "k": {"id": "k", "i": "x", "b": "yes", "t": "fine"},
@@ -208,12 +241,12 @@ def test_one_bad_field_refuses_the_record_and_names_every_bad_field(server: tupl
 # ---------------------------------------------------------------------------------------- item 7
 
 
-def test_a_lone_surrogate_in_a_value_is_a_per_key_error(server: tuple[str, Path]) -> None:
+def test_a_lone_surrogate_in_a_value_is_a_per_key_error(server: tuple[str, Database]) -> None:
     url, database = server
     records = {
         "good": {"id": "good", "t": "🙂", "j": {"emoji": "🙂"}},
         "value": {"id": "value", "t": "a\udfffb"},
-        "high": {"id": "high", "u": "\ud800"},
+        "high": {"id": "high", "t": "\ud800"},
         "nested": {"id": "nested", "j": ["ok", {"x": "\udfff"}]},
         "nested-name": {"id": "nested-name", "j": {"\udfff": 1}},
         "field": {"id": "field", "t\udfff": "x"},
@@ -231,7 +264,7 @@ def test_a_lone_surrogate_in_a_value_is_a_per_key_error(server: tuple[str, Path]
     assert pulled(url, "device-b")["good"]["t"] == "🙂"
 
 
-def test_a_lone_surrogate_as_raw_bytes_is_refused_too(server: tuple[str, Path]) -> None:
+def test_a_lone_surrogate_as_raw_bytes_is_refused_too(server: tuple[str, Database]) -> None:
     """``json.loads`` decodes bytes with ``surrogatepass``: the UTF-8 form of U+DFFF becomes a lone surrogate."""
     url, database = server
     text = body_text({"raw": {"id": "raw", "t": "\udfff"}, "good": {"id": "good", "t": "x"}})
@@ -253,7 +286,7 @@ def test_a_lone_surrogate_as_raw_bytes_is_refused_too(server: tuple[str, Path]) 
         ("after_keys", lambda: body_text({}, after_keys={"lab\udfff": {"key": "k", "timestamp": 1}})),
     ],
 )
-def test_a_lone_surrogate_in_an_identifier_is_a_400_naming_it(server: tuple[str, Path], where: str, build) -> None:
+def test_a_lone_surrogate_in_an_identifier_is_a_400_naming_it(server: tuple[str, Database], where: str, build) -> None:
     url, database = server
     response = post(url, build())
     assert response.status_code == 400, response.text
@@ -329,12 +362,12 @@ def test_a_device_refuses_hostile_values_from_a_server_per_key_and_keeps_syncing
 
 
 def test_a_push_the_server_refuses_stays_pending_on_the_device_until_the_app_fixes_it(
-    server: tuple[str, Path], tmp_path: Path
+    server: tuple[str, Database], server_backend: str, tmp_path: Path
 ) -> None:
     url, database = server
     path = tmp_path / "device.db"
     with sqlite3.connect(path) as setup:
-        setup.executescript(SCHEMA)
+        setup.executescript(SCHEMAS[server_backend])  # the server's columns
     with SyncClient(path, models=MODELS, node_id="device",
                     transport=HttpTransport(url + "/sync/", retries=0, timeout=10.0)) as client:
         with client.connection:  # SQLite takes "yes" in a BOOLEAN column; no other device could read it back

@@ -20,6 +20,7 @@ import pytest
 from client_sdk import HttpTransport, HybridLogicalClock, ModelPayload, SyncAbortedError, SyncClient, SyncManifest, SyncRecord
 from server_stub import ServerConfig, create_app
 from tests.loopback import serve
+from tests.serverdb import Database, server_query, server_snapshot
 
 from .conftest import LIST, TASK, todo_config
 
@@ -56,20 +57,15 @@ def post(base: str, content: bytes, timeout: float = 60.0) -> httpx.Response:
     return httpx.post(base + "/sync/", content=content, headers=HEADERS, timeout=timeout)
 
 
-def count_rows(database: Path, table: str) -> int:
-    with closing(sqlite3.connect(database)) as connection:
-        return connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-
-
-def dump(database: Path) -> str:
-    with closing(sqlite3.connect(database)) as connection:
-        return "\n".join(connection.iterdump())
+def count_rows(database: Database, table: str) -> int:
+    [(count,)] = server_query(database, f"SELECT count(*) FROM {table}")
+    return int(count)
 
 
 @pytest.fixture
-def default_server(tmp_path: Path) -> Iterator[tuple[str, ServerConfig]]:
+def default_server(server_database: Database) -> Iterator[tuple[str, ServerConfig]]:
     """A todo server with the default limits, and its config."""
-    config = todo_config(tmp_path)
+    config = todo_config(server_database)
     with serve(create_app(config)) as base:
         yield base, config
 
@@ -77,32 +73,32 @@ def default_server(tmp_path: Path) -> Iterator[tuple[str, ServerConfig]]:
 def test_the_default_limit_is_5000_records_per_model(default_server: tuple[str, ServerConfig]) -> None:
     base, config = default_server
     assert config.records_per_model_max == 5000
-    before = dump(config.database)
+    before = server_snapshot(config.database)
     response = post(base, body("device-a", ModelPayload(TASK, tasks(5001))))
     assert response.status_code == 413
     assert response.json() == {"ok": False, "error": (
         "Too many records: model 'todo.Task' has 5001 records and deletes in this request, "
         "over the limit of 5000 per model per request; send them in smaller batches")}
-    assert dump(config.database) == before  # nothing written: not a row, not a clock move
+    assert server_snapshot(config.database) == before  # nothing written: not a row, not a clock move
 
     accepted = post(base, body("device-a", ModelPayload(TASK, tasks(5000))))
     assert accepted.status_code == 200 and accepted.json()["ok"] is True
     assert count_rows(config.database, "Task") == 5000
 
 
-def test_records_and_deletes_count_together_per_model(tmp_path: Path) -> None:
-    config = todo_config(tmp_path, records_per_model_max=10)
+def test_records_and_deletes_count_together_per_model(server_database: Database) -> None:
+    config = todo_config(server_database, records_per_model_max=10)
     with serve(create_app(config)) as base:
         deletes = {str(uuid.uuid4()): CLOCK.now() for _ in range(3)}
         at_limit = [ModelPayload(LIST, lists(10)), ModelPayload(TASK, tasks(7), deletes)]
         assert post(base, body("device-a", *at_limit)).status_code == 200  # 10 of each model: the limit is per model
-        before = dump(config.database)
+        before = server_snapshot(config.database)
         over = [ModelPayload(LIST, lists(2)), ModelPayload(TASK, tasks(8), {str(uuid.uuid4()): CLOCK.now() for _ in range(3)})]
         response = post(base, body("device-a", *over))
         assert response.status_code == 413
         assert response.json()["error"].startswith("Too many records: model 'todo.Task' has 11 records and deletes")
         assert "limit of 10 per model" in response.json()["error"]
-        assert dump(config.database) == before
+        assert server_snapshot(config.database) == before
 
 
 def test_health_and_a_small_sync_answer_while_the_largest_allowed_request_is_worked_on(
@@ -143,9 +139,9 @@ def test_health_and_a_small_sync_answer_while_the_largest_allowed_request_is_wor
 
 
 @contextmanager
-def notes_client(tmp_path: Path, **limits: Any) -> Iterator[tuple[ServerConfig, SyncClient]]:
-    """A server_stub for a notes table (with ``limits``) and a SyncClient syncing with it."""
-    config = ServerConfig(database=tmp_path / "server.db", models={"notes": "notes.Note"},
+def notes_client(database: Database, tmp_path: Path, **limits: Any) -> Iterator[tuple[ServerConfig, SyncClient]]:
+    """A server_stub for a notes table on ``database`` (with ``limits``) and a SyncClient syncing with it."""
+    config = ServerConfig(database=database, models={"notes": "notes.Note"},
                           schema="CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);", **limits)
     device = tmp_path / "device.db"
     with closing(sqlite3.connect(device)) as connection, connection:
@@ -156,8 +152,8 @@ def notes_client(tmp_path: Path, **limits: Any) -> Iterator[tuple[ServerConfig, 
         yield config, client
 
 
-def test_the_sdk_pages_6000_pending_rows_under_the_default_limit(tmp_path: Path) -> None:
-    with notes_client(tmp_path) as (config, client):
+def test_the_sdk_pages_6000_pending_rows_under_the_default_limit(server_database: Database, tmp_path: Path) -> None:
+    with notes_client(server_database, tmp_path) as (config, client):
         with client.connection as connection:
             connection.executemany("INSERT INTO notes (id, body) VALUES (?, ?)",
                                    [(f"note-{number:04d}", f"body {number}") for number in range(6000)])
@@ -166,9 +162,9 @@ def test_the_sdk_pages_6000_pending_rows_under_the_default_limit(tmp_path: Path)
         assert client.pending_changes() == [] and count_rows(config.database, "notes") == 6000
 
 
-def test_a_server_limit_under_the_sdk_batch_is_a_clear_refusal(tmp_path: Path) -> None:
+def test_a_server_limit_under_the_sdk_batch_is_a_clear_refusal(server_database: Database, tmp_path: Path) -> None:
     """The other side of the test above: the limit is really in force on what the SDK sends."""
-    with notes_client(tmp_path, records_per_model_max=999) as (config, client):
+    with notes_client(server_database, tmp_path, records_per_model_max=999) as (config, client):
         with client.connection as connection:
             connection.executemany("INSERT INTO notes (id, body) VALUES (?, ?)", [(f"n{n}", "x") for n in range(1000)])
         with pytest.raises(SyncAbortedError) as refused:

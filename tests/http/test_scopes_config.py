@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +17,9 @@ from client_sdk import HybridLogicalClock, InvalidParameterError, ModelPayload, 
 from server_stub import ServerConfig, create_app, load_config
 from server_stub.reading import OPEN, Grant, Refusal, authorize
 from tests.loopback import serve
+from tests.serverdb import Database, server_query
+
+pytestmark = pytest.mark.sqlite_only("[scopes] on PostgreSQL is still being added; these join it then")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = """
@@ -25,7 +27,14 @@ CREATE TABLE todo_lists (id TEXT PRIMARY KEY, owner TEXT, name TEXT);
 CREATE TABLE list_members (list_id TEXT, user_id TEXT, PRIMARY KEY (list_id, user_id));
 CREATE TABLE tasks (id TEXT PRIMARY KEY, list_id TEXT REFERENCES todo_lists (id), title TEXT);
 """
-HEAD = f'database = "s.db"\nschema = """{SCHEMA}"""\n[models]\ntodo_lists = "todo.List"\ntasks = "todo.Task"\n'
+
+
+def head(database: Database) -> str:
+    """A config's first lines: ``database``, the schema and the models."""
+    return f'database = "{database}"\nschema = """{SCHEMA}"""\n[models]\ntodo_lists = "todo.List"\ntasks = "todo.Task"\n'
+
+
+HEAD = head("s.db")
 ISSUE_AUTH = """
 [auth.tokens]
 "tok-alice-laptop" = { user = "alice", nodes = ["alice-laptop"] }
@@ -50,9 +59,9 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def scoped(tmp_path: Path, scopes: dict[str, str], **options: object) -> ServerConfig:
+def scoped(database: Database, scopes: dict[str, str], **options: object) -> ServerConfig:
     models = {"todo_lists": "todo.List", "tasks": "todo.Task"}
-    return ServerConfig(database=tmp_path / "s.db", models=models, schema=SCHEMA, scopes=scopes, **options)  # type: ignore[arg-type]
+    return ServerConfig(database=database, models=models, schema=SCHEMA, scopes=scopes, **options)  # type: ignore[arg-type]
 
 
 # -- parsing --
@@ -113,11 +122,11 @@ def test_scopes_must_be_a_table(tmp_path: Path) -> None:
 
 def test_a_config_built_in_python_checks_users_and_scopes(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="must be one of auth.tokens"):
-        scoped(tmp_path, {}, users={"nobody": "alice"})
+        scoped(tmp_path / "s.db", {}, users={"nobody": "alice"})
     with pytest.raises(InvalidParameterError, match="user must be a non-empty string"):
-        scoped(tmp_path, {}, tokens={"t": frozenset({"n"})}, users={"t": ""})
+        scoped(tmp_path / "s.db", {}, tokens={"t": frozenset({"n"})}, users={"t": ""})
     with pytest.raises(InvalidParameterError, match="scopes.Tasks: 'Tasks' is not a table of"):
-        scoped(tmp_path, {"Tasks": "1"})
+        scoped(tmp_path / "s.db", {"Tasks": "1"})
 
 
 # -- the conditions, against the database at start-up --
@@ -135,40 +144,35 @@ def test_a_config_built_in_python_checks_users_and_scopes(tmp_path: Path) -> Non
         ("list_id = :user -- the rest is gone", "incomplete input"),
     ],
 )
-def test_a_condition_that_does_not_compile_is_a_start_up_error_naming_the_table(tmp_path: Path, condition: str,
+def test_a_condition_that_does_not_compile_is_a_start_up_error_naming_the_table(server_database: Database, condition: str,
                                                                                 reason: str) -> None:
     with pytest.raises(InvalidParameterError, match=r"^scopes.tasks: the condition does not compile on table 'tasks': " + reason):
-        create_app(scoped(tmp_path, {"todo_lists": LISTS, "tasks": condition}))
+        create_app(scoped(server_database, {"todo_lists": LISTS, "tasks": condition}))
 
 
-def test_a_refused_condition_runs_nothing(tmp_path: Path) -> None:
-    create_app(scoped(tmp_path, {}))  # the schema, then a row
-    connection = sqlite3.connect(tmp_path / "s.db")
-    with connection:
-        connection.execute("INSERT INTO tasks (id, title) VALUES ('t1', 'kept')")
-    connection.close()
+def test_a_refused_condition_runs_nothing(server_database: Database) -> None:
+    create_app(scoped(server_database, {}))  # the schema, then a row
+    server_query(server_database, "INSERT INTO tasks (id, title) VALUES ('t1', 'kept')")
     for condition in ("1) LIMIT 0; DELETE FROM tasks; SELECT (1", "1 = 1); DELETE FROM tasks; SELECT (1"):
         with pytest.raises(InvalidParameterError, match="scopes.tasks"):
-            create_app(scoped(tmp_path, {"tasks": condition}))
-    connection = sqlite3.connect(tmp_path / "s.db")
-    assert connection.execute("SELECT title FROM tasks").fetchall() == [("kept",)]
-    connection.close()
+            create_app(scoped(server_database, {"tasks": condition}))
+    assert server_query(server_database, "SELECT title FROM tasks") == [("kept",)]
 
 
-def test_python_dash_m_server_stub_exits_naming_the_scope(tmp_path: Path) -> None:
-    bad_condition = write(tmp_path, HEAD + '[scopes]\ntasks = "owner = :user"\n')  # tasks has no owner column
+def test_python_dash_m_server_stub_exits_naming_the_scope(tmp_path: Path, server_database: Database) -> None:
+    bad_condition = write(tmp_path, head(server_database) + '[scopes]\ntasks = "owner = :user"\n')  # tasks has no owner column
     done = subprocess.run([sys.executable, "-m", "server_stub", "--config", str(bad_condition)], capture_output=True, text=True,
                           cwd=ROOT, timeout=30)
     assert done.returncode == 2
     assert "error: scopes.tasks: the condition does not compile on table 'tasks': no such column: owner" in done.stderr
-    bad_table = write(tmp_path, HEAD + '[scopes]\nlists = "owner = :user"\n')
+    bad_table = write(tmp_path, head(server_database) + '[scopes]\nlists = "owner = :user"\n')
     done = subprocess.run([sys.executable, "-m", "server_stub", "--config", str(bad_table)], capture_output=True, text=True,
                           cwd=ROOT, timeout=30)
     assert done.returncode == 2 and "error: scopes.lists: 'lists' is not a table of [models]" in done.stderr
 
 
-def test_scopes_without_any_user_start_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="server_stub"), serve(create_app(scoped(tmp_path, {"tasks": TASKS}))):
+def test_scopes_without_any_user_start_with_a_warning(server_database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="server_stub"), serve(create_app(scoped(server_database, {"tasks": TASKS}))):
         pass
     assert "no token has a user: every client sees every row" in caplog.text
 
@@ -205,8 +209,9 @@ def sync(url: str, token: str, node: str, payloads: list[ModelPayload] | None = 
     return {payload["model_label"]: set(payload["records"]) for payload in response.json()["payloads"]}
 
 
-def test_each_round_sees_its_tokens_user_scope(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, HEAD + ISSUE_AUTH + ISSUE_SCOPES + '\n[limits]\nclock_drift_max = false\n'))
+def test_each_round_sees_its_tokens_user_scope(tmp_path: Path, server_database: Database) -> None:
+    limits = '\n[limits]\nclock_drift_max = false\n'
+    config = load_config(write(tmp_path, head(server_database) + ISSUE_AUTH + ISSUE_SCOPES + limits))
     stamp = CLOCK.now()
     data = {"id": "alices", "owner": "alice", "name": "Groceries"}
     pushed = ModelPayload("todo.List", {"alices": SyncRecord("alices", data, {name: stamp for name in data})})

@@ -8,7 +8,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,9 +17,8 @@ import pytest
 
 from client_sdk import HybridLogicalClock, ModelPayload, SyncManifest, SyncRecord
 from client_sdk.protocol.hlc import system_ms
-from client_sdk.sqlite.storage import SqliteSyncStorage
 from server_stub import create_app
-from server_stub.schema import create_schema
+from tests.serverdb import Database, server_snapshot, server_storage
 
 from .conftest import LIST, TASK, ServerFactory, serve, todo_config
 
@@ -54,18 +53,10 @@ def refusal(response: httpx.Response) -> tuple[int, dict]:
     return response.status_code, response.json()
 
 
-def dump(database: Path) -> str:
-    connection = sqlite3.connect(database)
-    try:
-        return "\n".join(connection.iterdump())
-    finally:
-        connection.close()
-
-
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def url(module_server_database: Callable[[], Database]) -> Iterator[str]:
     """One server for the tests that only look at answers; tests that inspect stored state start their own."""
-    with serve(create_app(todo_config(tmp_path_factory.mktemp("shared"), request_bytes_max=64 * 1024))) as base:
+    with serve(create_app(todo_config(module_server_database(), request_bytes_max=64 * 1024))) as base:
         yield base
 
 
@@ -187,12 +178,11 @@ def test_a_wrong_checksum_and_clock_drift_are_409_with_reason_and_detail(url: st
     assert "our clock" in detail and "theirs" in detail
 
 
-def test_refused_requests_never_change_the_database(todo_server: ServerFactory, tmp_path: Path) -> None:
+def test_refused_requests_never_change_the_database(todo_server: ServerFactory, server_database: Database) -> None:
     url = todo_server(request_bytes_max=64 * 1024)
-    database = tmp_path / "server.db"
     key, record = task_list()
     assert post(url, manifest(payloads=[ModelPayload(LIST, {key: record})])).status_code == 200
-    before = dump(database)
+    before = server_snapshot(server_database)
     far_future = CLOCK.now() + (10**9 << 16)
     _, late = task_list()
     late.timestamps = {name: far_future for name in late.timestamps}
@@ -205,9 +195,10 @@ def test_refused_requests_never_change_the_database(todo_server: ServerFactory, 
         assert post(url, body).status_code in (400, 409)
     assert post(url, nan_checkpoint).json()["error"].startswith("Invalid manifest: checkpoint: ")
     assert post(url, manifest(), {"Content-Type": "text/plain"}).status_code == 415
-    assert dump(database) == before
+    assert server_snapshot(server_database) == before
 
 
+@pytest.mark.sqlite_only("another connection holds the SQLite file's write lock")
 def test_a_round_waits_out_another_process_lock_while_the_server_keeps_answering(
     todo_server: ServerFactory, tmp_path: Path
 ) -> None:
@@ -245,17 +236,13 @@ def test_an_unstorable_value_is_a_per_key_error_and_the_rest_applies(url: str) -
     assert good_key in stored and bad_key not in stored
 
 
-def test_old_tombstones_are_purged_when_a_retention_is_configured(tmp_path: Path) -> None:
-    config = todo_config(tmp_path, tombstone_retention_days=30)
-    create_schema(config)
-    storage = SqliteSyncStorage(config.database, dict(config.models), role="server", node_id="server")
+def test_old_tombstones_are_purged_when_a_retention_is_configured(server_database: Database) -> None:
+    config = todo_config(server_database, tombstone_retention_days=30)
     year_ago, yesterday = ((system_ms() - days * 86_400_000) << 16 for days in (365, 1))
-    storage.delete_many(LIST, {"old": year_ago, "recent": yesterday}, guard=False)
-    storage.close()
-    with serve(create_app(config)):
-        storage = SqliteSyncStorage(config.database, dict(config.models), role="server", node_id="server")
+    with server_storage(config) as storage:
+        storage.delete_many(LIST, {"old": year_ago, "recent": yesterday}, guard=False)
+    with serve(create_app(config)), server_storage(config) as storage:
         assert storage.get_deletes_since(LIST, 0) == {"recent": yesterday}
-        storage.close()
 
 
 def test_unknown_labels_and_fields_are_reported_per_key_and_not_applied(todo_server: ServerFactory) -> None:
@@ -292,8 +279,8 @@ TOKENS = {"token-a": frozenset({"device-a"}), "token-ab": frozenset({"device-a",
 
 
 @pytest.fixture(scope="module")
-def auth_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve(create_app(todo_config(tmp_path_factory.mktemp("auth"), tokens=TOKENS))) as base:
+def auth_url(module_server_database: Callable[[], Database]) -> Iterator[str]:
+    with serve(create_app(todo_config(module_server_database(), tokens=TOKENS))) as base:
         yield base
 
 

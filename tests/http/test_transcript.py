@@ -12,7 +12,7 @@ import ast
 import gzip
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from client_sdk import SyncAbortedError, SyncManifest
 from client_sdk.protocol.wire import META_FIELDS, checksum_of
 from client_sdk.transport import HttpTransport
 from server_stub import create_app
+from tests.serverdb import Database
 
 from ..conftest import load_vectors
 from .conftest import serve, todo_config
@@ -59,10 +60,10 @@ def record_shapes(answer: dict[str, Any]) -> set[tuple[str, frozenset[str], froz
 
 
 @pytest.fixture(scope="module")
-def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[httpx.Response]]:
+def replayed(module_server_database: Callable[[], Database]) -> Iterator[list[httpx.Response]]:
     """Every transcript request sent in order to a fresh server_stub, over plain httpx."""
     now = int(time.time())
-    with serve(create_app(todo_config(tmp_path_factory.mktemp("replay")))) as base:
+    with serve(create_app(todo_config(module_server_database()))) as base:
         answers = []
         for entry in TRANSCRIPT:
             body = replayable(entry["request"], now)
@@ -106,9 +107,9 @@ def test_a_first_sync_pulls_what_the_other_device_pushed(replayed: list[httpx.Re
         "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"}
 
 
-def test_the_sdk_turns_each_refusal_into_a_sync_aborted_error(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_the_sdk_turns_each_refusal_into_a_sync_aborted_error(server_database: Database) -> None:
     now = int(time.time())
-    with serve(create_app(todo_config(tmp_path_factory.mktemp("sdk")))) as base, \
+    with serve(create_app(todo_config(server_database))) as base, \
             HttpTransport(base + "/sync/", retry_delay=0) as http:
         for entry in TRANSCRIPT:
             request = replayable(entry["request"], now)

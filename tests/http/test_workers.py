@@ -17,6 +17,7 @@ import httpx
 from client_sdk import SyncClient
 from tests.conftest import NOTES_SCHEMA, Device, rows
 from tests.loopback import free_port
+from tests.serverdb import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,10 +62,12 @@ def write(client: SyncClient, key: str, body: str) -> None:
         client.connection.execute("INSERT INTO notes (id, body, pinned) VALUES (?, ?, 0)", (key, body))
 
 
-def test_two_worker_processes_serve_one_sqlite_file_and_two_devices_converge(tmp_path: Path, device: Device) -> None:
+def test_two_worker_processes_serve_one_database_and_two_devices_converge(
+    tmp_path: Path, server_database: Database, device: Device
+) -> None:
     config = tmp_path / "server.toml"
-    config.write_text(f'database = "server.db"\nnode_id = "hub"\nschema = "{NOTES_SCHEMA}"\n[models]\nnotes = "notes.Note"\n'
-                      '[limits]\nheader_timeout = 2\n')
+    config.write_text(f'database = "{server_database}"\nnode_id = "hub"\nschema = "{NOTES_SCHEMA}"\n'
+                      '[models]\nnotes = "notes.Note"\n[limits]\nheader_timeout = 2\n')
     with command_server(config, "--workers", "2") as (process, url):
         assert worker_processes(process.pid) == 2
         a, b = device("device-a", url), device("device-b", url)

@@ -19,13 +19,16 @@ import pytest
 
 from tests.client.conftest import ROOT
 from tests.conftest import Device, Server, rows
+from tests.serverdb import Database, server_rows
 
 LONG = os.environ.get("SWARM_LONG") == "1"
 SECONDS = 20.0 if LONG else 4.0
 
 
+@pytest.mark.sqlite_only("a writer process on the device's file during its syncs is the subject; any server does")
 @pytest.mark.parametrize("seed", [1, 2])
-def test_a_writer_process_during_sync_loses_nothing(tmp_path: Path, server: Server, device: Device, seed: int) -> None:
+def test_a_writer_process_during_sync_loses_nothing(tmp_path: Path, server: Server, server_database: Database, device: Device,
+                                                    seed: int) -> None:
     url = server()
     phone = device("phone", url)
     out = tmp_path / "writer.json"
@@ -53,7 +56,7 @@ def test_a_writer_process_during_sync_loses_nothing(tmp_path: Path, server: Serv
     held = rows(phone.path)
     assert held == expected, {key: (held.get(key), expected.get(key)) for key in held.keys() ^ expected.keys()
                               or {key for key in held if held[key] != expected[key]}}
-    assert rows(tmp_path / "server.db") == expected
+    assert server_rows(server_database) == expected
     laptop = device("laptop", url)
     laptop.sync()
     assert rows(laptop.path) == expected

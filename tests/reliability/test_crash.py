@@ -21,7 +21,8 @@ import pytest
 from client_sdk import SyncClient, SyncError
 from tests.loopback import free_port
 from tests.reliability.crash_device import POINTS
-from tests.reliability.world import MODELS, SCHEMA, SqliteDevice, create_device_file, read_rows, running_server
+from tests.reliability.world import MODELS, ServerView, SqliteDevice, create_device_file, running_server, server_config
+from tests.serverdb import Database
 
 LONG = os.environ.get("SWARM_LONG") == "1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,8 @@ def crash_sync(path: Path, url: str, point: str) -> int:
     return child.returncode
 
 
-def test_a_device_killed_anywhere_in_a_sync_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.sqlite_only("the device's crash is the subject; any server does")
+def test_a_device_killed_anywhere_in_a_sync_loses_nothing(tmp_path: Path, server_database: Database) -> None:
     rng = random.Random(11)
     kills = 200 if LONG else 30
     victim_path = tmp_path / "victim.db"
@@ -75,7 +77,7 @@ def test_a_device_killed_anywhere_in_a_sync_loses_nothing(tmp_path: Path) -> Non
     SyncClient(victim_path, models=MODELS, node_id="victim").close()  # install tracking before any write
     victim_rows: dict[str, dict] = {}
     peer_rows: dict[str, dict] = {}
-    with running_server(tmp_path) as url:
+    with running_server(server_database) as url:
         peer = SqliteDevice(tmp_path, "peer", url)
         killed = 0
         for round_number in range(kills):
@@ -89,7 +91,7 @@ def test_a_device_killed_anywhere_in_a_sync_loses_nothing(tmp_path: Path) -> Non
         victim = SqliteDevice(tmp_path, "victim", url)
         victim.sync()
         peer.sync()
-        server = read_rows(sqlite3.connect(tmp_path / "server.db"))
+        server = ServerView(server_database).rows()
         expected = {**victim_rows, **peer_rows}
         assert victim.rows() == peer.rows() == server == expected
         victim.close()
@@ -97,16 +99,16 @@ def test_a_device_killed_anywhere_in_a_sync_loses_nothing(tmp_path: Path) -> Non
 
 
 SERVER_TOML = """
-database = "server.db"
+database = "{database}"
 schema = "{schema}"
 [models]
 items = "swarm.Item"
 """
 
 
-def start_server(folder: Path, port: int) -> subprocess.Popen:
+def start_server(folder: Path, database: Database, port: int) -> subprocess.Popen:
     config = folder / "server.toml"
-    config.write_text(SERVER_TOML.format(schema=SCHEMA))
+    config.write_text(SERVER_TOML.format(database=database, schema=server_config(database).schema))
     process = subprocess.Popen(
         [sys.executable, "-m", "server_stub", "--config", str(config), "--port", str(port), "--log-level", "critical"],
         cwd=ROOT,
@@ -124,11 +126,12 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_the_server_killed_mid_round_loses_no_acknowledged_write(tmp_path: Path, seed: int) -> None:
+def test_the_server_killed_mid_round_loses_no_acknowledged_write(tmp_path: Path, server_database: Database,
+                                                                 seed: int) -> None:
     rng = random.Random(seed)
     port = free_port()
     url = f"http://127.0.0.1:{port}/sync/"
-    server = start_server(tmp_path, port)
+    server = start_server(tmp_path, server_database, port)
     devices = [SqliteDevice(tmp_path, f"device-{i}", url) for i in range(3)]
     expected: dict[str, dict[str, dict]] = {device.name: {} for device in devices}
     try:
@@ -144,8 +147,9 @@ def test_the_server_killed_mid_round_loses_no_acknowledged_write(tmp_path: Path,
                     pass  # the server died under this sync: the device must simply try again later
             timer.join()
             server.wait(timeout=10)
-            assert integrity_ok(tmp_path / "server.db")
-            server = start_server(tmp_path, port)
+            if isinstance(server_database, Path):  # the server's own file; PostgreSQL keeps its files whole itself
+                assert integrity_ok(server_database)
+            server = start_server(tmp_path, server_database, port)
         for _ in range(2):
             for device in devices:
                 device.sync()

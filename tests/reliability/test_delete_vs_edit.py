@@ -1,7 +1,7 @@
 """A delete and an edit of the same row, made offline on two devices (issue #23), through real HTTP.
 
 Each world is a server_stub under uvicorn on a fixed loopback port (so it can be
-stopped and started again on the same database file), and SyncClient devices on
+stopped and started again on the same database), and SyncClient devices on
 SQLite files of their own, all holding the same synced rows. Device A deletes, device
 B (not synced in between) edits; then they sync in one order or the other, and once
 more each. The outcome must follow the order in which the writes were made (their
@@ -30,14 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client_sdk import HttpTransport, SqliteSyncStorage, SyncClient, SyncManifest
+from client_sdk import HttpTransport, SyncClient, SyncManifest
 from client_sdk.protocol.hlc import wall_of
 from server_stub import ServerConfig
-from tests.conftest import NOTE, NOTES, NOTES_SCHEMA, create_file, rows, serve
+from tests.conftest import NOTE, NOTES, NOTES_SCHEMA, NewDatabase, create_file, rows, serve
 from tests.loopback import free_port
+from tests.serverdb import Database, server_rows, server_storage
 
 INITIAL = ("first", 0)
 EDITED = "edited by B"
@@ -69,16 +70,15 @@ class Recording:
 
 
 class World:
-    """A server_stub on ``folder/server.db`` at a port of its own, and SyncClient devices on files in ``folder``.
+    """A server_stub on a database of its own at a port of its own, and SyncClient devices on files in ``folder``.
 
-    ``restart()`` stops the server and starts a new one on the same file and port; the
+    ``restart()`` stops the server and starts a new one on the same database and port; the
     devices keep their URL, as a phone keeps its server's address.
     """
 
-    def __init__(self, folder: Path, names: str = "ab") -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: Path, database: Database, names: str = "ab") -> None:
         self.folder = folder
-        self.config = ServerConfig(database=folder / "server.db", models=NOTES, schema=NOTES_SCHEMA, node_id="server")
+        self.config = ServerConfig(database=database, models=NOTES, schema=NOTES_SCHEMA, node_id="server")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/sync/"
         self._server = ExitStack()
@@ -137,15 +137,12 @@ class World:
 
     # -- what each side holds --
     def server_rows(self) -> dict[str, tuple[Any, ...]]:
-        return rows(self.config.database)
+        return server_rows(self.config.database)
 
     def server_tombstones(self) -> dict[str, int]:
         """key -> the stamp the server decides by and sends for each tombstone it keeps."""
-        storage = SqliteSyncStorage(self.config.database, NOTES, role="server", node_id="server")
-        try:
+        with server_storage(self.config) as storage:
             return storage.get_deletes_since(NOTE, 0)
-        finally:
-            storage.close()
 
     def everyone(self) -> dict[str, dict[str, tuple[Any, ...]]]:
         held = {name: rows(client.path) for name, client in self.devices.items()}
@@ -156,17 +153,29 @@ class World:
         return [(entry.key, entry.conflict_type, entry.fields, entry.winner) for entry in self.devices[name].conflicts()]
 
 
-@pytest.fixture
-def worlds() -> Iterator[list[World]]:
-    made: list[World] = []
-    yield made
-    for world in made:
+class Worlds:
+    """Makes worlds for one test, each on a new folder and server database, and closes them after it."""
+
+    def __init__(self, new_database: NewDatabase) -> None:
+        self.new_database = new_database
+        self.made: list[World] = []
+
+    def new(self, folder: Path, names: str = "ab") -> World:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.made.append(World(folder, self.new_database(folder), names))
+        return self.made[-1]
+
+    def close(self, world: World) -> None:
         world.close()
+        self.made.remove(world)
 
 
-def new_world(worlds: list[World], folder: Path, names: str = "ab") -> World:
-    worlds.append(World(folder, names))
-    return worlds[-1]
+@pytest.fixture
+def worlds(new_server_database: NewDatabase) -> Iterator[Worlds]:
+    made = Worlds(new_server_database)
+    yield made
+    for world in list(made.made):
+        made.close(world)
 
 
 def other(name: str) -> str:
@@ -206,8 +215,8 @@ def sync_pass(world: World, first: str) -> None:
 
 @pytest.mark.parametrize("first", ["a", "b"], ids=["A syncs first", "B syncs first"])
 @pytest.mark.parametrize("writes", ["delete, then edit", "edit, then delete"])
-def test_writes_50_ms_apart(worlds: list[World], tmp_path: Path, writes: str, first: str) -> None:
-    world = new_world(worlds, tmp_path / "world")
+def test_writes_50_ms_apart(worlds: Worlds, tmp_path: Path, writes: str, first: str) -> None:
+    world = worlds.new(tmp_path / "world")
     world.seed(["k"])
     if writes == "delete, then edit":
         world.delete("a", "k")
@@ -228,10 +237,10 @@ def test_writes_50_ms_apart(worlds: list[World], tmp_path: Path, writes: str, fi
 
 # -- 10 s apart: both orders side by side, one sleep --
 
-def test_writes_10_s_apart_in_both_orders(worlds: list[World], tmp_path: Path) -> None:
+def test_writes_10_s_apart_in_both_orders(worlds: Worlds, tmp_path: Path) -> None:
     """k1: A deletes, 10 s later B edits (it comes back); k2: B edits, 10 s later A deletes (it is gone).
     One world where A syncs first, one where B does; both wait through the same 10 s."""
-    both = {first: new_world(worlds, tmp_path / f"{first} first") for first in "ab"}
+    both = {first: worlds.new(tmp_path / f"{first} first") for first in "ab"}
     for world in both.values():
         world.seed(["k1", "k2"])
         world.delete("a", "k1")
@@ -252,11 +261,11 @@ def test_writes_10_s_apart_in_both_orders(worlds: list[World], tmp_path: Path) -
 # -- across server restarts --
 
 @pytest.mark.parametrize("first", ["a", "b"], ids=["A syncs first", "B syncs first"])
-def test_writes_and_syncs_across_server_restarts(worlds: list[World], tmp_path: Path, first: str) -> None:
-    """The server is stopped and started again on the same file and port between the first and the
+def test_writes_and_syncs_across_server_restarts(worlds: Worlds, tmp_path: Path, first: str) -> None:
+    """The server is stopped and started again on the same database and port between the first and the
     second writes, between the first and the second device's sync, and before the second pass:
-    what decides (the delete's own stamp, the row it erased) lives in the file."""
-    world = new_world(worlds, tmp_path / "world")
+    what decides (the delete's own stamp, the row it erased) lives in the database."""
+    world = worlds.new(tmp_path / "world")
     world.seed(["k1", "k2"])
     world.delete("a", "k1")
     world.update("b", "k2", body=EDITED)
@@ -305,10 +314,10 @@ def three_device_script(world: World) -> None:
 THREE_DEVICE_FINAL = {"k1": ("k1 by a", 1), "k3": ("k3 by c", 0), "k5": ("new on b", 1)}
 
 
-def test_three_devices_end_alike_in_every_sync_order(worlds: list[World], tmp_path: Path) -> None:
+def test_three_devices_end_alike_in_every_sync_order(worlds: Worlds, tmp_path: Path) -> None:
     finals = {}
     for order in itertools.permutations("abc"):
-        world = new_world(worlds, tmp_path / "".join(order), names="abc")
+        world = worlds.new(tmp_path / "".join(order), names="abc")
         world.seed(["k1", "k2", "k3", "k4"])
         three_device_script(world)
         for name in order:
@@ -319,20 +328,19 @@ def test_three_devices_end_alike_in_every_sync_order(worlds: list[World], tmp_pa
         held = world.everyone()
         assert all(state == held["server"] for state in held.values()), f"order {order}: {held}"
         finals["".join(order)] = held["server"]
-        world.close()
-        worlds.remove(world)
+        worlds.close(world)
     assert finals == dict.fromkeys(finals, THREE_DEVICE_FINAL)
 
 
 # -- bugs these tests found --
 
-def test_a_delete_beats_an_older_insert_of_the_same_key_whichever_syncs_first(worlds: list[World], tmp_path: Path) -> None:
+def test_a_delete_beats_an_older_insert_of_the_same_key_whichever_syncs_first(worlds: Worlds, tmp_path: Path) -> None:
     """B creates a row with a fixed id offline; 50 ms later A creates the same id, and 50 ms later
     deletes it. The delete is the newest write: the row must end gone in both orders. B first, it
     is; A first, the server drops A's tombstone (it never held the key) and B's insert wins."""
     finals = {}
     for first in "ab":
-        world = new_world(worlds, tmp_path / f"{first} first")
+        world = worlds.new(tmp_path / f"{first} first")
         world.seed([])
         world.insert("b", "settings", "dark", 0)
         time.sleep(0.05)
@@ -345,13 +353,13 @@ def test_a_delete_beats_an_older_insert_of_the_same_key_whichever_syncs_first(wo
     assert finals == dict.fromkeys("ab", {"a": {}, "b": {}, "server": {}})
 
 
-def test_a_pending_delete_survives_a_pulled_older_tombstone_of_the_same_key(worlds: list[World], tmp_path: Path) -> None:
+def test_a_pending_delete_survives_a_pulled_older_tombstone_of_the_same_key(worlds: Worlds, tmp_path: Path) -> None:
     """a deletes j; c deletes k; b edits k; a deletes k (the newest write: k must end gone). c syncs,
     then a, which pushes one change per round (batch_size=1, as any device with more pending
     changes than its batch_size): its first round pushes j's delete and pulls c's older tombstone
     of k, which clears a's pending delete of k. Then b's edit, newer than the only tombstone the
     server holds, brings k back."""
-    world = new_world(worlds, tmp_path / "world", names="bc")
+    world = worlds.new(tmp_path / "world", names="bc")
     world.devices["a"] = world.open("a", batch_size=1)
     world.seed(["k", "j"])
     for step in [lambda: world.delete("a", "j"), lambda: world.delete("c", "k"),
@@ -366,11 +374,11 @@ def test_a_pending_delete_survives_a_pulled_older_tombstone_of_the_same_key(worl
     assert world.everyone() == {"a": {}, "b": {}, "c": {}, "server": {}}
 
 
-def test_an_edit_beaten_during_a_paged_push_is_logged_with_its_field(worlds: list[World], tmp_path: Path) -> None:
+def test_an_edit_beaten_during_a_paged_push_is_logged_with_its_field(worlds: Worlds, tmp_path: Path) -> None:
     """B edits j, then k; 50 ms later A deletes k; A syncs first. B pushes one change per round
     (batch_size=1): its first round pushes j and pulls k's newer tombstone while k's edit is pending.
     The edit loses, and B's log must say what it lost, as it does when the push is not paged."""
-    world = new_world(worlds, tmp_path / "world", names="a")
+    world = worlds.new(tmp_path / "world", names="a")
     world.devices["b"] = world.open("b", batch_size=1)
     world.seed(["k", "j"])
     world.update("b", "j", pinned=1)
@@ -406,16 +414,17 @@ def play_offline(world: World, script: list[tuple[str, str, str]]) -> None:
         time.sleep(0.005)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6, deadline=None,  # worlds makes a new folder and database for each world: no example
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # sees another's
 @given(script=OPS, orders=st.lists(st.permutations("abc").map("".join), min_size=2, max_size=2, unique=True))
-def test_the_final_state_is_the_same_in_every_sync_order_over_http(tmp_path_factory: pytest.TempPathFactory,
+def test_the_final_state_is_the_same_in_every_sync_order_over_http(worlds: Worlds, tmp_path_factory: pytest.TempPathFactory,
                                                                    script: list[tuple[str, str, str]],
                                                                    orders: list[str]) -> None:
     """Hypothesis draws the offline writes of three devices and two orders in which they first sync;
     the same writes, played on a fresh server for each order, end in the same state everywhere."""
     finals = []
     for order in orders:
-        world = World(tmp_path_factory.mktemp("order"), names="abc")
+        world = worlds.new(tmp_path_factory.mktemp("order"), names="abc")
         try:
             world.seed(["k1", "k2"])
             play_offline(world, script)
@@ -427,5 +436,5 @@ def test_the_final_state_is_the_same_in_every_sync_order_over_http(tmp_path_fact
             assert all(held == state["server"] for held in state.values()), state
             finals.append(state["server"])
         finally:
-            world.close()
+            worlds.close(world)
     assert finals[0] == finals[1], (script, orders)

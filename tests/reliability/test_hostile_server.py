@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import sqlite3
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -21,6 +19,7 @@ from hypothesis import strategies as st
 from client_sdk import HybridLogicalClock, ModelPayload, SyncManifest, SyncRecord
 from client_sdk.protocol import checksum_of
 from tests.reliability.world import LABEL, SCHEMA, running_server
+from tests.serverdb import Database, server_query, server_snapshot
 
 CLOCK = HybridLogicalClock()
 EXAMPLES = 260
@@ -41,20 +40,16 @@ def valid_manifest(**payload_fields: Any) -> dict:
     return manifest.seal().to_dict()
 
 
-def snapshot(database: Path) -> list[str]:
+def snapshot(database: Database) -> dict[str, list[tuple[Any, ...]]]:
     """Everything but the clock row (a parseable manifest may move the server's clock, harmlessly)."""
-    connection = sqlite3.connect(database)
-    try:
-        return [line for line in connection.iterdump() if '"_sync_clock"' not in line]
-    finally:
-        connection.close()
+    return server_snapshot(database, skip=("_sync_clock",))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    folder = tmp_path_factory.mktemp("hostile")
-    with running_server(folder, request_bytes_max=256 * 1024) as url:
-        yield url, folder / "server.db"
+def server(module_server_database: Callable[[], Database]) -> Iterator[tuple[str, Database]]:
+    database = module_server_database()
+    with running_server(database, request_bytes_max=256 * 1024) as url:
+        yield url, database
 
 
 def send(url: str, body: bytes, *, gzipped: bool = False, content_type: str = "application/json") -> httpx.Response:
@@ -158,6 +153,8 @@ def test_hand_written_hostile_bodies(server, body: bytes) -> None:
     assert snapshot(database) == before
 
 
+@pytest.mark.postgres_xfail("server bug: PostgreSQL text cannot hold a NUL character; the key 'x\\x00y' reaches the "
+                            "storage, psycopg raises, and the round is a 500 instead of a per-key error")
 def test_sql_looking_keys_are_stored_as_plain_values(server) -> None:
     url, database = server
     stamp = CLOCK.now()
@@ -166,10 +163,6 @@ def test_sql_looking_keys_are_stored_as_plain_values(server) -> None:
     manifest = SyncManifest("device-x", 0, node_time=int(time.time()), payloads=[ModelPayload(LABEL, records)]).seal()
     answer = send(url, json.dumps(manifest.to_dict()).encode()).json()
     assert answer["ok"] is True
-    connection = sqlite3.connect(database)
-    try:
-        stored = dict(connection.execute("SELECT id, title FROM items").fetchall())
-    finally:
-        connection.close()
+    stored = dict(server_query(database, "SELECT id, title FROM items"))
     assert {key: stored[key] for key in keys} == {key: key for key in keys}
     assert SCHEMA  # the items table survived every attempt above

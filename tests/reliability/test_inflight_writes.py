@@ -23,6 +23,9 @@ import pytest
 from client_sdk import DatabaseEngine, HttpTransport, SqliteSyncStorage, SyncClient, SyncStage
 from tests.conftest import NOTES, Server, create_file, rows
 from tests.reliability.inflight import HookedTransport
+from tests.serverdb import Database, server_rows
+
+pytestmark = pytest.mark.sqlite_only("the device's writes during its own sync are the subject; any server does")
 
 Write = Callable[[sqlite3.Connection], None]
 
@@ -92,7 +95,7 @@ VIAS = ["another connection", "client.connection"]
 @pytest.mark.parametrize("op", sorted(OPS))
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("via", VIAS)
-def test_a_write_during_a_round_survives(world: World, tmp_path: Path, op: str, point: str, via: str) -> None:
+def test_a_write_during_a_round_survives(world: World, server_database: Database, op: str, point: str, via: str) -> None:
     if via == "client.connection" and point == "while a pulled page is applied":
         pytest.skip("the app's connection is the sync's own while it applies a page: its writes wait for sync()")
     synced, before, during, expected = OPS[op]
@@ -130,7 +133,7 @@ def test_a_write_during_a_round_survives(world: World, tmp_path: Path, op: str, 
     if expected is not None:
         wanted["k1"] = expected
     assert rows(world.device.path) == wanted
-    assert rows(tmp_path / "server.db") == wanted
+    assert server_rows(server_database) == wanted
     assert rows(world.other.path) == wanted
     assert world.device.pending_changes() == []
 
@@ -158,7 +161,9 @@ class ReinsertWhileCollecting(SqliteSyncStorage):
             reinsert_k1(connection)
 
 
-def test_a_key_recreated_while_sync_collects_is_never_both_row_and_tombstone(tmp_path: Path, server: Server) -> None:
+def test_a_key_recreated_while_sync_collects_is_never_both_row_and_tombstone(
+    tmp_path: Path, server: Server, server_database: Database
+) -> None:
     url = server()
     path = create_file(tmp_path / "device.db")
     with closing(sqlite3.connect(path)) as connection, connection:
@@ -175,6 +180,6 @@ def test_a_key_recreated_while_sync_collects_is_never_both_row_and_tombstone(tmp
     storage.writer.join(30)  # it committed during that sync (or right after): two more syncs carry it
     assert engine.sync().ok
     assert engine.sync().ok
-    assert rows(tmp_path / "server.db") == rows(path) == {"k1": ("again", 1)}
+    assert server_rows(server_database) == rows(path) == {"k1": ("again", 1)}
     transport.close()
     storage.close()

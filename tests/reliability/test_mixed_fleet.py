@@ -25,6 +25,7 @@ from server_stub import create_app
 from tests.engine.harness import LegacyClientEngine
 from tests.http.conftest import TASK, TODO_MODELS, TODO_SCHEMA, todo_config
 from tests.loopback import serve
+from tests.serverdb import Database, server_query
 
 
 class DialectTransport:
@@ -74,20 +75,20 @@ class Device:
         self.http.close()
 
 
-def server_rows(folder: Path) -> dict[str, list[tuple[Any, ...]]]:
-    with closing(sqlite3.connect(folder / "server.db")) as connection:
-        return {table: sorted(connection.execute(f'SELECT * FROM "{table}"').fetchall()) for table in ("TodoList", "Task")}
+def server_rows(database: Database) -> dict[str, list[tuple[Any, ...]]]:
+    return {table: sorted(server_query(database, f"SELECT * FROM {table}")) for table in ("TodoList", "Task")}
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Iterator[str]:
+def base(server_database: Database) -> Iterator[str]:
     """server_stub on the to-do schema, on 127.0.0.1."""
-    with serve(create_app(todo_config(tmp_path))) as url:
+    with serve(create_app(todo_config(server_database))) as url:
         yield url
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_devices_in_the_existing_dialect_and_sdk_devices_converge(base: str, tmp_path: Path, seed: int) -> None:
+def test_devices_in_the_existing_dialect_and_sdk_devices_converge(base: str, server_database: Database, tmp_path: Path,
+                                                                   seed: int) -> None:
     rng = random.Random(seed)
     devices = [Device(tmp_path, f"{kind}-{n}", base, dialect=kind == "django") for kind in ("sdk", "django") for n in (1, 2)]
     home = str(uuid.UUID(int=rng.getrandbits(128)))
@@ -114,7 +115,7 @@ def test_devices_in_the_existing_dialect_and_sdk_devices_converge(base: str, tmp
         for _ in range(2):
             for device in devices:
                 assert device.engine.sync().ok
-        expected = server_rows(tmp_path)
+        expected = server_rows(server_database)
         assert expected["TodoList"] and expected["Task"]
         for device in devices:
             assert device.rows() == expected, device.name

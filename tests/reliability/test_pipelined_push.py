@@ -22,6 +22,7 @@ import pytest
 
 from client_sdk import HttpTransport, SyncClient, SyncManifest, SyncPhase
 from tests.conftest import NOTES, Server, create_file, rows
+from tests.serverdb import Database, server_rows
 
 PAGE = 40
 ROWS = 5 * PAGE
@@ -73,7 +74,7 @@ def device(tmp_path: Path, server: Server) -> Iterator[tuple[SyncClient, Recordi
 
 @pytest.mark.parametrize("point", ["while page 2 is in flight", "after page 2 was answered"])
 def test_writes_during_a_pipelined_push_are_neither_lost_nor_beaten_by_stale_pages(
-    device: tuple[SyncClient, Recording, SyncClient], tmp_path: Path, point: str
+    device: tuple[SyncClient, Recording, SyncClient], server_database: Database, point: str
 ) -> None:
     client, transport, other = device
     write(client.path, [("INSERT INTO notes (id, body, pinned) VALUES (?, ?, 0)", (f"n{i:03}", f"v{i}"))
@@ -121,6 +122,6 @@ def test_writes_during_a_pipelined_push_are_neither_lost_nor_beaten_by_stale_pag
     del expected[f"n{PAGE + 2:03}"], expected[f"n{2 * PAGE + 2:03}"]
     expected["new"] = ("written meanwhile", 1)
     assert rows(client.path) == expected
-    assert rows(tmp_path / "server.db") == expected
+    assert server_rows(server_database) == expected
     assert rows(other.path) == expected
     assert client.pending_changes() == []

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.reliability.world import ServerView, SqliteDevice, running_server
+from tests.reliability.world import SqliteDevice, running_server
+from tests.serverdb import Database, server_snapshot
 
 JOURNAL = "_sync_runs"
 """The client's record of when it last synced: the one thing an idle sync is meant to write."""
@@ -19,18 +20,18 @@ def dump(path: Path, skip: str | None = None) -> list[str]:
         connection.close()
 
 
-def test_ten_idle_syncs_write_nothing(tmp_path: Path) -> None:
-    with running_server(tmp_path) as url:
+def test_ten_idle_syncs_write_nothing(tmp_path: Path, server_database: Database) -> None:
+    with running_server(server_database) as url:
         a, b = SqliteDevice(tmp_path, "device-a", url), SqliteDevice(tmp_path, "device-b", url)
         a.write("k1", {"title": "hello", "notes": 1})
         b.write("k2", {"title": "world"})
         for device in (a, b, a, b):
             device.sync()
-        before = (dump(ServerView(tmp_path).path), dump(a.path, JOURNAL), dump(b.path, JOURNAL))
+        before = (server_snapshot(server_database), dump(a.path, JOURNAL), dump(b.path, JOURNAL))
         for _ in range(10):
             a.sync()
             b.sync()
-        after = (dump(ServerView(tmp_path).path), dump(a.path, JOURNAL), dump(b.path, JOURNAL))
+        after = (server_snapshot(server_database), dump(a.path, JOURNAL), dump(b.path, JOURNAL))
         assert after == before
         assert a.client.last_sync is not None and a.client.last_sync.ok
         a.close()

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from tests.reliability.world import ServerView, SqliteDevice, running_server
+from tests.serverdb import Database
 
 
 def backup(source: Path, target: Path) -> None:
@@ -18,8 +19,8 @@ def backup(source: Path, target: Path) -> None:
         dst.close()
 
 
-def test_a_restored_device_reconverges_without_loss_or_duplicates(tmp_path: Path) -> None:
-    with running_server(tmp_path) as url:
+def test_a_restored_device_reconverges_without_loss_or_duplicates(tmp_path: Path, server_database: Database) -> None:
+    with running_server(server_database) as url:
         laptop, phone = SqliteDevice(tmp_path, "laptop", url), SqliteDevice(tmp_path, "phone", url)
         laptop.write("a", {"title": "first"})
         laptop.write("b", {"title": "to be deleted"})
@@ -43,7 +44,7 @@ def test_a_restored_device_reconverges_without_loss_or_duplicates(tmp_path: Path
         restored.sync()
         restored.sync()
         phone.sync()
-        server = ServerView(tmp_path).rows()
+        server = ServerView(server_database).rows()
         assert restored.rows() == phone.rows() == server
         assert server["a"]["notes"] == "edited after the backup, synced"
         assert server["c"]["title"] == "made after the backup, synced"

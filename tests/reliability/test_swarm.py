@@ -13,16 +13,17 @@ import pytest
 
 from tests.reliability.swarm import Swarm
 from tests.reliability.world import ServerView, SqliteDevice, running_server
+from tests.serverdb import Database
 
 LONG = os.environ.get("SWARM_LONG") == "1"
 SEEDS = range(1000, 1010) if LONG else range(20)
 OPERATIONS = 5000 if LONG else 500
 
 
-def run_swarm(seed: int, folder: Path, operations: int) -> None:
-    with running_server(folder) as url:
+def run_swarm(seed: int, folder: Path, database: Database, operations: int) -> None:
+    with running_server(database) as url:
         devices = [SqliteDevice(folder, f"device-{i}", url) for i in range(1 + seed % 5)]
-        swarm = Swarm(seed, devices, ServerView(folder))  # type: ignore[arg-type]
+        swarm = Swarm(seed, devices, ServerView(database))  # type: ignore[arg-type]
         try:
             swarm.run(operations)
             swarm.check()
@@ -37,5 +38,5 @@ def run_swarm(seed: int, folder: Path, operations: int) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_swarm_converges(seed: int, tmp_path: Path) -> None:
-    run_swarm(seed, tmp_path, OPERATIONS)
+def test_swarm_converges(seed: int, tmp_path: Path, server_database: Database) -> None:
+    run_swarm(seed, tmp_path, server_database, OPERATIONS)

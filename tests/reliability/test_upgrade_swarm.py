@@ -48,6 +48,7 @@ import pytest
 
 from client_sdk import HttpTransport, SyncClient
 from tests.conftest import NOTE, NOTES, Server, create_file
+from tests.serverdb import Database, server_rows
 
 V1 = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, pinned BOOLEAN);"
 V2 = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, pinned BOOLEAN, tags TEXT);"
@@ -148,15 +149,11 @@ def alter(path: Path) -> None:
         connection.commit()
 
 
-def server_rows(path: Path) -> dict[str, tuple[Any, ...]]:
-    with closing(sqlite3.connect(path, timeout=30)) as connection:
-        return {row[0]: tuple(row[1:]) for row in connection.execute("SELECT id, body, pinned, tags FROM notes ORDER BY id")}
-
-
 @dataclass
 class UpgradeSwarm:
     seed: int
     folder: Path
+    database: Database
     url: str
     steps: int
     writes: list[Write] = field(default_factory=list)
@@ -413,7 +410,7 @@ class UpgradeSwarm:
     def _mirrors_server(self, device: Device) -> None:
         """Right after its sync (nobody else synced since) a device holds exactly the server's rows,
         a v1 device's tags included: kept beside its rows, read back by get_records."""
-        server = server_rows(self.folder / "server.db")
+        server = server_rows(self.database)
         held = {key: tuple(values[name] for name in FIELDS) for key, (values, _stamps) in device.snapshot().items()}
         assert held == server, f"{device.name} after its sync differs from the server:\n  device {held}\n  server {server}"
         table = device.table()
@@ -424,7 +421,7 @@ class UpgradeSwarm:
     # ------------------------------------------------------------------ the end
 
     def check(self) -> None:
-        server = server_rows(self.folder / "server.db")
+        server = server_rows(self.database)
         fresh = Device(self.folder, "fresh", self.url, V2, self.keys)
         try:
             fresh.start()
@@ -468,10 +465,12 @@ class UpgradeSwarm:
                     f"{key}.{name}: last writer lost: holds {held[0]!r}@{held[1]}, newest {winners}")
 
 
+@pytest.mark.sqlite_only("the devices' own schema upgrades are the subject; any server does")
 @pytest.mark.parametrize("seed", SEEDS)
-def test_devices_upgrading_at_random_moments_converge_and_lose_nothing(seed: int, tmp_path: Path, server: Server) -> None:
+def test_devices_upgrading_at_random_moments_converge_and_lose_nothing(seed: int, tmp_path: Path, server: Server,
+                                                                       server_database: Database) -> None:
     url = server(schema=V2)
-    swarm = UpgradeSwarm(seed, tmp_path, url, STEPS)
+    swarm = UpgradeSwarm(seed, tmp_path, server_database, url, STEPS)
     try:
         swarm.run()
         swarm.check()
@@ -485,7 +484,8 @@ def test_devices_upgrading_at_random_moments_converge_and_lose_nothing(seed: int
         swarm.close()
 
 
-def test_a_v1_device_recreating_a_note_it_deleted_gets_the_servers_tags(tmp_path: Path, server: Server) -> None:
+def test_a_v1_device_recreating_a_note_it_deleted_gets_the_servers_tags(tmp_path: Path, server: Server,
+                                                                        server_database: Database) -> None:
     url = server(schema=V2)
     a = Device(tmp_path, "a", url, V2, ["n1"])
     b = Device(tmp_path, "b", url, V1, ["n1"])
@@ -504,14 +504,14 @@ def test_a_v1_device_recreating_a_note_it_deleted_gets_the_servers_tags(tmp_path
         with b.client.connection as connection:
             connection.execute("INSERT INTO notes (id, body) VALUES ('n1', 'new')")  # the delete is no longer pending
         assert b.client.sync().errors == []
-        assert server_rows(tmp_path / "server.db") == {"n1": ("new", None, "work")}  # the server merged its tags in
+        assert server_rows(server_database) == {"n1": ("new", None, "work")}  # the server merged its tags in
         b.stop()
         alter(b.path)
         b.start()
         assert b.client is not None
         assert b.client.sync().errors == []
         # the server sent the merged row back, so b kept the tags: after its upgrade it holds them too
-        assert b.table() == server_rows(tmp_path / "server.db")
+        assert b.table() == server_rows(server_database)
     finally:
         a.shut()
         b.shut()

@@ -1,5 +1,6 @@
 """Real worlds for the reliability tests: devices are SyncClients on SQLite files, the server is
-server_stub under uvicorn on 127.0.0.1, and every sync is real HTTP."""
+server_stub under uvicorn on 127.0.0.1 (on a SQLite file or a PostgreSQL database), and every sync
+is real HTTP."""
 
 from __future__ import annotations
 
@@ -9,25 +10,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from client_sdk import HttpTransport, SqliteSyncStorage, SyncClient
+from client_sdk import HttpTransport, SyncClient
 from server_stub import ServerConfig, create_app
 from tests.loopback import serve
 from tests.reliability.inflight import HookedTransport
+from tests.serverdb import Database, server_query, server_storage
 
 TABLE = "items"
 LABEL = "swarm.Item"
 SCHEMA = f"CREATE TABLE {TABLE} (id TEXT PRIMARY KEY, title, notes, priority);"
+POSTGRES_SCHEMA = f"CREATE TABLE {TABLE} (id TEXT PRIMARY KEY, title JSONB, notes JSONB, priority JSONB);"
+"""JSONB takes what the swarm writes (NULL, integers, text) as SQLite's untyped columns do."""
+COLUMNS = ("id", "title", "notes", "priority")
 MODELS = {TABLE: LABEL}
 
 
-def server_config(folder: Path, **options: Any) -> ServerConfig:
-    return ServerConfig(database=folder / "server.db", models=MODELS, schema=SCHEMA, node_id="server", **options)
+def server_config(database: Database, **options: Any) -> ServerConfig:
+    schema = SCHEMA if isinstance(database, Path) else POSTGRES_SCHEMA
+    return ServerConfig(database=database, models=MODELS, schema=schema, node_id="server", **options)
 
 
 @contextmanager
-def running_server(folder: Path, **options: Any) -> Iterator[str]:
-    """server_stub on a free loopback port; yields the sync URL."""
-    with serve(create_app(server_config(folder, **options))) as base:
+def running_server(database: Database, **options: Any) -> Iterator[str]:
+    """server_stub on ``database`` at a free loopback port; yields the sync URL."""
+    with serve(create_app(server_config(database, **options))) as base:
         yield f"{base}/sync/"
 
 
@@ -109,21 +115,15 @@ class SqliteDevice:
 
 
 class ServerView:
-    """Reads the server's database through a second connection (WAL lets it while the server runs)."""
+    """Reads the server's database through a connection of its own, while the server runs."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / "server.db"
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     def rows(self) -> dict[str, dict[str, Any]]:
-        connection = sqlite3.connect(self.path)
-        try:
-            return read_rows(connection)
-        finally:
-            connection.close()
+        selected = server_query(self.database, f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
+        return {row[0]: dict(zip(COLUMNS, row, strict=True)) for row in selected}
 
     def tombstones(self) -> dict[str, int]:
-        storage = SqliteSyncStorage(self.path, MODELS, role="server", node_id="server")
-        try:
+        with server_storage(server_config(self.database)) as storage:
             return storage.get_deletes_since(LABEL, 0)
-        finally:
-            storage.close()

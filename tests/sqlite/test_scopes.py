@@ -1,7 +1,8 @@
 """Scoped sync at the storage and engine level (issue #17): what each user's devices see and may write.
 
 A server storage with scopes answers each request for one user (``scoped_to``); devices are
-SqliteSyncStorage clients syncing through the real JSON round trip.
+SqliteSyncStorage clients syncing through the real JSON round trip. The server's storage is the one
+its config opens on ``server_database`` (SQLite only for now: see ``pytestmark``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ import pytest
 
 from client_sdk import DatabaseEngine, InProcessTransport, SqliteSyncStorage, SyncManifest
 from client_sdk.errors import InvalidParameterError
+from server_stub import ServerConfig
+from server_stub.backend import ServerBackend
 from tests.reliability.inflight import HookedTransport
+from tests.serverdb import Database, server_query, server_storage
+
+pytestmark = pytest.mark.sqlite_only("[scopes] on PostgreSQL is still being added; these join it then")
 
 SCHEMA = """
 CREATE TABLE todo_lists (id TEXT PRIMARY KEY, owner TEXT, name TEXT);
@@ -34,7 +40,7 @@ SCOPES = {
 class AsUser:
     """A transport to the server engine that answers as ``user`` would be answered over HTTP."""
 
-    def __init__(self, server: DatabaseEngine, storage: SqliteSyncStorage, user: str) -> None:
+    def __init__(self, server: DatabaseEngine, storage: ServerBackend, user: str) -> None:
         self.inner = InProcessTransport(server)
         self.storage = storage
         self.user = user
@@ -45,13 +51,14 @@ class AsUser:
 
 
 class World:
-    def __init__(self, folder: Path, stack: ExitStack) -> None:
+    """The server's storage on ``database`` (by default ``folder/server.db``) and devices on files in ``folder``."""
+
+    def __init__(self, folder: Path, stack: ExitStack, database: Database | None = None) -> None:
         self.folder = folder
+        self.database = database or folder / "server.db"
         self.stack = stack
-        path = folder / "server.db"
-        with sqlite3.connect(path) as setup:
-            setup.executescript(SCHEMA)
-        self.server_storage = stack.enter_context(_closing(SqliteSyncStorage(path, MODELS, role="server", scopes=SCOPES)))
+        config = ServerConfig(database=self.database, models=MODELS, schema=SCHEMA, scopes=SCOPES, node_id="server")
+        self.server_storage = stack.enter_context(server_storage(config))
         self.server = DatabaseEngine(self.server_storage, self.server_storage.dependency_graph(), self.server_storage.clock,
                                      "server", transaction=self.server_storage.transaction)
 
@@ -77,9 +84,9 @@ class _closing:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def world(tmp_path: Path, server_database: Database) -> Iterator[World]:
     with ExitStack() as stack:
-        yield World(tmp_path, stack)
+        yield World(tmp_path, stack, server_database)
 
 
 def write(connection: sqlite3.Connection, sql: str) -> None:
@@ -89,6 +96,10 @@ def write(connection: sqlite3.Connection, sql: str) -> None:
 
 def ids(connection: sqlite3.Connection, table: str) -> list[str]:
     return [key for (key,) in connection.execute(f"SELECT id FROM {table} ORDER BY id")]
+
+
+def server_ids(world: World, table: str) -> list[str]:
+    return [key for (key,) in server_query(world.database, f"SELECT id FROM {table} ORDER BY id")]
 
 
 def test_each_user_pulls_only_their_rows_and_a_share_brings_the_older_rows_in(world: World) -> None:
@@ -130,16 +141,15 @@ def test_writes_outside_the_scope_are_refused_per_key_and_the_rest_applies(world
     refused = {error["key"]: error["message"] for error in result.errors}
     assert set(refused) == {"A", "x1", "B2", "orphan"}
     assert "not a row you may change" in refused["A"] and "once written" in refused["B2"]
-    server = world.server_storage.connection
-    assert server.execute("SELECT name FROM todo_lists WHERE id = 'A'").fetchone() == ("groceries",)
-    assert ids(server, "tasks") == ["a1", "b1"] and ids(server, "todo_lists") == ["A", "B"]
+    assert server_query(world.database, "SELECT name FROM todo_lists WHERE id = 'A'") == [("groceries",)]
+    assert server_ids(world, "tasks") == ["a1", "b1"] and server_ids(world, "todo_lists") == ["A", "B"]
     # a client that moves its task into bob's list (its file does not know the list: foreign keys off)
     hostile = sqlite3.connect(world.folder / "alice-laptop.db")
     write(hostile, "UPDATE tasks SET list_id = 'B' WHERE id = 'a1'")
     hostile.close()
     moved = alice.sync()
     assert [error["key"] for error in moved.errors] == ["a1"]
-    assert server.execute("SELECT list_id FROM tasks WHERE id = 'a1'").fetchone() == ("A",)
+    assert server_query(world.database, "SELECT list_id FROM tasks WHERE id = 'a1'") == [("A",)]
 
 
 def test_a_condition_that_does_not_compile_names_its_table(tmp_path: Path) -> None:
@@ -175,7 +185,6 @@ def test_writes_made_while_a_scoped_sync_runs_are_pushed_and_land_in_scope(world
     hooked.at_next_exchange(point, second_writer)
     assert bob.sync().ok and bob.sync().ok
     alice.sync()
-    server = world.server_storage.connection
-    assert server.execute("SELECT id, title FROM tasks ORDER BY id").fetchall() == [("a1", "oat milk"), ("b1", "hammer")]
+    assert server_query(world.database, "SELECT id, title FROM tasks ORDER BY id") == [("a1", "oat milk"), ("b1", "hammer")]
     assert ids(alice_db, "tasks") == ["a1"] and alice_db.execute("SELECT title FROM tasks").fetchone() == ("oat milk",)
     assert ids(bob_db, "tasks") == ["a1", "b1"] and bob.storage.pending_count() == 0
