@@ -219,6 +219,10 @@ class Serving(EngineBase):
             getattr(result, kind)[label] = [k for k in getattr(result, kind).get(label, []) if k not in stale]
         answers = {**completed, **outcome.response_records, **held}
         answers.update((key, record) for key, record in revived.items() if not _same_record(record, outcome.to_upsert[key]))
+        # A row we hold exactly as the client sent it (stored by a round whose answer the client lost) is not
+        # sent back: the client has it, and a later page of this sync could serve it once more.
+        answers = {key: record for key, record in answers.items()
+                   if key not in clean.records or not _same_record(record, clean.records[key])}
         for key, record in answers.items():
             serving.budget.take_record(record)
             model.records[key] = record

@@ -181,6 +181,8 @@ def test_a_write_made_during_a_round_is_never_skipped() -> None:
     wall.advance(50)
     node.transport = WriteDuringExchange(node.transport.inner, node.storage, LIST, late, {"name": "written mid-round"})  # type: ignore[attr-defined]
     node.storage.write(LIST, existing, {"name": "edited"})
+    node.sync()  # the write made meanwhile stays pending (pushed by this sync or, at the latest, by the next)
+    assert node.storage.get_pending_keys(LIST, [late]) == {late} or late in rows(server, LIST)
     node.sync()
     other.sync()
     assert rows(other, LIST)[late] == {"id": late, "name": "written mid-round"}

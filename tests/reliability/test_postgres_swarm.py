@@ -37,7 +37,7 @@ server's clock past every stamp it stored.
 
 The focused test pushes a page's worth of changes (inserts, edits, deletes) and kills the process inside
 that round, or right after its commit; syncing again through another process, the changes arrive
-exactly once. The last test (``xfail``) is what writing these found, for the lead to fix.
+exactly once. The last test is what writing these found: a row pushed again after a lost answer came twice.
 """
 
 from __future__ import annotations
@@ -600,13 +600,6 @@ class AnswerLost:
         return answer
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "client_sdk/engine/serve.py: a row the device pushes again after the answer was lost is already stored; "
-    "the push round answers it back (reconciled against a stored row newer than the device's checkpoint, "
-    "identical to what the device sent), and a later page of the same sync serves it once more (its "
-    "received_at is past the checkpoint, which stays put while paging). With a push of a page's worth of "
-    "rows and one more row to pull, every pushed row is delivered twice, against 'every row and tombstone "
-    "is delivered exactly once' while paging; the same on SQLite"))
 def test_after_the_answer_to_a_large_push_was_lost_the_next_sync_receives_each_row_once(
         fleet: Fleet, view: PostgresView, open_device: OpenDevice) -> None:
     first, second, _third = fleet.servers
