@@ -103,12 +103,25 @@ def as_text(column_type: str, value: Any) -> str | None:
     if value is None:
         return None
     if column_type in _JSON:
-        return json.dumps(value, separators=(",", ":"))
+        return json_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
     return value if isinstance(value, str) else str(value)
+
+
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON that JSONB gives back as it was: JSONB keeps numbers as ``numeric``, so a
+    float with an integral value is written with a fraction (``1e+20`` as ``100000000000000000000.0``), else it
+    would come back an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return format(value, ".1f")
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(key)}:{json_text(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(map(json_text, value)) + "]"
+    return json.dumps(value)
 
 
 def json_number(value: Decimal) -> int | float:

@@ -21,7 +21,6 @@ still run side by side; writes queue, as they do on one SQLite file.
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -40,7 +39,7 @@ from client_sdk.sqlite.served import served_records
 from client_sdk.sqlite.storage import DEFAULT_TOMBSTONE_RETENTION
 from client_sdk.sqlite.values import invalid_values
 
-from .catalog import Table, as_text, find_table, json_number, read_table
+from .catalog import Table, as_text, find_table, json_number, json_text, read_table
 from .connection import Connection, connect, shown, storage_errors
 from .schema import create_schema
 from .scopes import POSTGRES, compile_scopes
@@ -445,7 +444,7 @@ class PostgresServerStorage:
             "SELECT k, l, %s, s::jsonb FROM unnest(%b::text[], %b::bigint[], %b::text[]) AS u(k, l, s) "
             'ON CONFLICT ("key") DO UPDATE SET "lm" = EXCLUDED."lm", "received_at" = EXCLUDED."received_at", '
             '"stamps" = EXCLUDED."stamps"',
-            (received_at, list(records), newest, [_compact(record.timestamps) for record in records.values()]),
+            (received_at, list(records), newest, [json_text(record.timestamps) for record in records.values()]),
         )
         self.connection.execute(f'DELETE FROM {synced.tomb} WHERE "key" = ANY(%s)', (list(records),))
         self._clock_at_least(max(newest))
@@ -571,8 +570,4 @@ class PostgresServerStorage:
 def _jsonb(value: Any) -> Any:
     from psycopg.types.json import Jsonb
 
-    return Jsonb(value, dumps=_compact)
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return Jsonb(value, dumps=json_text)
