@@ -227,8 +227,8 @@ class ScopedReads:
         last_modified if later), which the record's ``received_at`` carries."""
         scoped = self.scopes[label]
         where = 'm."at" > :since' if after is None else '(m."at", m."key") > (:at, :key)'
-        if until is not None:
-            where += ' AND m."at" <= :until'
+        if until is not None:  # nor a row this round wrote: until the next refresh, its cursor is past its "at"
+            where += f' AND m."at" <= :until AND s.{scoped.shadow_lm} <= :until'
         join = self.dialect.join
         sql = (
             f'SELECT m."key", {self.dialect.greatest}(s.{scoped.shadow_received}, m."at"), {scoped.columns} '
@@ -282,4 +282,6 @@ class ScopedReads:
         self._execute(f'INSERT INTO {MEMBERS} ("user", "tbl", "key", "at") SELECT :user, :tbl, {scoped.key}, :at '
                       f"FROM {scoped.base} WHERE ({scoped.condition}) AND {scoped.key} IN {self.dialect.key_set} "
                       "ON CONFLICT DO NOTHING", mine)
+        # a row the user brought back into their view (an edit newer than a delete) is no longer gone for them
+        self._execute(f'DELETE FROM {GONE} AS g WHERE g."user" = :user AND g."tbl" = :tbl AND g."key" IN ({inside})', mine)
         return set(wanted) - {key for (key,) in self._rows(inside, mine)}
