@@ -324,7 +324,11 @@ class PostgresServerStorage:
 
     def invalid_values(self, label: str, records: Mapping[str, SyncRecord]) -> dict[str, str]:
         """Records holding a value its column cannot take: key -> what is wrong, naming the fields."""
-        return invalid_values(self._model(label).table.value_rules, records)
+        problems = invalid_values(self._model(label).table.value_rules, records)
+        for key, record in records.items():
+            if key not in problems and (_holds_nul(key) or _holds_nul(record.data)):
+                problems[key] = "PostgreSQL text cannot hold a NUL character (\\u0000), in the key or a value"
+        return problems
 
     def dependency_graph(self) -> DependencyGraph:
         """Parents before children, from the foreign keys among synced tables (self-references ignored)."""
@@ -343,15 +347,15 @@ class PostgresServerStorage:
 
     def get_records(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
         synced = self._model(label)
-        return dict(synced.records(self._fetch(f'{synced.select} WHERE s."key" = ANY(%s)', (list(keys),))))
+        return dict(synced.records(self._fetch(f'{synced.select} WHERE s."key" = ANY(%s)', (_storable(keys),))))
 
     def get_tombstones(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         synced = self._model(label)
-        rows = self._fetch(f'SELECT "key", coalesce("hlc", "stamp") FROM {synced.tomb} WHERE "key" = ANY(%s)', (list(keys),))
+        rows = self._fetch(f'SELECT "key", coalesce("hlc", "stamp") FROM {synced.tomb} WHERE "key" = ANY(%s)', (_storable(keys),))
         return dict(rows)
 
     def _stored_stamps(self, synced: _Synced, keys: list[str]) -> dict[str, int]:
-        return dict(self._fetch(f'SELECT "key", "lm" FROM {synced.shadow} WHERE "key" = ANY(%s)', (keys,)))
+        return dict(self._fetch(f'SELECT "key", "lm" FROM {synced.shadow} WHERE "key" = ANY(%s)', (_storable(keys),)))
 
     def get_changed_since(
         self, label: str, since: int, *, after: Cursor | None = None, limit: int | None = None,
@@ -385,7 +389,8 @@ class PostgresServerStorage:
 
     def get_buried(self, label: str, keys: Iterable[str]) -> dict[str, SyncRecord]:
         synced = self._model(label)
-        rows = self._fetch(f'SELECT "key", "row" FROM {synced.tomb} WHERE "row" IS NOT NULL AND "key" = ANY(%s)', (list(keys),))
+        rows = self._fetch(f'SELECT "key", "row" FROM {synced.tomb} WHERE "row" IS NOT NULL AND "key" = ANY(%s)',
+                           (_storable(keys),))
         return {key: SyncRecord.from_dict(key, row, label=label) for key, row in rows}
 
     def keep_buried(self, label: str, records: dict[str, SyncRecord]) -> None:
@@ -457,7 +462,8 @@ class PostgresServerStorage:
             if not deletes:
                 return []
             stored = self._stored_stamps(synced, list(deletes))
-            skipped = [key for key, stamp in deletes.items() if guard and stored.get(key, -1) > stamp]
+            # a key PostgreSQL cannot hold names no row here: nothing to delete, no tombstone to keep
+            skipped = [key for key, stamp in deletes.items() if (guard and stored.get(key, -1) > stamp) or _holds_nul(key)]
             accepted = {key: stamp for key, stamp in deletes.items() if key not in set(skipped)}
             if accepted:
                 keys = list(accepted)
@@ -536,21 +542,21 @@ class PostgresServerStorage:
         if scoped is None:
             return set()
         with self._guard, storage_errors(self.url):
-            return scoped[0].hidden(label, scoped[1], keys)
+            return scoped[0].hidden(label, scoped[1], _storable(keys))
 
     def departed(self, label: str, keys: Iterable[str]) -> dict[str, int]:
         scoped = self._scope_of(label)
         if scoped is None:
             return {}
         with self._guard, storage_errors(self.url):
-            return scoped[0].departed(label, scoped[1], keys)
+            return scoped[0].departed(label, scoped[1], _storable(keys))
 
     def outside_scope(self, label: str, keys: Iterable[str]) -> set[str]:
         scoped = self._scope_of(label)
         if scoped is None:
             return set()
         with self._guard, storage_errors(self.url):
-            return scoped[0].outside(label, scoped[1], keys, self.clock.last)
+            return scoped[0].outside(label, scoped[1], _storable(keys), self.clock.last)
 
     # ------------------------------------------------------------------ maintenance
 
@@ -565,6 +571,22 @@ class PostgresServerStorage:
             for synced in self._synced.values():
                 purged += self.connection.execute(f'DELETE FROM {synced.tomb} WHERE "stamp" < %s', (cutoff,)).rowcount
         return purged
+
+
+def _storable(keys: Iterable[str]) -> list[str]:
+    """The keys a row here can have: not those holding NUL, which PostgreSQL's text refuses (none is stored)."""
+    return [key for key in keys if "\x00" not in key]
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a JSON value holds the character PostgreSQL's text and JSONB refuse, in a string or a key."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(map(_holds_nul, value))
+    return False
 
 
 def _jsonb(value: Any) -> Any:

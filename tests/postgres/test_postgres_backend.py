@@ -14,7 +14,8 @@ import pytest
 
 from client_sdk import HttpTransport, SyncClient
 from client_sdk.errors import InvalidParameterError, StorageError
-from client_sdk.protocol.wire import SyncManifest
+from client_sdk.protocol.hlc import next_stamp, system_ms
+from client_sdk.protocol.wire import ModelPayload, SyncManifest, SyncRecord
 from server_stub import ServerConfig, create_app
 from server_stub.config import load_config
 from server_stub.service import SyncService
@@ -179,5 +180,25 @@ def test_a_server_whose_database_connection_was_cut_answers_the_next_request(pos
             service.process(SyncManifest("device", 0).seal())  # the request in flight fails (the client retries)
         answer, _ = service.process(SyncManifest("device", 0).seal())
         assert answer.errors == []
+    finally:
+        service.close()
+
+
+def test_a_key_or_value_holding_nul_is_refused_for_that_key_and_its_delete_changes_nothing(postgres_url: str) -> None:
+    service = SyncService(config(postgres_url, "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, extra JSONB)",
+                                 {"notes": "notes.Note"}))
+    try:
+        stamp = next_stamp(0, system_ms())
+        records = {key: SyncRecord(key, {"id": key, "body": body, "extra": extra}, {"body": stamp, "extra": stamp})
+                   for key, body, extra in [("fine", "ok", None), ("k\x00", "ok", None), ("v", "a\x00b", None),
+                                            ("j", "ok", {"x\x00": 1})]}
+        answer, _ = service.process(SyncManifest("device", 0, payloads=[ModelPayload("notes.Note", records)]).seal())
+        assert sorted(error["key"] for error in answer.errors) == ["j", "k\x00", "v"]
+        assert all("NUL" in error["message"] for error in answer.errors)
+        deleted, _ = service.process(SyncManifest("device", 0, payloads=[
+            ModelPayload("notes.Note", deletes={"k\x00": next_stamp(stamp, system_ms())})]).seal())
+        assert deleted.errors == []  # no row can have that key here: nothing to delete
+        with psycopg.connect(postgres_url) as connection:
+            assert connection.execute("SELECT id FROM notes").fetchall() == [("fine",)]
     finally:
         service.close()
