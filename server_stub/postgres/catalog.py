@@ -21,7 +21,8 @@ from .connection import Connection
 
 _TEXT = ("text", "character varying", "character")
 _INTEGERS = {"smallint": 1 << 15, "integer": 1 << 31, "bigint": 1 << 63}
-_FLOATS = ("real", "double precision", "numeric")
+_FLOATS = ("double precision", "numeric")
+"""Not ``real``: it holds 4-byte floats, so most numbers a device sends (8-byte, as SQLite's REAL) would come back changed."""
 _JSON = ("json", "jsonb")
 SUPPORTED = (*_TEXT, *_INTEGERS, *_FLOATS, "boolean", *_JSON)
 
@@ -156,6 +157,8 @@ def read_table(connection: Connection, name: str, identity_field: str) -> Table:
         raise InvalidParameterError(
             f"table {name!r}: column type(s) sync cannot carry on PostgreSQL: {', '.join(unsupported)}; "
             f"use one of {', '.join(SUPPORTED)}"
+            + (" (real is a 4-byte float on PostgreSQL, where SQLite's REAL is 8 bytes: use double precision)"
+               if any(column.type == "real" for column in columns) else "")
         )
     key = _primary_key(connection, name)
     if key != [identity_field]:

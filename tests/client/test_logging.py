@@ -55,7 +55,7 @@ def test_a_sync_logs_one_info_line_with_counts_and_duration_and_a_debug_line_per
 def test_a_quarantined_row_is_a_warning_once_per_sync(
     server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    schema = "CREATE TABLE readings (id TEXT PRIMARY KEY, value REAL);"
+    schema = "CREATE TABLE readings (id TEXT PRIMARY KEY, value DOUBLE PRECISION);"
     url = server(schema=schema, models={"readings": "lab.Reading"})
     path = create_file(tmp_path / "lab.db", schema)
     transport = HttpTransport(url, retries=0)

@@ -71,6 +71,7 @@ def test_the_command_says_how_to_install_the_driver_when_psycopg_is_missing(tmp_
          r"column type\(s\) sync cannot carry on PostgreSQL: at \(timestamp"),
         ("CREATE TABLE notes (id TEXT, n INTEGER, PRIMARY KEY (id, n))", r"primary key must be the one column 'id'"),
         ("CREATE TABLE notes (id BYTEA PRIMARY KEY)", r"column type\(s\) sync cannot carry"),
+        ("CREATE TABLE notes (id TEXT PRIMARY KEY, value REAL)", r"value \(real\).*real is a 4-byte float.*use double precision"),
         ("CREATE TABLE notes (id BIGINT PRIMARY KEY)", r"key column 'id' must be TEXT \(or VARCHAR\), not bigint"),
         ("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT,)", r"schema: PostgreSQL refused"),
     ],
