@@ -51,13 +51,19 @@ POSTGRES = Dialect(
 def compile_scopes(connection: Connection, tables: Mapping[str, ScopedTable]) -> None:
     """Run each table's condition once, in a read-only transaction of its own (call outside any transaction)."""
     for scoped in tables.values():
+        name = scoped.base.strip('"').replace('""', '"')
+        others = sorted({match.group(1) for match in _PARAMETER_OR_LITERAL.finditer(scoped.condition)} - {None, "user"})
+        if others:
+            raise InvalidParameterError(
+                f"scopes.{name}: the condition does not compile on table {name!r}: it names the parameter :{others[0]} "
+                "(a condition is one SQL expression whose only parameter is :user)"
+            )
         try:
             with connection.transaction():
                 connection.execute(b"SET TRANSACTION READ ONLY")
                 connection.execute(psycopg_sql(f"{scoped.visible} LIMIT 0"), {"user": ""})
         except Exception as exc:  # psycopg's: the condition does not compile, or tries to write
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            name = scoped.base.strip('"').replace('""', '"')
             raise InvalidParameterError(
                 f"scopes.{name}: the condition does not compile on table {name!r}: {first} "
                 "(a condition is one SQL expression whose only parameter is :user)"

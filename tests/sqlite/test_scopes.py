@@ -22,8 +22,6 @@ from server_stub.backend import ServerBackend
 from tests.reliability.inflight import HookedTransport
 from tests.serverdb import Database, server_query, server_storage
 
-pytestmark = pytest.mark.sqlite_only("[scopes] on PostgreSQL is still being added; these join it then")
-
 SCHEMA = """
 CREATE TABLE todo_lists (id TEXT PRIMARY KEY, owner TEXT, name TEXT);
 CREATE TABLE list_members (id TEXT PRIMARY KEY, list_id TEXT REFERENCES todo_lists (id), user_id TEXT);
