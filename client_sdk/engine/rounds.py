@@ -22,6 +22,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from ..errors import PayloadLimitError, SyncAbortedError, TransportRequiredError
+from ..protocol.gcpause import gc_paused
 from ..protocol.wire import AfterKeys, ModelPayload, RecordError, SyncManifest, SyncRecord, record_error
 from .apply import Applying, SyncRun
 from .budget import READ_CHUNK, Budget, record_size
@@ -140,45 +141,50 @@ class Syncing(Applying):
                             "(raise max_rounds if this is a very large initial sync)"
                         )
                     result.rounds += 1
-                    self._phase(SyncPhase.COLLECTING)
-                    pulled = pipeline.next() if pipeline is not None else asked
-                    asked = None
-                    if pulled is not None:
-                        self._phase(SyncPhase.EXCHANGING)
-                        checkpoint, request, response = pulled
-                    else:
-                        if pipeline is not None:
+                    # The collector is held off for the round: an answer's objects, all alive until it is
+                    # applied, are freed before it runs again (gcpause.py), instead of being walked over and over.
+                    with gc_paused():
+                        self._phase(SyncPhase.COLLECTING)
+                        pulled = pipeline.next() if pipeline is not None else asked
+                        asked = None
+                        if pulled is not None:
+                            self._phase(SyncPhase.EXCHANGING)
+                            checkpoint, request, response = pulled
+                        else:
+                            if pipeline is not None:
+                                pipeline.close()
+                                pipeline = None
+                            checkpoint, request, response, ahead = self._push_round(transport, run, ahead)
+                        self._phase(SyncPhase.RECONCILING)
+                        complete = not request.has_more and not response.has_more
+                        # An empty complete answer leaves this sync nothing to do: what is pending now was
+                        # written while the round was in flight, and waits for the next sync.
+                        last = complete and response.change_count == 0
+                        if opened is None:
+                            held.enter_context(self.transaction())
+                            opened = time.monotonic()
+                        self._accept(response)
+                        following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, unpushed)
+                        if following is not None:
+                            pipeline = PullPipeline(transport, self._pull, *following)
+                        self._apply_response(request, response, checkpoint, run)
+                        result.checkpoint = max(response.checkpoint, checkpoint)
+                        log.debug("round %d: sent %d change(s)%s, received %d%s; checkpoint %d", result.rounds,
+                                  request.change_count, " (more to push)" if request.has_more else "",
+                                  response.change_count, " (more to pull)" if response.has_more else "",
+                                  result.checkpoint)
+                        if pipeline is not None and settles(response):
                             pipeline.close()
                             pipeline = None
-                        checkpoint, request, response, ahead = self._push_round(transport, run, ahead)
-                    self._phase(SyncPhase.RECONCILING)
-                    complete = not request.has_more and not response.has_more
-                    # An empty complete answer leaves this sync nothing to do: what is pending now was
-                    # written while the round was in flight, and waits for the next sync.
-                    last = complete and response.change_count == 0
-                    if opened is None:
-                        held.enter_context(self.transaction())
-                        opened = time.monotonic()
-                    self._accept(response)
-                    following = None if pipeline or last else self._pull_ahead(request, response, checkpoint, unpushed)
-                    if following is not None:
-                        pipeline = PullPipeline(transport, self._pull, *following)
-                    self._apply_response(request, response, checkpoint, run)
-                    result.checkpoint = max(response.checkpoint, checkpoint)
-                    log.debug("round %d: sent %d change(s)%s, received %d%s; checkpoint %d", result.rounds,
-                              request.change_count, " (more to push)" if request.has_more else "",
-                              response.change_count, " (more to pull)" if response.has_more else "",
-                              result.checkpoint)
-                    if pipeline is not None and settles(response):
-                        pipeline.close()
-                        pipeline = None
-                    remaining = COMMIT_INTERVAL - (time.monotonic() - opened)
-                    if not (pipeline is not None and remaining > 0 and pipeline.ready(remaining)):
-                        held.close()
-                        opened = None
+                        remaining = COMMIT_INTERVAL - (time.monotonic() - opened)
+                        if not (pipeline is not None and remaining > 0 and pipeline.ready(remaining)):
+                            held.close()
+                            opened = None
+                        pulled_ahead = pulled is not None
+                        del pulled, request, response
                     # A request sent ahead could not see what applying the rounds before it changed
                     # locally (an ON DELETE CASCADE, say): the sync ends only once that is pushed too.
-                    if last and not (pulled is not None and self._collect(result.checkpoint, {}, unpushed).payloads):
+                    if last and not (pulled_ahead and self._collect(result.checkpoint, {}, unpushed).payloads):
                         return
                     if complete and not last:
                         follow_ups += 1
