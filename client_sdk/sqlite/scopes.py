@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import InvalidParameterError
-from ..protocol.hlc import HLC_MAX
+from ..protocol.hlc import HLC_MAX, HybridLogicalClock
 from .ddl import S_KEY, S_LM, S_RECEIVED, TOMB_HLC
 from .mapping import TableMapping
 from .schema import quote
@@ -285,3 +286,48 @@ class ScopedReads:
         # a row the user brought back into their view (an edit newer than a delete) is no longer gone for them
         self._execute(f'DELETE FROM {GONE} AS g WHERE g."user" = :user AND g."tbl" = :tbl AND g."key" IN ({inside})', mine)
         return set(wanted) - {key for (key,) in self._rows(inside, mine)}
+
+
+class AnswersForUsers:
+    """``scoped_to`` of a server storage with scoped reads (both backends'): which scoped reads a request's
+    label goes through, and the user's refresh in the transaction the block's requests then run in."""
+
+    _scoped: ScopedReads | None
+    _user: str | None = None
+    clock: HybridLogicalClock
+
+    def _round_transaction(self) -> AbstractContextManager[None]:
+        """The write transaction a scoped request runs in (its round's transaction nests in it)."""
+        raise NotImplementedError
+
+    def _before_refresh(self) -> None:
+        """What must be current before the user's rows are looked at (SQLite: the change log folded)."""
+
+    def _scope_of(self, label: str) -> tuple[ScopedReads, str] | None:
+        """The scoped reads ``label``'s requests go through for the current user, if any."""
+        if self._user is None or self._scoped is None or label not in self._scoped.scopes:
+            return None
+        return self._scoped, self._user
+
+    @contextmanager
+    def scoped_to(self, user: str | None) -> Iterator[None]:
+        """Answer the block's requests for ``user``: reads and writes of the scoped tables see only the
+        rows the scopes give them (None, or a server without scopes: every row). The user's visible
+        rows are brought up to date first, in the write transaction the block's requests then run in:
+        a write another connection made in between would otherwise be missed (a member row updated
+        after the refresh is delivered at its last_modified, which the device's new checkpoint passes)."""
+        if user is None or self._scoped is None:
+            yield
+            return
+        try:
+            with self._round_transaction():
+                self._before_refresh()
+                self._scoped.refresh(user, self.clock.last, self.clock.now)
+                self._user = user
+                try:
+                    yield
+                finally:
+                    self._user = None
+        except BaseException:
+            self._scoped.forget(user)  # its refresh was rolled back with the block
+            raise

@@ -8,56 +8,27 @@ place in that order, and its own HLC (``"hlc"``) is what is sent and compared.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 
 from ..engine.protocols import Cursor
-from ..protocol.hlc import HLC_MAX, HybridLogicalClock
+from ..protocol.hlc import HLC_MAX
 from ..protocol.wire import SyncRecord
 from .core import StorageCore
 from .ddl import S_LM, TOMB_HLC
 from .mapping import IN_KEYS, keys_json, position_filter, record_json
-from .scopes import ScopedReads
+from .scopes import AnswersForUsers
 from .transaction import serialized
 
 
-class ServedChanges(StorageCore):
-    """The server role's part of :class:`SqliteSyncStorage`."""
+class ServedChanges(AnswersForUsers, StorageCore):
+    """The server role's part of :class:`SqliteSyncStorage`; ``scoped_to`` is :class:`AnswersForUsers`'."""
 
-    _scoped: ScopedReads | None
-    """The scoped tables' rules, if the server has any (``scopes.py``)."""
-    _user: str | None = None
-    """The user whose request is being answered (``scoped_to``); None: unscoped."""
-    clock: HybridLogicalClock
+    def _round_transaction(self) -> AbstractContextManager[None]:
+        return self._tx()
 
-    def _scope_of(self, label: str) -> tuple[ScopedReads, str] | None:
-        """The scoped reads ``label``'s requests go through for the current user, if any."""
-        if self._user is None or self._scoped is None or label not in self._scoped.scopes:
-            return None
-        return self._scoped, self._user
-
-    @contextmanager
-    def scoped_to(self, user: str | None) -> Iterator[None]:
-        """Answer the block's requests for ``user``: reads and writes of the scoped tables see only the
-        rows the scopes give them (None, or a server without scopes: every row). The user's visible
-        rows are brought up to date first, in the write transaction the block's requests then run in:
-        a write another connection made in between would otherwise be missed (a member row updated
-        after the refresh is delivered at its last_modified, which the device's new checkpoint passes)."""
-        if user is None or self._scoped is None:
-            yield
-            return
-        try:
-            with self._tx():
-                self._fold_log()
-                self._scoped.refresh(user, self.clock.last, self.clock.now)
-                self._user = user
-                try:
-                    yield
-                finally:
-                    self._user = None
-        except BaseException:
-            self._scoped.forget(user)  # its refresh was rolled back with the block
-            raise
+    def _before_refresh(self) -> None:
+        self._fold_log()
 
     @serialized
     def hidden(self, label: str, keys: Iterable[str]) -> set[str]:

@@ -34,7 +34,7 @@ from client_sdk.protocol.graph import DependencyGraph
 from client_sdk.protocol.hlc import HLC_MAX, HybridLogicalClock, system_ms
 from client_sdk.protocol.wire import META_FIELDS, SyncRecord
 from client_sdk.sqlite.schema import quote
-from client_sdk.sqlite.scopes import ScopedReads, ScopedTable
+from client_sdk.sqlite.scopes import AnswersForUsers, ScopedReads, ScopedTable
 from client_sdk.sqlite.served import served_records
 from client_sdk.sqlite.storage import DEFAULT_TOMBSTONE_RETENTION
 from client_sdk.sqlite.values import invalid_values
@@ -118,7 +118,7 @@ class _ClockState:
         return self._storage._advance_clock(step)
 
 
-class PostgresServerStorage:
+class PostgresServerStorage(AnswersForUsers):
     """The :class:`~client_sdk.engine.protocols.ServerStorage` of a PostgreSQL database (``url``), syncing
     ``models`` (table -> model label); ``schema`` (SQL) creates their tables in a database that has none of
     them yet. ``scopes``: table -> SQL condition giving a user their rows (``:user``), as for SQLite; see
@@ -512,30 +512,8 @@ class PostgresServerStorage:
 
     # ------------------------------------------------------------------ scopes
 
-    def _scope_of(self, label: str) -> tuple[ScopedReads, str] | None:
-        """The scoped reads ``label``'s requests go through for the current user, if any."""
-        if self._user is None or self._scoped is None or label not in self._scoped.scopes:
-            return None
-        return self._scoped, self._user
-
-    @contextmanager
-    def scoped_to(self, user: str | None) -> Iterator[None]:
-        """Answer the block's requests for ``user``, refreshing their visible rows first in the transaction
-        (with the round lock held exclusively) the block's requests then run in (see :meth:`SqliteSyncStorage.scoped_to`)."""
-        if user is None or self._scoped is None:
-            yield
-            return
-        try:
-            with self.transaction():
-                self._scoped.refresh(user, self.clock.last, self.clock.now)
-                self._user = user
-                try:
-                    yield
-                finally:
-                    self._user = None
-        except BaseException:
-            self._scoped.forget(user)  # its refresh was rolled back with the block
-            raise
+    def _round_transaction(self) -> AbstractContextManager[None]:
+        return self.transaction()  # with the round lock held exclusively: the refresh writes
 
     def hidden(self, label: str, keys: Iterable[str]) -> set[str]:
         scoped = self._scope_of(label)
