@@ -414,7 +414,8 @@ class PostgresServerStorage(AnswersForUsers):
                 if unknown:  # the engine refuses them first (PROTOCOL.md 7)
                     raise RecordFieldError(f"{label} record {key!r}: unknown field(s) {sorted(unknown)[:5]}")
             skipped = self._stale(synced, records) if guard else []
-            accepted = {key: record for key, record in records.items() if key not in set(skipped)}
+            stale = set(skipped)
+            accepted = {key: record for key, record in records.items() if key not in stale}
             if accepted:
                 self._write_rows(synced, accepted, received_at or 0)
             return skipped
@@ -464,7 +465,8 @@ class PostgresServerStorage(AnswersForUsers):
             stored = self._stored_stamps(synced, list(deletes))
             # a key PostgreSQL cannot hold names no row here: nothing to delete, no tombstone to keep
             skipped = [key for key, stamp in deletes.items() if (guard and stored.get(key, -1) > stamp) or _holds_nul(key)]
-            accepted = {key: stamp for key, stamp in deletes.items() if key not in set(skipped)}
+            kept = set(skipped)
+            accepted = {key: stamp for key, stamp in deletes.items() if key not in kept}
             if accepted:
                 keys = list(accepted)
                 erased = {} if received_at is None else self.get_records(label, keys)
@@ -553,7 +555,7 @@ class PostgresServerStorage(AnswersForUsers):
 
 def _storable(keys: Iterable[str]) -> list[str]:
     """The keys a row here can have: not those holding NUL, which PostgreSQL's text refuses (none is stored)."""
-    return [key for key in keys if "\x00" not in key]
+    return [key for key in keys if not _holds_nul(key)]
 
 
 def _holds_nul(value: Any) -> bool:
